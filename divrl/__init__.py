@@ -1,0 +1,19 @@
+"""divrl: verified, composable policy-gradient objectives for RL post-training in JAX."""
+
+from divrl import advantages
+from divrl import aggregation
+from divrl import divergences
+from divrl import groups
+from divrl import registry
+from divrl import surrogates
+from divrl.aggregation import Aggregate
+from divrl.objective import Objective
+from divrl.objective import Regularizer
+from divrl.objective import build
+from divrl.objective import from_config
+from divrl.objective import regularizer
+from divrl.registry import register
+from divrl.types import Batch
+from divrl.types import validate
+
+__version__ = "0.1.0"

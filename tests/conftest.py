@@ -1,0 +1,52 @@
+"""Test setup: 8 simulated CPU devices, set before jax is imported."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+import divrl  # noqa: E402
+
+
+def make_batch(seed=0, b=12, t=7, num_groups=4, ragged=True, garbage=True,
+               with_old=True, with_ref=True, reward_kind="normal"):
+  """A random batch with ragged groups, variable lengths and garbage padding."""
+  rng = np.random.default_rng(seed)
+  if ragged:
+    group_ids = rng.integers(0, num_groups, size=b)
+  else:
+    group_ids = np.repeat(np.arange(num_groups), b // num_groups)
+  lengths = rng.integers(1, t + 1, size=b)
+  mask = (np.arange(t)[None, :] < lengths[:, None])
+  logprobs = -rng.uniform(0.05, 3.0, size=(b, t))
+  old = logprobs + rng.normal(0, 0.3, size=(b, t))
+  ref = logprobs + rng.normal(0, 0.5, size=(b, t))
+  if reward_kind == "binary":
+    rewards = rng.integers(0, 2, size=b).astype(np.float64)
+  else:
+    rewards = rng.normal(size=b)
+  if garbage:
+    pad = ~mask
+    for x in (logprobs, old, ref):
+      x[pad] = rng.choice([1e4, -1e4, np.nan, np.inf, -np.inf, 37.0],
+                          size=pad.sum())
+  return divrl.Batch(
+      logprobs=jax.numpy.asarray(logprobs, jax.numpy.float32),
+      response_mask=jax.numpy.asarray(mask),
+      rewards=jax.numpy.asarray(rewards, jax.numpy.float32),
+      group_ids=jax.numpy.asarray(group_ids, jax.numpy.int32),
+      old_logprobs=jax.numpy.asarray(old, jax.numpy.float32) if with_old else None,
+      ref_logprobs=jax.numpy.asarray(ref, jax.numpy.float32) if with_ref else None,
+      num_groups=num_groups,
+  )
+
+
+@pytest.fixture
+def batch():
+  return make_batch()
