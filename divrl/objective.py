@@ -4,22 +4,30 @@ regularizers -> aggregation -> ``(loss, metrics)``.
 An ``Objective`` is built from parts, either functions or registered names
 (``divrl.registry``). The parts and what the objective passes them:
 
-==============  ============================================  ===============
-kind            call                                          returns
-==============  ============================================  ===============
-advantage       ``fn(batch, axis_name=...)``                  ``[B,T]``
-token_weight    ``fn(batch, advantages, key=..., axis_name=...)``  ``[B,T]``
-surrogate       ``fn(batch, advantages)``                     ``[B,T]`` or
-                                                              ``([B,T], dict)``
-regularizer     ``fn(batch)``                                 ``[B,T]``
-aggregation     ``fn(loss, mask)``                            ``Aggregate``
-==============  ============================================  ===============
+==============  ==================================================  =========
+kind            call                                                returns
+==============  ==================================================  =========
+transform       ``fn(batch, key=..., axis_name=...)``               ``Batch``
+advantage       ``fn(batch, axis_name=...)``                        ``[B,T]``
+token_weight    ``fn(batch, advantages, key=..., axis_name=...)``   ``[B,T]``
+surrogate       ``fn(batch, advantages, key=..., axis_name=...)``   ``[B,T]``
+                                                                    or
+                                                                    ``([B,T],
+                                                                    dict)``
+regularizer     ``fn(batch, axis_name=...)``                        ``[B,T]``
+aggregation     ``fn(loss, mask)``                                  ``Aggregate``
+==============  ==================================================  =========
 
 ``axis_name`` and ``key`` are passed only to parts whose signature has them,
-so a user part can be a plain ``def my_part(batch): ...``. Token weights
-multiply the surrogate's per-token loss (not the denominators, and not the
-regularizers). The total per-token loss ``surrogate * weights + sum_j coef_j *
-regularizer_j`` is aggregated once with the objective's mode.
+so a user part can be a plain ``def my_part(batch): ...``. Transforms run
+first, on whole groups, and may change rewards (reward shaping, KL in the
+reward) or the response mask (filters; the mask is also every aggregation's
+denominator). Token weights multiply the surrogate's per-token loss (not the
+denominators, and not the regularizers). The total per-token loss ``surrogate
+* weights + sum_j coef_j * regularizer_j`` is aggregated once with the
+objective's mode. Sequence-level losses (GSPO, GMPO, ...) put the sequence
+loss on every valid token; ``seq-mean-token-mean`` then averages them over
+sequences exactly.
 
 Usage::
 
@@ -49,7 +57,7 @@ from divrl import aggregation as agg
 from divrl import divergences as _divergences  # noqa: F401
 from divrl import surrogates as _surrogates  # noqa: F401
 from divrl import registry
-from divrl.types import Batch, validate
+from divrl.types import TOKEN_FIELDS, Batch, validate
 
 Array = jax.Array
 
@@ -83,8 +91,7 @@ class Regularizer:
   label: str
 
 
-_TOKEN_FIELDS = ("logprobs", "old_logprobs", "ref_logprobs",
-                 "rollout_logprobs", "entropy", "advantages")
+_TOKEN_FIELDS = ("logprobs",) + TOKEN_FIELDS
 
 
 def clean_padding(batch: Batch) -> Batch:
@@ -112,14 +119,16 @@ class Objective:
   regularizers: tuple[Regularizer, ...] = ()
   token_weights: tuple[Callable[..., Array], ...] = ()
   aggregation: Callable[..., agg.Aggregate] = agg.token_mean
+  transforms: tuple[Callable[..., Batch], ...] = ()
 
   @classmethod
   def from_config(cls, config: Any) -> "Objective":
     """Builds an objective from a mapping or ``ml_collections.ConfigDict``.
 
-    Keys: ``advantage``, ``surrogate`` (required), ``regularizers`` (a list of
-    specs, each with a ``coef`` and optionally a ``label``), ``token_weights``
-    (a list of specs) and ``aggregation`` (default ``"token-mean"``). Each
+    Keys: ``advantage``, ``surrogate`` (required), ``transforms`` (a list of
+    specs), ``regularizers`` (a list of specs, each with a ``coef`` and
+    optionally a ``label``), ``token_weights`` (a list of specs) and
+    ``aggregation`` (default ``"token-mean"``). Each
     spec is a registered name, a mapping ``{"name": ..., **hyperparameters}``,
     or a callable.
     """
@@ -128,8 +137,8 @@ class Objective:
     if not isinstance(config, Mapping):
       raise ValueError("objective config must be a mapping, got"
                        f" {type(config).__name__}.")
-    allowed = {"advantage", "surrogate", "regularizers", "token_weights",
-               "aggregation"}
+    allowed = {"transforms", "advantage", "surrogate", "regularizers",
+               "token_weights", "aggregation"}
     for key in config:
       if key not in allowed:
         raise ValueError(f"unknown objective config key {key!r}; allowed:"
@@ -142,7 +151,10 @@ class Objective:
       regs.append(_make_regularizer(spec))
     weights = tuple(registry.make("token_weight", s)
                     for s in config.get("token_weights", ()) or ())
+    transforms = tuple(registry.make("transform", s)
+                       for s in config.get("transforms", ()) or ())
     return cls(
+        transforms=transforms,
         advantage=registry.make("advantage", config["advantage"]),
         surrogate=registry.make("surrogate", config["surrogate"]),
         regularizers=tuple(regs),
@@ -153,8 +165,18 @@ class Objective:
 
   # -- stages ---------------------------------------------------------------
 
+  def transform(self, batch: Batch, key: Array | None = None, *,
+                axis_name=None) -> Batch:
+    """Applies the transforms in order (on whole groups)."""
+    for fn, k in zip(self.transforms, self._keys("transforms", key)):
+      batch = _call(fn, batch, key=k, axis_name=axis_name)
+      if not isinstance(batch, Batch):
+        raise ValueError(f"transform {_label(fn)!r} must return a Batch, got"
+                         f" {type(batch).__name__}.")
+    return batch
+
   def advantages(self, batch: Batch, *, axis_name=None) -> Array:
-    """Per-token advantages ``[B,T]``; needs whole groups in ``batch``."""
+    """Per-token advantages ``[B,T]`` of an already transformed batch."""
     if batch.advantages is not None:
       return batch.advantages
     adv = _call(self.advantage, batch, axis_name=axis_name)
@@ -163,35 +185,58 @@ class Objective:
                        f" shape {adv.shape}, expected {batch.logprobs.shape}.")
     return jax.lax.stop_gradient(adv) * batch.mask
 
-  def with_advantages(self, batch: Batch, *, axis_name=None) -> Batch:
-    """Returns ``batch`` with advantages filled in, ready to be split."""
+  def with_advantages(self, batch: Batch, key: Array | None = None, *,
+                      axis_name=None) -> Batch:
+    """Transforms ``batch`` and fills in its advantages, ready to be split.
+
+    The returned batch carries the transformed rewards and mask; the
+    objective does not transform a batch whose advantages are set.
+    """
     validate(batch)
     batch = clean_padding(batch)
+    tkey = None if key is None else jax.random.fold_in(key, 1)
+    batch = clean_padding(self.transform(batch, tkey, axis_name=axis_name))
     return batch.replace(advantages=self.advantages(batch,
                                                     axis_name=axis_name))
 
   def aggregates(self, batch: Batch, key: Array | None = None, *,
-                 axis_name=None):
+                 axis_name=None, coefs: Mapping[str, Any] | None = None):
     """The loss and metrics as un-normalised ``Aggregate``s.
 
     Sum these over micro-batches (``aggregation.combine``) or mesh axes
     (``aggregation.psum``), then ``aggregation.finalize`` them.
 
+    Args:
+      batch: the batch; if its advantages are unset it must hold whole groups.
+      key: PRNG key, needed when a part is random.
+      axis_name: mesh axis to reduce over inside ``shard_map``.
+      coefs: overrides of regularizer coefficients by label, e.g. from an
+        adaptive controller's state (may be traced values).
+
     Returns:
       ``(loss Aggregate, {metric name: Aggregate})``.
     """
-    validate(batch)
-    batch = clean_padding(batch)
+    if batch.advantages is None:
+      batch = self.with_advantages(batch, key, axis_name=axis_name)
+    else:
+      validate(batch)
+      batch = clean_padding(batch)
     mask = batch.mask
-    adv = self.advantages(batch, axis_name=axis_name)
+    adv = batch.advantages
+    coefs = dict(coefs or {})
+    unknown = set(coefs) - {r.label for r in self.regularizers}
+    if unknown:
+      raise ValueError(f"coefs names unknown regularizer label(s)"
+                       f" {sorted(unknown)}; labels:"
+                       f" {[r.label for r in self.regularizers]}.")
 
     weights = jnp.ones_like(mask)
-    keys = self._keys(key)
-    for fn, k in zip(self.token_weights, keys):
+    for fn, k in zip(self.token_weights, self._keys("token_weights", key)):
       w = _call(fn, batch, adv, key=k, axis_name=axis_name)
       weights = weights * jax.lax.stop_gradient(w)
 
-    out = self.surrogate(batch, adv)
+    (skey,) = self._keys("surrogate", key)
+    out = _call(self.surrogate, batch, adv, key=skey, axis_name=axis_name)
     pg, diagnostics = out if isinstance(out, tuple) else (out, {})
     if pg.shape != mask.shape:
       raise ValueError(f"surrogate {_label(self.surrogate)!r} returned shape"
@@ -200,8 +245,11 @@ class Objective:
     total = pg
     metrics = {"loss/policy": self.aggregation(pg, mask)}
     for reg in self.regularizers:
-      value = reg.fn(batch)
-      total = total + reg.coef * value
+      value = _call(reg.fn, batch, axis_name=axis_name)
+      if value.shape != mask.shape:
+        raise ValueError(f"regularizer {reg.label!r} returned shape"
+                         f" {value.shape}, expected {mask.shape}.")
+      total = total + coefs.get(reg.label, reg.coef) * value
       metrics[f"regularizer/{reg.label}"] = self.aggregation(value, mask)
 
     loss = self.aggregation(total, mask)
@@ -216,26 +264,32 @@ class Objective:
     return loss, metrics
 
   def __call__(self, batch: Batch, key: Array | None = None, *,
-               axis_name=None):
+               axis_name=None, coefs: Mapping[str, Any] | None = None):
     """``(loss, metrics)`` for one whole batch.
 
     Inside ``shard_map`` pass ``axis_name``: group statistics and the
     aggregates are summed over that axis before normalising.
     """
-    loss, metrics = self.aggregates(batch, key, axis_name=axis_name)
+    loss, metrics = self.aggregates(batch, key, axis_name=axis_name,
+                                    coefs=coefs)
     if axis_name is not None:
       loss, metrics = agg.psum((loss, metrics), axis_name)
     return agg.finalize(loss), agg.finalize_tree(metrics)
 
-  def _keys(self, key: Array | None) -> list[Array | None]:
-    needs = [("key" in _accepts(fn)) for fn in self.token_weights]
+  def _keys(self, stage: str, key: Array | None) -> list[Array | None]:
+    """One key per part of ``stage``, independent across stages."""
+    fns = {"transforms": self.transforms, "token_weights": self.token_weights,
+           "surrogate": (self.surrogate,)}[stage]
+    needs = [("key" in _accepts(fn)) for fn in fns]
     if not any(needs):
-      return [None] * len(self.token_weights)
+      return [None] * len(fns)
     if key is None:
-      names = [_label(f) for f, n in zip(self.token_weights, needs) if n]
-      raise ValueError(f"token weight part(s) {names} need a PRNG key; pass"
-                       " key= to the objective.")
-    return list(jax.random.split(key, len(self.token_weights)))
+      names = [_label(f) for f, n in zip(fns, needs) if n]
+      raise ValueError(f"part(s) {names} need a PRNG key; pass key= to the"
+                       " objective.")
+    stage_key = jax.random.fold_in(key, {"transforms": 1, "token_weights": 2,
+                                         "surrogate": 3}[stage])
+    return list(jax.random.split(stage_key, len(fns)))
 
 
 def _make_regularizer(spec: Any) -> Regularizer:
@@ -282,9 +336,11 @@ def from_config(config: Any) -> Objective:
 
 def build(advantage: Any, surrogate: Any, *,
           regularizers: Sequence[Any] = (), token_weights: Sequence[Any] = (),
-          aggregation: Any = "token-mean") -> Objective:
+          aggregation: Any = "token-mean",
+          transforms: Sequence[Any] = ()) -> Objective:
   """Builds an objective from specs (names, mappings or callables)."""
   return Objective.from_config({
+      "transforms": list(transforms),
       "advantage": advantage, "surrogate": surrogate,
       "regularizers": list(regularizers), "token_weights": list(token_weights),
       "aggregation": aggregation})

@@ -18,7 +18,8 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-KINDS = ("advantage", "token_weight", "surrogate", "regularizer", "aggregation")
+KINDS = ("transform", "advantage", "token_weight", "surrogate", "regularizer",
+         "aggregation")
 
 _REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {k: {} for k in KINDS}
 

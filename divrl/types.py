@@ -43,6 +43,18 @@ class Batch:
     advantages: optional ``[B,T]``. Precomputed advantages. Objectives compute
       them from whole groups when absent; set them before splitting a batch
       into micro-batches (see ``Objective.with_advantages``).
+    token_rewards: optional ``[B,T]``. Per-token rewards for token-level
+      estimators (REINFORCE++, ReMax, GAE, OTB). When ``None`` those
+      estimators place the scalar reward on the last valid token.
+    values: optional ``[B,T]``. Critic values ``V(s_t)`` for GAE.
+    baseline_rewards: optional ``[B]``. Reward of a baseline response, e.g.
+      the greedy decode of ReMax.
+    sum_pi_squared: optional ``[B,T]``. ``sum_v pi_old(v | prefix)^2`` per
+      token, for the optimal token baseline (``divrl.ops`` computes it).
+    truncated: optional ``[B]`` bool. True where the response hit the length
+      limit without a stop token.
+    tokens: optional ``[B,T]`` integer response token ids (reward shaping
+      such as n-gram repetition penalties).
     num_groups: static int, an upper bound on the number of groups. ``None``
       means ``B`` (always valid for ids in ``[0, B)``).
   """
@@ -58,6 +70,12 @@ class Batch:
   embeddings: Array | None = None
   sample_source: Array | None = None
   advantages: Array | None = None
+  token_rewards: Array | None = None
+  values: Array | None = None
+  baseline_rewards: Array | None = None
+  sum_pi_squared: Array | None = None
+  truncated: Array | None = None
+  tokens: Array | None = None
   num_groups: int | None = struct.field(pytree_node=False, default=None)
 
   @property
@@ -79,8 +97,8 @@ class Batch:
     return self.response_mask.astype(jnp.float32)
 
 
-_TOKEN_FIELDS = ("old_logprobs", "ref_logprobs", "rollout_logprobs", "entropy",
-                 "advantages")
+TOKEN_FIELDS = ("old_logprobs", "ref_logprobs", "rollout_logprobs", "entropy",
+                 "advantages", "token_rewards", "values", "sum_pi_squared")
 
 
 def _is_concrete(x: Any) -> bool:
@@ -155,7 +173,7 @@ def validate(batch: Batch) -> Batch:
       raise ValueError(
           f"Batch.group_ids must lie in [0, num_groups={batch.groups}), got"
           f" values in [{lo}, {hi}].")
-  for name in _TOKEN_FIELDS:
+  for name in TOKEN_FIELDS:
     x = getattr(batch, name)
     if x is not None:
       _check_shape(name, x, (b, t))
@@ -166,6 +184,24 @@ def validate(batch: Batch) -> Batch:
       raise ValueError(f"Batch.embeddings must have shape [B,D] with B={b},"
                        f" got {tuple(e.shape)}.")
     _check_floating("embeddings", e)
+  if batch.baseline_rewards is not None:
+    _check_shape("baseline_rewards", batch.baseline_rewards, (b,))
+    _check_floating("baseline_rewards", batch.baseline_rewards)
+    _check_finite("baseline_rewards", batch.baseline_rewards)
+  if batch.token_rewards is not None:
+    _check_finite("token_rewards", jnp.where(batch.response_mask > 0,
+                                             batch.token_rewards, 0.0)
+                  if _is_concrete(batch.token_rewards) else
+                  batch.token_rewards)
+  if batch.truncated is not None:
+    _check_shape("truncated", batch.truncated, (b,))
+    if batch.truncated.dtype != jnp.bool_:
+      raise ValueError(f"Batch.truncated must be bool, got"
+                       f" {batch.truncated.dtype}.")
+  if batch.tokens is not None:
+    _check_shape("tokens", batch.tokens, (b, t))
+    if not jnp.issubdtype(batch.tokens.dtype, jnp.integer):
+      raise ValueError(f"Batch.tokens must be integer, got {batch.tokens.dtype}.")
   if batch.sample_source is not None:
     _check_shape("sample_source", batch.sample_source, (b,))
     if not jnp.issubdtype(batch.sample_source.dtype, jnp.integer):

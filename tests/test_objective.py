@@ -303,3 +303,35 @@ class TestBadInput:
     objective = divrl.from_config(CONFIGS["grpo"])
     with pytest.raises(ValueError, match="ref_logprobs"):
       objective(make_batch(0, with_ref=False))
+
+
+def test_transforms_run_before_advantages_and_coefs_override():
+  def flip_rewards(batch):
+    return batch.replace(rewards=-batch.rewards)
+
+  def drop_first_row(batch):
+    return batch.replace(response_mask=batch.response_mask.at[0].set(False))
+
+  base = divrl.from_config(CONFIGS["grpo"])
+  flipped = divrl.Objective(base.advantage, base.surrogate, base.regularizers,
+                            aggregation=base.aggregation,
+                            transforms=(flip_rewards, drop_first_row))
+  batch = make_batch(3)
+  manual = batch.replace(rewards=-batch.rewards,
+                         response_mask=batch.response_mask.at[0].set(False))
+  np.testing.assert_allclose(flipped(batch)[0], base(manual)[0], rtol=1e-6)
+  # with_advantages applies the transforms once; the result is not re-transformed.
+  prepared = flipped.with_advantages(batch)
+  np.testing.assert_allclose(flipped(prepared)[0], base(manual)[0], rtol=1e-6)
+  assert not bool(prepared.response_mask[0].any())
+
+  # Coefficient overrides by label (e.g. from an adaptive controller), under jit.
+  loss_hi = jax.jit(lambda b, c: base(b, coefs={"kl": c})[0])(batch, 1.0)
+  m = base(batch)[1]
+  np.testing.assert_allclose(loss_hi, m["loss/policy"] + 1.0 * m["regularizer/kl"],
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match="unknown regularizer label"):
+    base(batch, coefs={"entropy": 0.1})
+  with pytest.raises(ValueError, match="must return a Batch"):
+    divrl.Objective(base.advantage, base.surrogate,
+                    transforms=(lambda b: b.rewards,))(batch)
