@@ -19,6 +19,11 @@ mode                           numerator                          denominator
 ``seq-mean-token-sum-norm``    ``sum_it L m / S``                 ``B_seq``
 =============================  =================================  ==========
 
+The sequence modes take ``count="nonempty"`` (default, verl's ``B_seq``) or
+``count="rows"``, which counts every row including all-masked ones (TRL's
+``grpo``/``dr_grpo`` and tunix's ``sequence-mean-token-sum-norm`` divide by
+the number of rows).
+
 ``S`` is the constant ``norm`` (default: the padded length ``T``), as in
 Dr.GRPO (Liu et al., arXiv:2503.20783) and verl's ``loss_scale_factor``.
 ``token-mean`` is DAPO's token-level loss (Yu et al., arXiv:2503.14476),
@@ -85,8 +90,12 @@ def _prepare(loss: Array, mask: Array):
   return lm, m
 
 
-def _nonempty(m: Array) -> Array:
-  return jnp.sum((jnp.sum(m, axis=-1) > 0).astype(m.dtype))
+def _num_sequences(m: Array, count: str) -> Array:
+  if count == "nonempty":
+    return jnp.sum((jnp.sum(m, axis=-1) > 0).astype(m.dtype))
+  if count == "rows":
+    return jnp.asarray(m.shape[0], m.dtype)
+  raise ValueError(f"count must be 'nonempty' or 'rows', got {count!r}.")
 
 
 @register("aggregation", "token-mean")
@@ -104,24 +113,27 @@ def token_sum(loss: Array, mask: Array) -> Aggregate:
 
 
 @register("aggregation", "seq-mean-token-mean")
-def seq_mean_token_mean(loss: Array, mask: Array) -> Aggregate:
+def seq_mean_token_mean(loss: Array, mask: Array, *,
+                        count: str = "nonempty") -> Aggregate:
   """Mean over sequences of per-sequence token means (original GRPO)."""
   lm, m = _prepare(loss, mask)
   n = jnp.sum(m, axis=-1)
   per_seq = jnp.sum(lm, axis=-1) / jnp.where(n > 0, n, 1.0)
-  return Aggregate(jnp.sum(per_seq), _nonempty(m))
+  return Aggregate(jnp.sum(per_seq), _num_sequences(m, count))
 
 
 @register("aggregation", "seq-mean-token-sum")
-def seq_mean_token_sum(loss: Array, mask: Array) -> Aggregate:
+def seq_mean_token_sum(loss: Array, mask: Array, *,
+                       count: str = "nonempty") -> Aggregate:
   """Mean over sequences of per-sequence token sums."""
   lm, m = _prepare(loss, mask)
-  return Aggregate(jnp.sum(lm), _nonempty(m))
+  return Aggregate(jnp.sum(lm), _num_sequences(m, count))
 
 
 @register("aggregation", "seq-mean-token-sum-norm")
 def seq_mean_token_sum_norm(loss: Array, mask: Array, *,
-                            norm: float | None = None) -> Aggregate:
+                            norm: float | None = None,
+                            count: str = "nonempty") -> Aggregate:
   """Token sums over a constant ``norm``, averaged over sequences (Dr.GRPO).
 
   ``norm`` defaults to the padded length ``T`` of ``loss``; set it explicitly
@@ -131,7 +143,7 @@ def seq_mean_token_sum_norm(loss: Array, mask: Array, *,
   s = float(loss.shape[-1] if norm is None else norm)
   if s <= 0:
     raise ValueError(f"norm must be > 0, got {norm}.")
-  return Aggregate(jnp.sum(lm) / s, _nonempty(m))
+  return Aggregate(jnp.sum(lm) / s, _num_sequences(m, count))
 
 
 MODES = ("token-mean", "token-sum", "seq-mean-token-mean",

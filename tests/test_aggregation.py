@@ -73,3 +73,18 @@ def test_denominator_has_no_gradient():
   g = jax.grad(lambda mm: aggregation.token_mean(jnp.asarray(loss), mm)
                .denominator)(m)
   assert np.all(np.asarray(g) == 0.0)
+
+
+@pytest.mark.parametrize("mode", ["seq-mean-token-mean", "seq-mean-token-sum",
+                                  "seq-mean-token-sum-norm"])
+def test_count_rows_includes_all_masked_rows(mode):
+  loss, mask = _loss_mask()
+  assert not mask[2].any()
+  fn = registry.make("aggregation", {"name": mode, "count": "rows"})
+  agg = fn(jnp.asarray(loss), jnp.asarray(mask))
+  num, _ = ref.aggregate(loss, mask.astype(float), mode)
+  np.testing.assert_allclose(agg.numerator, num, rtol=1e-5)
+  assert float(agg.denominator) == loss.shape[0]
+  with pytest.raises(ValueError, match="count"):
+    registry.make("aggregation", {"name": mode, "count": "all"})(
+        jnp.asarray(loss), jnp.asarray(mask))
