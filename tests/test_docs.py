@@ -1,0 +1,30 @@
+"""docs/objectives.md is generated from the registry and must be current."""
+
+import pathlib
+
+from divrl import docgen, registry
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_objectives_doc_is_up_to_date():
+  want = docgen.render(ROOT / "tests")
+  got = (ROOT / "docs" / "objectives.md").read_text()
+  assert got == want, "run: python scripts/objectives_doc.py"
+
+
+def test_every_part_is_cited_and_tested():
+  text = docgen.render(ROOT / "tests")
+  for line in text.splitlines():
+    if line.startswith("| `"):
+      cells = [c.strip() for c in line.split(" | ")]
+      assert cells[2], f"no citation for {cells[0]}"
+      assert "**none**" not in cells[4], f"no test names {cells[0]}"
+
+
+def test_every_registered_part_is_listed():
+  text = (ROOT / "docs" / "objectives.md").read_text()
+  for kind in registry.KINDS:
+    for name in registry.names(kind):
+      if not name.startswith("test_"):
+        assert f"| `{name}` |" in text, (kind, name)
