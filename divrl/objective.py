@@ -55,8 +55,12 @@ import jax.numpy as jnp
 from divrl import advantages as _advantages  # noqa: F401
 from divrl import aggregation as agg
 from divrl import divergences as _divergences  # noqa: F401
+from divrl import controllers as _controllers  # noqa: F401
+from divrl import corrections as _corrections  # noqa: F401
+from divrl import masks as _masks  # noqa: F401
 from divrl import rejection as _rejection  # noqa: F401
 from divrl import resampling as _resampling  # noqa: F401
+from divrl import shaping as _shaping  # noqa: F401
 from divrl import surrogates as _surrogates  # noqa: F401
 from divrl import registry
 from divrl.types import TOKEN_FIELDS, Batch, validate

@@ -1,0 +1,1 @@
+"""Placeholder; filled by the objective library work (issue 3)."""
