@@ -67,10 +67,16 @@ def _tests_naming(name: str, tests_dir: pathlib.Path) -> list[str]:
   return hits
 
 
+def library_parts(kind: str) -> list[str]:
+  """Registered names of ``kind`` defined in divrl itself (not user parts)."""
+  return [n for n in registry.names(kind)
+          if registry.lookup(kind, n).__module__.startswith("divrl.")]
+
+
 def render(tests_dir: pathlib.Path) -> str:
   lines = [HEADER]
   for kind in registry.KINDS:
-    names = [n for n in registry.names(kind) if not n.startswith("test_")]
+    names = library_parts(kind)
     if not names:
       continue
     lines += [f"\n## {kind}\n", "| name | what it computes | source | "

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import divrl
-from divrl import registry
+from divrl import docgen, registry
 
 B, T, G = 8, 6, 3
 
@@ -54,7 +54,7 @@ def _objective(kind, name):
 
 def _all_parts():
   return [(kind, name) for kind in registry.KINDS
-          for name in registry.names(kind) if not name.startswith("test_")]
+          for name in docgen.library_parts(kind)]
 
 
 def _batch(logprobs, gaps, rewards, lengths, entropy):
