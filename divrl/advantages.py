@@ -1,9 +1,23 @@
-"""Group and batch advantage estimators.
+"""Group, batch and token-level advantage estimators.
 
-Each estimator is a pure function of sequence rewards ``[B]`` and integer group
-ids ``[B]`` (ragged groups, static ``num_groups``), returning sequence
-advantages ``[B]``. The registered parts (``"grpo"``, ``"dr_grpo"``,
-``"rloo"``) adapt them to a ``Batch`` and broadcast over response tokens.
+Each estimator is a pure array function with chex shape checks; the registered
+``"advantage"`` parts adapt them to a ``Batch`` and return ``[B,T]``
+advantages that are zero on padding.
+
+* Sequence-level, from rewards ``[B]`` and integer group ids ``[B]`` (ragged
+  groups, static ``num_groups``): ``grpo`` (also Dr.GRPO and the batch-std
+  variant), ``rloo``, ``opo``, ``gpg``, ``passk_best``; with a token-level
+  batch normalisation: ``reinforce_pp_baseline``, ``gdpo``.
+* Token-level, from token rewards ``[B,T]`` (``Batch.token_rewards``, else the
+  scalar reward on the last valid token): ``reinforce_pp``, ``remax``,
+  ``otb``, ``gae``.
+
+All group and batch statistics take ``axis_name``: inside ``shard_map`` they
+are ``psum``-ed over that axis, so a batch split over devices, with groups
+spanning devices, gives the single-device result (group ids must be global).
+Positions where the mask is 0 (padding, or observation tokens in the middle
+of a multi-turn response) never change a result: their values are replaced
+by 0 before any arithmetic.
 
 Expected-gradient facts (checked exactly on a tabular policy in
 ``tests/test_expected_gradients.py``), for the on-policy surrogate
@@ -32,6 +46,9 @@ Array = jax.Array
 
 _EPS_PLACEMENTS = ("std", "var")
 _SINGLETON = ("zero", "reward")
+_STD_SCOPES = ("group", "batch")
+_BATCH_NORMS = ("tokens", "samples", "none")
+WHITEN_EPS = 1e-8
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -49,23 +66,30 @@ def _check_inputs(rewards: Array, group_ids: Array) -> None:
 def grpo(rewards: Array, group_ids: Array, num_groups: int, *,
          eps: float = 1e-6, ddof: int = 1, eps_placement: str = "std",
          singleton: str = "zero", scale_by_std: bool = True,
-         axis_name=None) -> Array:
+         std_scope: str = "group", axis_name=None) -> Array:
   """Group-relative advantage of GRPO.
 
   ``A_i = (r_i - mean_g) / (std_g + eps)``, or ``/ sqrt(var_g + eps)`` with
   ``eps_placement="var"``, where ``var_g = sum_j (r_j - mean_g)^2 / (n_g -
   ddof)``. A group whose scale is 0 (all-equal rewards with ``eps=0``) gets
-  advantage 0 instead of 0/0. With ``scale_by_std=False`` this is Dr.GRPO's ``r_i - mean_g``.
+  advantage 0 instead of 0/0. With ``scale_by_std=False`` this is Dr.GRPO's
+  ``r_i - mean_g``. With ``std_scope="batch"`` the scale is the std of all
+  sequence rewards of the whole (global) batch, ``var = sum_j (r_j -
+  mean_batch)^2 / (B - ddof)``, while the mean stays the group mean (TRL
+  ``scale_rewards="batch"``; the "group mean, batch std" of Lite PPO).
 
   References:
     Shao et al., "DeepSeekMath: Pushing the Limits of Mathematical Reasoning
     in Open Language Models", arXiv:2402.03300 (GRPO).
     Liu et al., "Understanding R1-Zero-Like Training: A Critical Perspective",
     arXiv:2503.20783 (Dr.GRPO: drop the std).
+    Liu et al., "Part I: Tricks or Traps? A Deep Dive into RL for LLM
+    Reasoning", arXiv:2508.08221 (Lite PPO: group mean, batch std).
 
   Conventions differ between libraries (``docs/conventions.md``): verl uses
   ``ddof=1, eps=1e-6, singleton="reward"``; TRL ``ddof=1, eps=1e-4,
-  singleton="zero"``; tunix ``ddof=1, eps=1e-6``.
+  singleton="zero"`` (``std_scope="batch"`` for ``scale_rewards="batch"``);
+  tunix ``ddof=1, eps=1e-6``.
 
   Args:
     rewards: ``[B]`` float sequence rewards.
@@ -77,8 +101,11 @@ def grpo(rewards: Array, group_ids: Array, num_groups: int, *,
       ``sqrt(var + eps)``.
     singleton: what a group of one sample gets: ``"zero"`` (no relative
       signal) or ``"reward"`` (verl: mean 0 and std 1, so ``A = r / (1 +
-      eps)``).
-    scale_by_std: divide by the group std (False gives Dr.GRPO).
+      eps)``; with ``std_scope="batch"``: mean 0 and the batch std).
+    scale_by_std: divide by the std (False gives Dr.GRPO).
+    std_scope: ``"group"`` (default) or ``"batch"``: which rewards the std
+      is taken over. The batch std counts every row, including rows whose
+      response mask is empty.
     axis_name: mesh axis to ``psum`` group statistics over inside
       ``shard_map``.
 
@@ -88,12 +115,18 @@ def grpo(rewards: Array, group_ids: Array, num_groups: int, *,
   _check_inputs(rewards, group_ids)
   _check_choice("eps_placement", eps_placement, _EPS_PLACEMENTS)
   _check_choice("singleton", singleton, _SINGLETON)
+  _check_choice("std_scope", std_scope, _STD_SCOPES)
   mean, var, n = groups.group_moments(rewards, group_ids, num_groups,
                                       ddof=ddof, axis_name=axis_name)
   single = n <= 1
   mean = jnp.where(single, 0.0, mean)
   if scale_by_std:
-    var = jnp.where(single, 1.0, var)
+    if std_scope == "group":
+      var = jnp.where(single, 1.0, var)
+    else:
+      _, batch_var = groups.batch_moments(rewards, ddof=ddof,
+                                          axis_name=axis_name)
+      var = jnp.broadcast_to(batch_var, rewards.shape)
     scale = (jnp.sqrt(var) + eps if eps_placement == "std"
              else jnp.sqrt(var + eps))
     # A zero-variance group with eps=0 has 0/0; its deviations are exactly 0.
@@ -141,6 +174,565 @@ def rloo(rewards: Array, group_ids: Array, num_groups: int, *,
   return jnp.where(single, 0.0 if singleton == "zero" else rewards, adv)
 
 
+# --- Shared token-level helpers ---------------------------------------------
+
+
+def _check_tokens(*arrays: Array) -> None:
+  chex.assert_rank(list(arrays), 2)
+  chex.assert_equal_shape(list(arrays))
+
+
+def _float_dtype(*arrays: Array):
+  return jnp.result_type(*[a.dtype for a in arrays], jnp.float32)
+
+
+def _check_unit_interval(name: str, value) -> None:
+  if isinstance(value, (int, float)) and not 0.0 <= value <= 1.0:
+    raise ValueError(f"{name} must lie in [0, 1], got {value!r}.")
+
+
+def masked_whiten(x: Array, mask: Array, *, eps: float = WHITEN_EPS,
+                  axis_name=None) -> Array:
+  """Token-level z-score over every valid token of the (global) batch.
+
+  ``(x - mean) / sqrt(var + eps)`` on valid tokens (``mask > 0``), 0
+  elsewhere, where ``mean = sum x m / sum m`` and ``var = sum m (x - mean)^2
+  / (sum m - 1)`` (unbiased) over the whole batch (``psum`` over
+  ``axis_name``). The mean is not added back (verl's ``masked_whiten`` with
+  ``shift_mean=True``). With fewer than two valid tokens the variance is 0.
+
+  Args:
+    x: ``[B,T]`` values; anything at ``mask == 0`` is ignored.
+    mask: ``[B,T]`` mask (its values weight the statistics).
+    eps: added to the variance inside the square root.
+    axis_name: mesh axis for ``psum`` inside ``shard_map``.
+
+  Returns:
+    ``[B,T]`` whitened values, multiplied by the mask.
+  """
+  _check_tokens(x, mask)
+  valid = mask > 0
+  m = mask.astype(_float_dtype(x))
+  x = jnp.where(valid, x.astype(m.dtype), 0.0)
+  mean, var = groups.batch_moments(x, weights=m, ddof=1, axis_name=axis_name)
+  return jnp.where(valid, (x - mean) * jax.lax.rsqrt(var + eps), 0.0) * m
+
+
+def last_token_rewards(rewards: Array, mask: Array) -> Array:
+  """Places sequence rewards ``[B]`` on the last valid token: ``[B,T]``.
+
+  The last valid token is the last position with ``mask > 0``; a row without
+  valid tokens gets zeros. This is how the token-level estimators read a
+  scalar outcome reward when ``Batch.token_rewards`` is absent.
+  """
+  chex.assert_rank([rewards, mask], [1, 2])
+  chex.assert_equal_shape_prefix([rewards, mask], 1)
+  t = mask.shape[1]
+  valid = mask > 0
+  last = t - 1 - jnp.argmax(valid[:, ::-1], axis=1)
+  onehot = (jnp.arange(t)[None, :] == last[:, None]) & jnp.any(
+      valid, axis=1, keepdims=True)
+  return jnp.where(onehot, rewards[:, None], jnp.zeros((), rewards.dtype))
+
+
+def discounted_returns(token_rewards: Array, mask: Array, *,
+                       gamma: float = 1.0) -> Array:
+  """Discounted reward-to-go over valid tokens, ``[B,T]``.
+
+  A reverse ``lax.scan``: on a valid token ``G_t = R_t + gamma G_next`` and
+  ``G_next <- G_t``; a mask-0 token (padding, or an observation token inside
+  a multi-turn response) carries ``G_next`` unchanged and gets ``G_t = 0``.
+  Rewards on mask-0 tokens are ignored.
+  """
+  _check_tokens(token_rewards, mask)
+  _check_unit_interval("gamma", gamma)
+  dtype = _float_dtype(token_rewards)
+  valid = mask > 0
+  r = jnp.where(valid, token_rewards.astype(dtype), 0.0)
+
+  def step(g_next, xs):
+    r_t, v_t = xs
+    g = r_t + gamma * g_next
+    return jnp.where(v_t, g, g_next), jnp.where(v_t, g, 0.0)
+
+  # zeros_like keeps the varying-over-devices type inside shard_map, so the
+  # carry types of the scan match.
+  _, out = jax.lax.scan(step, jnp.zeros_like(r[:, 0]), (r.T, valid.T),
+                        reverse=True)
+  return out.T
+
+
+def _reverse_cumsum(x: Array) -> Array:
+  return jnp.flip(jnp.cumsum(jnp.flip(x, axis=1), axis=1), axis=1)
+
+
+# --- Token-level estimators -------------------------------------------------
+
+
+def reinforce_pp(token_rewards: Array, mask: Array, *, gamma: float = 1.0,
+                 whiten: bool = True, axis_name=None) -> Array:
+  """REINFORCE++: whitened discounted reward-to-go, no critic and no groups.
+
+  ``G_t = R_t + gamma G_{t+1}`` over valid tokens (``discounted_returns``:
+  mask-0 tokens carry ``G`` unchanged and get 0), then ``A = (G - mean) /
+  sqrt(var + 1e-8)`` with the token-level mean and unbiased variance over
+  every valid token of the global batch (``masked_whiten``; no mean
+  re-added). ``whiten=False`` returns ``G`` on valid tokens.
+
+  This reproduces verl's ``reinforce_plus_plus`` estimator, including its
+  fix for observation tokens (``G`` carried through them). KL-in-the-reward,
+  which the paper folds into ``R_t``, is a separate transform
+  (``"kl_in_reward"``).
+
+  References:
+    Hu et al., "REINFORCE++: A Simple and Efficient Approach for Aligning
+    Large Language Models", arXiv:2501.03262.
+
+  Args:
+    token_rewards: ``[B,T]`` per-token rewards ``R_t``.
+    mask: ``[B,T]`` response mask.
+    gamma: discount in ``[0, 1]`` (verl ``algorithm.gamma``, default 1).
+    whiten: apply the batch token-level whitening.
+    axis_name: mesh axis for ``psum`` inside ``shard_map``.
+
+  Returns:
+    ``[B,T]`` advantages, 0 where ``mask == 0``.
+  """
+  g = discounted_returns(token_rewards, mask, gamma=gamma)
+  if whiten:
+    return masked_whiten(g, mask, axis_name=axis_name)
+  return g * mask.astype(g.dtype)
+
+
+def reinforce_pp_baseline(rewards: Array, group_ids: Array, num_groups: int,
+                          mask: Array, *, singleton: str = "reward",
+                          whiten: bool = True, axis_name=None) -> Array:
+  """REINFORCE++ with a group-mean baseline, whitened over the batch tokens.
+
+  ``s_i = r_i - mean_g`` (a singleton group has mean 0, so ``s_i = r_i``;
+  ``singleton="zero"`` gives it 0 instead), broadcast over the valid tokens of
+  sequence ``i``, then ``masked_whiten`` over every valid token of the global
+  batch (so sequences weigh by their length). This reproduces verl's
+  ``reinforce_plus_plus_baseline``.
+
+  References:
+    Hu et al., "REINFORCE++: A Simple and Efficient Approach for Aligning
+    Large Language Models", arXiv:2501.03262.
+
+  Args:
+    rewards: ``[B]`` float sequence rewards.
+    group_ids: ``[B]`` int group ids.
+    num_groups: static upper bound on the group ids.
+    mask: ``[B,T]`` response mask.
+    singleton: ``"reward"`` (default, verl: mean 0) or ``"zero"``.
+    whiten: apply the batch token-level whitening.
+    axis_name: mesh axis for ``psum`` inside ``shard_map``.
+
+  Returns:
+    ``[B,T]`` advantages, 0 where ``mask == 0``.
+  """
+  chex.assert_rank(mask, 2)
+  chex.assert_equal_shape_prefix([rewards, mask], 1)
+  s = grpo(rewards, group_ids, num_groups, singleton=singleton,
+           scale_by_std=False, axis_name=axis_name)
+  x = jnp.where(mask > 0, s[:, None], 0.0) * mask.astype(s.dtype)
+  if whiten:
+    return masked_whiten(x, mask, axis_name=axis_name)
+  return x
+
+
+def remax(token_rewards: Array, mask: Array,
+          baseline_rewards: Array) -> Array:
+  """ReMax: reward-to-go minus the reward of a greedy baseline response.
+
+  ``A_{i,t} = (sum_{s >= t} R_{i,s} m_{i,s} - b_i) m_{i,t}``, where ``b_i`` is
+  the reward of the greedy decode for the same prompt (computed by the
+  trainer). For an outcome reward on the last token this is ``r_i - b_i`` on
+  every token. No normalisation (verl's ``remax``).
+
+  References:
+    Li et al., "ReMax: A Simple, Effective, and Efficient Reinforcement
+    Learning Method for Aligning Large Language Models", arXiv:2310.10505.
+
+  Args:
+    token_rewards: ``[B,T]`` per-token rewards.
+    mask: ``[B,T]`` response mask.
+    baseline_rewards: ``[B]`` baseline (greedy) rewards.
+
+  Returns:
+    ``[B,T]`` advantages, 0 where ``mask == 0``.
+  """
+  _check_tokens(token_rewards, mask)
+  chex.assert_rank(baseline_rewards, 1)
+  chex.assert_equal_shape_prefix([baseline_rewards, mask], 1)
+  dtype = _float_dtype(token_rewards, baseline_rewards)
+  valid = mask > 0
+  m = mask.astype(dtype)
+  returns = _reverse_cumsum(jnp.where(valid, token_rewards.astype(dtype),
+                                      0.0) * m)
+  return jnp.where(valid, returns - baseline_rewards.astype(dtype)[:, None],
+                   0.0) * m
+
+
+def otb(token_rewards: Array, mask: Array, old_logprobs: Array,
+        sum_pi_squared: Array, group_ids: Array, num_groups: int, *,
+        handle_zero_tail: bool = True, eps: float = 1e-8,
+        axis_name=None) -> Array:
+  """Optimal token baseline: a per-position, variance-weighted group baseline.
+
+  ``G_{i,t} = sum_{s >= t} R_{i,s} m_{i,s}`` (reward-to-go), ``w_{i,t} = 1 -
+  2 pi_old(y_t) + sum_v pi_old(v)^2`` (the squared norm of the logit
+  gradient of ``log pi(y_t)``) and ``W_{i,t} = sum_{s <= t} w_{i,s} m_{i,s}``.
+  Per group and position: ``B_t = sum_i G_{i,t} W_{i,t} m_{i,t} / (sum_i
+  W_{i,t} m_{i,t} + eps)`` and ``A_{i,t} = (G_{i,t} - B_t) m_{i,t}``. A
+  singleton group gets ``B = 0``. With ``handle_zero_tail``, when one row is
+  uniquely the longest of its group (length = number of valid tokens), its
+  baseline is 0 at positions ``t >= L_2``, the second-longest length: there
+  it has no sibling and ``B_t`` would cancel its return.
+
+  Inspired by the optimal-token-baseline blog post (References); the
+  formula and the zero-tail rule reproduce verl's ``optimal_token_baseline``
+  (positions are padded positions, not compacted valid tokens: verl's
+  ``tir_optimal_token_baseline`` is not implemented). We choose to clip
+  ``pi_old = exp(min(old_logprobs, 0))`` so that invalid log-probs above 0
+  cannot make ``w`` negative through ``pi_old > 1``; verl's rollout-IS
+  scaling of ``w`` is not implemented.
+
+  References:
+    The optimal-token-baseline blog post (inspired by):
+    https://richardli.xyz/optimal-token-baseline
+
+  Args:
+    token_rewards: ``[B,T]`` per-token rewards.
+    mask: ``[B,T]`` response mask.
+    old_logprobs: ``[B,T]`` log-probs of the sampled tokens under
+      ``pi_old`` (no gradient is taken).
+    sum_pi_squared: ``[B,T]`` ``sum_v pi_old(v | prefix)^2``.
+    group_ids: ``[B]`` int group ids.
+    num_groups: static upper bound on the group ids.
+    handle_zero_tail: zero the baseline of a uniquely longest row's tail.
+    eps: added to the denominator of ``B_t`` (verl 1e-8).
+    axis_name: mesh axis for ``psum`` inside ``shard_map``.
+
+  Returns:
+    ``[B,T]`` advantages, 0 where ``mask == 0``.
+  """
+  _check_tokens(token_rewards, mask, old_logprobs, sum_pi_squared)
+  chex.assert_rank(group_ids, 1)
+  chex.assert_type(group_ids, int)
+  chex.assert_equal_shape_prefix([group_ids, mask], 1)
+  dtype = _float_dtype(token_rewards, old_logprobs, sum_pi_squared)
+  valid = mask > 0
+  m = mask.astype(dtype)
+  zero = jnp.zeros((), dtype)
+  r = jnp.where(valid, token_rewards.astype(dtype), zero)
+  old = jnp.where(valid, jax.lax.stop_gradient(old_logprobs).astype(dtype),
+                  zero)
+  sps = jnp.where(valid, jax.lax.stop_gradient(sum_pi_squared).astype(dtype),
+                  zero)
+  g = _reverse_cumsum(r * m)
+  pi = jnp.exp(jnp.minimum(old, 0.0))
+  w = jnp.where(valid, 1.0 - 2.0 * pi + sps, zero)
+  big_w = jnp.cumsum(w * m, axis=1)
+  num = groups.group_sum(g * big_w * m, group_ids, num_groups, axis_name)
+  den = groups.group_sum(big_w * m, group_ids, num_groups, axis_name) + eps
+  base = groups.broadcast(num / den, group_ids)
+  n = groups.broadcast(groups.group_count(group_ids, num_groups, axis_name),
+                       group_ids)
+  base = jnp.where((n <= 1)[:, None], zero, base)
+  if handle_zero_tail:
+    length = jnp.sum(valid, axis=1).astype(dtype)
+    longest = groups.broadcast(
+        groups.group_max(length, group_ids, num_groups, axis_name), group_ids)
+    is_longest = length == longest
+    n_longest = groups.broadcast(
+        groups.group_sum(is_longest.astype(dtype), group_ids, num_groups,
+                         axis_name), group_ids)
+    second = groups.broadcast(
+        groups.group_max(jnp.where(is_longest, -1.0, length), group_ids,
+                         num_groups, axis_name), group_ids)
+    tail = ((is_longest & (n_longest == 1) & (n > 1))[:, None]
+            & (jnp.arange(mask.shape[1])[None, :] >= second[:, None]))
+    base = jnp.where(tail, zero, base)
+  return jnp.where(valid, g - base, zero) * m
+
+
+def gae(token_rewards: Array, values: Array, mask: Array, *,
+        gamma: float = 1.0, lam: float = 1.0) -> tuple[Array, Array]:
+  """Generalized advantage estimation over the valid tokens of each row.
+
+  A reverse ``lax.scan`` with carry ``(V_next, A_next)``, initially 0: on a
+  valid token ``delta_t = R_t + gamma V_next - V_t``, ``A_t = delta_t +
+  gamma lam A_next`` and the carry becomes ``(V_t, A_t)``; a mask-0 token
+  (padding, or an observation token inside a multi-turn response) leaves the
+  carry unchanged, so ``V_next`` is the value at the next *valid* token (0
+  after the last one). ``returns = A + V`` (the critic's target).
+
+  This reproduces verl's ``gae`` before its whitening (the ``"gae"`` part
+  whitens ``A``; see ``masked_whiten``); rlax's
+  ``truncated_generalized_advantage_estimation`` is the same recursion
+  without the mask. We choose to return 0 for both outputs at mask-0 tokens
+  (verl leaves the carried values there; they never enter a loss).
+
+  References:
+    Schulman et al., "High-Dimensional Continuous Control Using Generalized
+    Advantage Estimation", arXiv:1506.02438.
+
+  Args:
+    token_rewards: ``[B,T]`` per-token rewards ``R_t``.
+    values: ``[B,T]`` critic values ``V(s_t)`` (no gradient is taken).
+    mask: ``[B,T]`` response mask.
+    gamma: discount in ``[0, 1]`` (verl default 1).
+    lam: GAE ``lambda`` in ``[0, 1]`` (verl default 1; tunix 0.95).
+
+  Returns:
+    ``(advantages [B,T], returns [B,T])``, both 0 where ``mask == 0``.
+  """
+  _check_tokens(token_rewards, values, mask)
+  _check_unit_interval("gamma", gamma)
+  _check_unit_interval("lam", lam)
+  dtype = _float_dtype(token_rewards, values)
+  valid = mask > 0
+  zero = jnp.zeros((), dtype)
+  r = jnp.where(valid, token_rewards.astype(dtype), zero)
+  v = jnp.where(valid, jax.lax.stop_gradient(values).astype(dtype), zero)
+
+  def step(carry, xs):
+    v_next, a_next = carry
+    r_t, v_t, ok = xs
+    a = r_t + gamma * v_next - v_t + gamma * lam * a_next
+    carry = (jnp.where(ok, v_t, v_next), jnp.where(ok, a, a_next))
+    return carry, jnp.where(ok, a, zero)
+
+  init = (jnp.zeros_like(r[:, 0]), jnp.zeros_like(r[:, 0]))  # see above
+  _, adv = jax.lax.scan(step, init, (r.T, v.T, valid.T), reverse=True)
+  adv = adv.T
+  return adv, jnp.where(valid, adv + v, zero)
+
+
+# --- More sequence-level estimators -------------------------------------------
+
+
+def opo(rewards: Array, group_ids: Array, num_groups: int, lengths: Array, *,
+        singleton: str = "zero", axis_name=None) -> Array:
+  """OPO: the length-weighted group mean as baseline.
+
+  ``A_i = r_i - b_g`` with ``b_g = sum_j |y_j| r_j / sum_j |y_j|`` over the
+  group, ``|y_j|`` the number of valid tokens. Under a sequence-level loss
+  summed over tokens this is the baseline that minimises the gradient
+  variance when the per-token gradient norms are roughly equal. A group
+  whose lengths sum to 0 gets ``b_g = 0``. No std.
+
+  References:
+    Hao et al., "On-Policy RL with Optimal Reward Baseline",
+    arXiv:2505.23585.
+
+  Conventions: a singleton group gets 0 by default (``singleton="zero"``);
+  verl's ``opo`` uses baseline 0 there, ``A = r`` (``singleton="reward"``).
+
+  Args:
+    rewards: ``[B]`` float sequence rewards.
+    group_ids: ``[B]`` int group ids.
+    num_groups: static upper bound on the group ids.
+    lengths: ``[B]`` response lengths ``|y_i|`` (float or int).
+    singleton: ``"zero"`` or ``"reward"``.
+    axis_name: mesh axis for ``psum`` inside ``shard_map``.
+
+  Returns:
+    ``[B]`` advantages.
+  """
+  _check_inputs(rewards, group_ids)
+  chex.assert_equal_shape([rewards, lengths])
+  _check_choice("singleton", singleton, _SINGLETON)
+  lengths = lengths.astype(rewards.dtype)
+  n = groups.broadcast(groups.group_count(group_ids, num_groups, axis_name),
+                       group_ids)
+  # Shift by the group minimum: equal rewards give exactly zero advantage.
+  shift = groups.broadcast(
+      groups.group_min(rewards, group_ids, num_groups, axis_name), group_ids)
+  num = groups.broadcast(groups.group_sum(lengths * (rewards - shift),
+                                          group_ids, num_groups, axis_name),
+                         group_ids)
+  den = groups.broadcast(groups.group_sum(lengths, group_ids, num_groups,
+                                          axis_name), group_ids)
+  base = jnp.where(den > 0, shift + num / jnp.where(den > 0, den, 1.0), 0.0)
+  single = n <= 1
+  return jnp.where(single, 0.0 if singleton == "zero" else rewards,
+                   rewards - base)
+
+
+def gpg(rewards: Array, group_ids: Array, num_groups: int, *,
+        f_norm: float = 1.0, singleton: str = "zero", axis_name=None) -> Array:
+  """GPG: the group-centred reward, rescaled by the share of non-zero rewards.
+
+  ``A_i = alpha (r_i - mean_g) / f_norm`` with ``alpha = B / max(1, #{i : r_i
+  != 0})`` counted over the whole global batch (``psum`` over
+  ``axis_name``). ``alpha`` undoes the dilution of a batch-mean loss by
+  samples that carry no gradient; ``f_norm`` is a constant normaliser.
+
+  References:
+    Chu et al., "GPG: A Simple and Strong Reinforcement Learning Baseline for
+    Model Reasoning", arXiv:2504.02546.
+
+  Inspired by the paper, whose ``alpha`` counts the samples with a non-zero
+  advantage; we reproduce verl's ``gpg``, which counts non-zero *rewards*,
+  with ``f_norm = 1``. A singleton group gets 0 by default; verl gives it
+  mean 0, ``A = alpha r`` (``singleton="reward"``).
+
+  Args:
+    rewards: ``[B]`` float sequence rewards.
+    group_ids: ``[B]`` int group ids.
+    num_groups: static upper bound on the group ids.
+    f_norm: positive constant divisor.
+    singleton: ``"zero"`` or ``"reward"``.
+    axis_name: mesh axis for ``psum`` inside ``shard_map``.
+
+  Returns:
+    ``[B]`` advantages.
+  """
+  _check_inputs(rewards, group_ids)
+  if isinstance(f_norm, (int, float)) and not f_norm > 0:
+    raise ValueError(f"f_norm must be > 0, got {f_norm!r}.")
+  dev = grpo(rewards, group_ids, num_groups, singleton=singleton,
+             scale_by_std=False, axis_name=axis_name)
+  size = jnp.asarray(rewards.shape[0], rewards.dtype)
+  nonzero = jnp.sum((rewards != 0).astype(rewards.dtype))
+  if axis_name is not None:
+    size, nonzero = jax.lax.psum((size, nonzero), axis_name)
+  alpha = size / jnp.maximum(nonzero, 1.0)
+  return alpha * dev / f_norm
+
+
+def passk_best(rewards: Array, group_ids: Array, num_groups: int, *,
+               scale_by_std: bool = True, eps: float = 1e-6, ddof: int = 1,
+               axis_name=None) -> Array:
+  """Pass@k-style credit: only the best sample of each group gets a signal.
+
+  In a group of ``n >= 2`` the top sample gets ``A = r_(1) - r_(2)``, the
+  best minus the second-best reward, divided by ``std_g + eps`` when
+  ``scale_by_std`` (``std_g`` with ``ddof``); every other sample, and every
+  singleton group, gets 0. Ties: among equal maxima the sample with the
+  lowest *global* batch index is the top one (then ``r_(1) = r_(2)`` and its
+  advantage is 0 anyway). Inside ``shard_map`` the global index is
+  ``axis_index(axis_name) * B_local + i``, i.e. the batch is split in
+  contiguous blocks over ``axis_name``.
+
+  References:
+    Tang et al., "Optimizing Language Models for Inference Time Objectives
+    using Reinforcement Learning", arXiv:2503.19595.
+
+  Inspired by the paper's pass@k gradient (the leave-one-out credit of the
+  max); we reproduce verl's ``grpo_passk`` (``scale_by_std`` is its
+  ``norm_adv_by_std_in_grpo``), except that verl rejects groups of one and
+  leaves ties to ``torch.topk``.
+
+  Args:
+    rewards: ``[B]`` float sequence rewards.
+    group_ids: ``[B]`` int group ids.
+    num_groups: static upper bound on the group ids.
+    scale_by_std: divide by ``std_g + eps``.
+    eps: added to the group std.
+    ddof: delta degrees of freedom of the group std (1 = unbiased, verl).
+    axis_name: mesh axis for the collectives inside ``shard_map``.
+
+  Returns:
+    ``[B]`` advantages.
+  """
+  _check_inputs(rewards, group_ids)
+  b = rewards.shape[0]
+  index = jnp.arange(b, dtype=jnp.int32)
+  if axis_name is not None:
+    index = index + jax.lax.axis_index(axis_name).astype(jnp.int32) * b
+  best = groups.broadcast(
+      groups.group_max(rewards, group_ids, num_groups, axis_name), group_ids)
+  big = jnp.iinfo(jnp.int32).max
+  top_index = groups.broadcast(
+      groups.group_min(jnp.where(rewards == best, index, big), group_ids,
+                       num_groups, axis_name), group_ids)
+  is_top = index == top_index
+  second = groups.broadcast(
+      groups.group_max(jnp.where(is_top, -jnp.inf, rewards), group_ids,
+                       num_groups, axis_name), group_ids)
+  _, var, n = groups.group_moments(rewards, group_ids, num_groups, ddof=ddof,
+                                   axis_name=axis_name)
+  keep = is_top & (n >= 2)
+  adv = rewards - jnp.where(keep, second, rewards)
+  if scale_by_std:
+    scale = jnp.sqrt(var) + eps
+    adv = jnp.where(scale > 0, adv / jnp.where(scale > 0, scale, 1.0), 0.0)
+  return jnp.where(keep, adv, 0.0)
+
+
+def gdpo(rewards: Array, group_ids: Array, num_groups: int, mask: Array, *,
+         reward_weights=None, batch_norm: str = "tokens",
+         batch_eps: float = 1e-4, eps: float = 1e-6, ddof: int = 1,
+         eps_placement: str = "std", singleton: str = "zero",
+         scale_by_std: bool = True, std_scope: str = "group",
+         axis_name=None) -> Array:
+  """GDPO: normalise each reward component per group, then sum, then batch.
+
+  For rewards ``r [B,K]`` with weights ``w [K]``: ``z_{i,k} = grpo(r_{:,k})``
+  (a group z-score with the ``grpo`` flags ``eps, ddof, eps_placement,
+  singleton, scale_by_std, std_scope``), ``s_i = sum_k w_k z_{i,k}``, then a
+  batch normalisation of ``s``:
+
+  * ``batch_norm="tokens"`` (verl ``gdpo``): ``s_i`` on every valid token,
+    ``masked_whiten`` over the valid tokens of the global batch;
+  * ``"samples"`` (TRL ``multi_objective_aggregation="normalize_then_sum"``):
+    ``(s_i - mean_batch s) / (std_batch s + batch_eps)`` over all ``B``
+    sequences, unbiased std (TRL ``batch_eps = 1e-4``; use ``eps=1e-4`` for
+    TRL's group z-score);
+  * ``"none"``: ``s_i`` on every valid token.
+
+  Normalising before summing keeps reward combinations that sum-then-normalise
+  (``grpo`` with ``reward_weights``) would collapse onto one advantage.
+
+  References:
+    Liu et al., "GDPO: Group reward-Decoupled Normalization Policy
+    Optimization for Multi-reward RL Optimization", arXiv:2601.05242.
+
+  Args:
+    rewards: ``[B,K]`` reward components (``[B]`` is read as ``K = 1``).
+    group_ids: ``[B]`` int group ids.
+    num_groups: static upper bound on the group ids.
+    mask: ``[B,T]`` response mask.
+    reward_weights: ``K`` weights (default all 1).
+    batch_norm: ``"tokens"``, ``"samples"`` or ``"none"``.
+    batch_eps: added to the batch std with ``batch_norm="samples"``.
+    eps, ddof, eps_placement, singleton, scale_by_std, std_scope: the
+      per-component group normalisation, as in ``grpo``.
+    axis_name: mesh axis for ``psum`` inside ``shard_map``.
+
+  Returns:
+    ``[B,T]`` advantages, 0 where ``mask == 0``.
+  """
+  _check_choice("batch_norm", batch_norm, _BATCH_NORMS)
+  if rewards.ndim == 1:
+    rewards = rewards[:, None]
+  chex.assert_rank([rewards, mask], 2)
+  chex.assert_equal_shape_prefix([rewards, mask], 1)
+  k = rewards.shape[1]
+  w = (jnp.ones((k,), rewards.dtype) if reward_weights is None
+       else jnp.asarray(reward_weights, rewards.dtype))
+  if w.shape != (k,):
+    raise ValueError(f"reward_weights must have {k} entries (one per reward"
+                     f" component), got shape {tuple(w.shape)}.")
+  z = jnp.stack([grpo(rewards[:, c], group_ids, num_groups, eps=eps, ddof=ddof,
+                      eps_placement=eps_placement, singleton=singleton,
+                      scale_by_std=scale_by_std, std_scope=std_scope,
+                      axis_name=axis_name) for c in range(k)], axis=1)
+  s = z @ w
+  if batch_norm == "samples":
+    mean, var = groups.batch_moments(s, ddof=1, axis_name=axis_name)
+    scale = jnp.sqrt(var) + batch_eps
+    s = jnp.where(scale > 0, (s - mean) / jnp.where(scale > 0, scale, 1.0),
+                  0.0)
+  x = jnp.where(mask > 0, s[:, None], 0.0) * mask.astype(s.dtype)
+  if batch_norm == "tokens":
+    return masked_whiten(x, mask, axis_name=axis_name)
+  return x
+
+
 # --- Batch adapters ---------------------------------------------------------
 
 
@@ -172,12 +764,13 @@ def per_token(sequence_values: Array, mask: Array) -> Array:
 def grpo_part(batch: Batch, *, axis_name=None, eps: float = 1e-6,
               ddof: int = 1, eps_placement: str = "std",
               singleton: str = "zero", scale_by_std: bool = True,
-              reward_weights=None) -> Array:
+              std_scope: str = "group", reward_weights=None) -> Array:
   """GRPO advantages per token; see ``grpo``."""
   r = scalar_rewards(batch.rewards, reward_weights)
   adv = grpo(r, batch.group_ids, batch.groups, eps=eps, ddof=ddof,
              eps_placement=eps_placement, singleton=singleton,
-             scale_by_std=scale_by_std, axis_name=axis_name)
+             scale_by_std=scale_by_std, std_scope=std_scope,
+             axis_name=axis_name)
   return per_token(adv, batch.mask)
 
 
@@ -199,3 +792,144 @@ def rloo_part(batch: Batch, *, axis_name=None, singleton: str = "zero",
   adv = rloo(r, batch.group_ids, batch.groups, singleton=singleton,
              axis_name=axis_name)
   return per_token(adv, batch.mask)
+
+
+def _needs(batch: Batch, field: str, part: str) -> Array:
+  x = getattr(batch, field)
+  if x is None:
+    raise ValueError(f"the {part!r} advantage needs Batch.{field}, which is"
+                     " None.")
+  return x
+
+
+def token_rewards_of(batch: Batch, reward_weights=None) -> Array:
+  """The ``[B,T]`` token rewards a token-level estimator reads.
+
+  ``Batch.token_rewards`` (0 where the mask is 0) when set; otherwise the
+  scalar reward (``scalar_rewards(batch.rewards, reward_weights)``) on the
+  last valid token.
+  """
+  if batch.token_rewards is not None:
+    if reward_weights is not None:
+      raise ValueError("reward_weights has no effect when Batch.token_rewards"
+                       " is set; combine reward components before filling"
+                       " token_rewards.")
+    return jnp.where(batch.response_mask > 0, batch.token_rewards,
+                     jnp.zeros((), batch.token_rewards.dtype))
+  return last_token_rewards(scalar_rewards(batch.rewards, reward_weights),
+                            batch.response_mask)
+
+
+@register("advantage", "reinforce_pp")
+def reinforce_pp_part(batch: Batch, *, axis_name=None, gamma: float = 1.0,
+                      whiten: bool = True, reward_weights=None) -> Array:
+  """REINFORCE++ advantages per token; see ``reinforce_pp``."""
+  return reinforce_pp(token_rewards_of(batch, reward_weights),
+                      batch.response_mask, gamma=gamma, whiten=whiten,
+                      axis_name=axis_name)
+
+
+@register("advantage", "reinforce_pp_baseline")
+def reinforce_pp_baseline_part(batch: Batch, *, axis_name=None,
+                               singleton: str = "reward", whiten: bool = True,
+                               reward_weights=None) -> Array:
+  """REINFORCE++ with a group-mean baseline, per token.
+
+  See ``reinforce_pp_baseline``.
+  """
+  r = scalar_rewards(batch.rewards, reward_weights)
+  return reinforce_pp_baseline(r, batch.group_ids, batch.groups,
+                               batch.response_mask, singleton=singleton,
+                               whiten=whiten, axis_name=axis_name)
+
+
+@register("advantage", "remax")
+def remax_part(batch: Batch, *, axis_name=None, reward_weights=None) -> Array:
+  """ReMax advantages per token; see ``remax``.
+
+  Needs ``Batch.baseline_rewards``.
+  """
+  del axis_name  # no batch statistics
+  base = _needs(batch, "baseline_rewards", "remax")
+  return remax(token_rewards_of(batch, reward_weights), batch.response_mask,
+               base)
+
+
+@register("advantage", "opo")
+def opo_part(batch: Batch, *, axis_name=None, singleton: str = "zero",
+             reward_weights=None) -> Array:
+  """OPO advantages per token (length-weighted baseline); see ``opo``."""
+  r = scalar_rewards(batch.rewards, reward_weights)
+  lengths = jnp.sum((batch.response_mask > 0).astype(r.dtype), axis=1)
+  adv = opo(r, batch.group_ids, batch.groups, lengths, singleton=singleton,
+            axis_name=axis_name)
+  return per_token(adv, batch.mask)
+
+
+@register("advantage", "gpg")
+def gpg_part(batch: Batch, *, axis_name=None, f_norm: float = 1.0,
+             singleton: str = "zero", reward_weights=None) -> Array:
+  """GPG advantages per token; see ``gpg``."""
+  r = scalar_rewards(batch.rewards, reward_weights)
+  adv = gpg(r, batch.group_ids, batch.groups, f_norm=f_norm,
+            singleton=singleton, axis_name=axis_name)
+  return per_token(adv, batch.mask)
+
+
+@register("advantage", "gdpo")
+def gdpo_part(batch: Batch, *, axis_name=None, reward_weights=None,
+              batch_norm: str = "tokens", batch_eps: float = 1e-4,
+              eps: float = 1e-6, ddof: int = 1, eps_placement: str = "std",
+              singleton: str = "zero", scale_by_std: bool = True,
+              std_scope: str = "group") -> Array:
+  """GDPO advantages per token (normalise, sum, normalise); see ``gdpo``."""
+  return gdpo(batch.rewards, batch.group_ids, batch.groups,
+              batch.response_mask, reward_weights=reward_weights,
+              batch_norm=batch_norm, batch_eps=batch_eps, eps=eps, ddof=ddof,
+              eps_placement=eps_placement, singleton=singleton,
+              scale_by_std=scale_by_std, std_scope=std_scope,
+              axis_name=axis_name)
+
+
+@register("advantage", "passk_best")
+def passk_best_part(batch: Batch, *, axis_name=None, scale_by_std: bool = True,
+                    eps: float = 1e-6, ddof: int = 1,
+                    reward_weights=None) -> Array:
+  """Pass@k best-sample advantages per token; see ``passk_best``."""
+  r = scalar_rewards(batch.rewards, reward_weights)
+  adv = passk_best(r, batch.group_ids, batch.groups, scale_by_std=scale_by_std,
+                   eps=eps, ddof=ddof, axis_name=axis_name)
+  return per_token(adv, batch.mask)
+
+
+@register("advantage", "otb")
+def otb_part(batch: Batch, *, axis_name=None, handle_zero_tail: bool = True,
+             eps: float = 1e-8, reward_weights=None) -> Array:
+  """Optimal-token-baseline advantages per token; see ``otb``.
+
+  Needs ``Batch.sum_pi_squared``; ``pi_old`` comes from
+  ``Batch.old_logprobs``, else ``stop_gradient(logprobs)``.
+  """
+  sps = _needs(batch, "sum_pi_squared", "otb")
+  old = (batch.old_logprobs if batch.old_logprobs is not None
+         else jax.lax.stop_gradient(batch.logprobs))
+  return otb(token_rewards_of(batch, reward_weights), batch.response_mask,
+             old, sps, batch.group_ids, batch.groups,
+             handle_zero_tail=handle_zero_tail, eps=eps, axis_name=axis_name)
+
+
+@register("advantage", "gae")
+def gae_part(batch: Batch, *, axis_name=None, gamma: float = 1.0,
+             lam: float = 1.0, whiten: bool = True,
+             reward_weights=None) -> Array:
+  """GAE advantages per token, whitened over the batch; see ``gae``.
+
+  Needs ``Batch.values``. ``whiten=True`` applies ``masked_whiten`` to the
+  advantages (verl); the returns are not used by the policy objective.
+  """
+  values = _needs(batch, "values", "gae")
+  adv, _ = gae(token_rewards_of(batch, reward_weights), values,
+               batch.response_mask, gamma=gamma, lam=lam)
+  if whiten:
+    return masked_whiten(adv, batch.response_mask, axis_name=axis_name)
+  return adv * batch.mask
