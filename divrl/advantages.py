@@ -305,12 +305,13 @@ def reinforce_pp(token_rewards: Array, mask: Array, *, gamma: float = 1.0,
 
 
 def reinforce_pp_baseline(rewards: Array, group_ids: Array, num_groups: int,
-                          mask: Array, *, singleton: str = "reward",
+                          mask: Array, *, singleton: str = "zero",
                           whiten: bool = True, axis_name=None) -> Array:
   """REINFORCE++ with a group-mean baseline, whitened over the batch tokens.
 
-  ``s_i = r_i - mean_g`` (a singleton group has mean 0, so ``s_i = r_i``;
-  ``singleton="zero"`` gives it 0 instead), broadcast over the valid tokens of
+  ``s_i = r_i - mean_g`` (a singleton group gets 0 with ``singleton="zero"``,
+  the library default; verl uses mean 0, so ``s_i = r_i``:
+  ``singleton="reward"``), broadcast over the valid tokens of
   sequence ``i``, then ``masked_whiten`` over every valid token of the global
   batch (so sequences weigh by their length). This reproduces verl's
   ``reinforce_plus_plus_baseline``.
@@ -324,7 +325,7 @@ def reinforce_pp_baseline(rewards: Array, group_ids: Array, num_groups: int,
     group_ids: ``[B]`` int group ids.
     num_groups: static upper bound on the group ids.
     mask: ``[B,T]`` response mask.
-    singleton: ``"reward"`` (default, verl: mean 0) or ``"zero"``.
+    singleton: ``"zero"`` (default) or ``"reward"`` (verl: mean 0).
     whiten: apply the batch token-level whitening.
     axis_name: mesh axis for ``psum`` inside ``shard_map``.
 
@@ -831,7 +832,7 @@ def reinforce_pp_part(batch: Batch, *, axis_name=None, gamma: float = 1.0,
 
 @register("advantage", "reinforce_pp_baseline")
 def reinforce_pp_baseline_part(batch: Batch, *, axis_name=None,
-                               singleton: str = "reward", whiten: bool = True,
+                               singleton: str = "zero", whiten: bool = True,
                                reward_weights=None) -> Array:
   """REINFORCE++ with a group-mean baseline, per token.
 

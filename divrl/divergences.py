@@ -52,6 +52,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from divrl.advantages import last_token_rewards
 from divrl.registry import register
 from divrl.types import Batch
 
@@ -116,7 +117,7 @@ def kl_estimate(logprobs: Array, ref_logprobs: Array,
 def importance_corrected_kl(logprobs: Array, ref_logprobs: Array,
                             old_logprobs: Array, estimator: str = "k3", *,
                             detach_ratio: bool = False,
-                            ratio_log_clip: float | None = 20.0,
+                            is_log_ratio_clip: float | None = 20.0,
                             log_ratio_clip: float | None = None,
                             value_clip: float | None = None) -> Array:
   """KL estimate multiplied by the ratio ``pi / pi_old`` (unbiased off-policy).
@@ -140,7 +141,7 @@ def importance_corrected_kl(logprobs: Array, ref_logprobs: Array,
     old_logprobs: ``[B,T]`` behaviour log-probs (constants).
     estimator: as in ``kl_estimate``.
     detach_ratio: stop the gradient through ``pi / pi_old``.
-    ratio_log_clip: clamp of ``log pi - log pi_old`` before ``exp`` (as the
+    is_log_ratio_clip: clamp of ``log pi - log pi_old`` before ``exp`` (as the
       surrogates do; ``None`` reproduces TRL, which does not clamp).
     log_ratio_clip: clamp of ``u``, as in ``kl_estimate``.
     value_clip: clamp of the estimate's value before the ratio multiplies it.
@@ -150,8 +151,8 @@ def importance_corrected_kl(logprobs: Array, ref_logprobs: Array,
   """
   chex.assert_equal_shape([logprobs, ref_logprobs, old_logprobs])
   d = logprobs - jax.lax.stop_gradient(old_logprobs)
-  if ratio_log_clip is not None:
-    d = jnp.clip(d, -ratio_log_clip, ratio_log_clip)
+  if is_log_ratio_clip is not None:
+    d = jnp.clip(d, -is_log_ratio_clip, is_log_ratio_clip)
   ratio = jnp.exp(d)
   if detach_ratio:
     ratio = jax.lax.stop_gradient(ratio)
@@ -171,7 +172,7 @@ def kl_part(batch: Batch, *, estimator: str = "k3",
             log_ratio_clip: float | None = None,
             value_clip: float | None = None, is_correction: bool = False,
             detach_ratio: bool = False,
-            ratio_log_clip: float | None = 20.0) -> Array:
+            is_log_ratio_clip: float | None = 20.0) -> Array:
   """KL to the reference placed in the loss; needs ``batch.ref_logprobs``.
 
   ``kl_estimate`` (plain) or, with ``is_correction=True``,
@@ -183,7 +184,7 @@ def kl_part(batch: Batch, *, estimator: str = "k3",
   log_ratio_clip=20, value_clip=10``; tunix is ``estimator="k3"`` with
   ``value_clip=kl_clamp_value``; TRL is ``estimator="k3"`` and, with
   ``use_bias_correction_kl``, ``is_correction=True, detach_ratio=False,
-  ratio_log_clip=None``.
+  is_log_ratio_clip=None``.
   """
   if batch.ref_logprobs is None:
     raise ValueError("the 'kl' regularizer needs Batch.ref_logprobs, which is"
@@ -191,24 +192,10 @@ def kl_part(batch: Batch, *, estimator: str = "k3",
   if is_correction:
     return importance_corrected_kl(
         batch.logprobs, batch.ref_logprobs, _behaviour(batch), estimator,
-        detach_ratio=detach_ratio, ratio_log_clip=ratio_log_clip,
+        detach_ratio=detach_ratio, is_log_ratio_clip=is_log_ratio_clip,
         log_ratio_clip=log_ratio_clip, value_clip=value_clip)
   return kl_estimate(batch.logprobs, batch.ref_logprobs, estimator,
                      log_ratio_clip=log_ratio_clip, value_clip=value_clip)
-
-
-def last_token_rewards(rewards: Array, mask: Array) -> Array:
-  """``[B,T]`` with ``rewards [B]`` on each row's last valid token, else 0.
-
-  A row with no valid token gets all zeros.
-  """
-  chex.assert_rank([rewards, mask], [1, 2])
-  valid = mask > 0
-  t = mask.shape[-1]
-  pos = jnp.arange(t)
-  last = jnp.max(jnp.where(valid, pos, -1), axis=-1)
-  onehot = (pos[None, :] == last[:, None]) & valid
-  return jnp.where(onehot, rewards[:, None], jnp.zeros((), rewards.dtype))
 
 
 def kl_penalized_rewards(rewards: Array, token_rewards: Array | None,

@@ -133,7 +133,7 @@ def reinforce_pp(token_rewards, mask, *, gamma=1.0, whiten=True):
 # --- 3. REINFORCE++ with a group baseline -------------------------------------
 
 
-def reinforce_pp_baseline(rewards, group_ids, mask, *, singleton="reward",
+def reinforce_pp_baseline(rewards, group_ids, mask, *, singleton="zero",
                           whiten=True):
     """s_i = r_i - mean_g (singleton: s = r or 0), over tokens, whitened."""
     r, mask = _f64(rewards), _f64(mask)

@@ -125,6 +125,7 @@ CASES = [
     ("reinforce_pp", {"gamma": 0.9}, False),
     ("reinforce_pp", {"gamma": 0.7, "whiten": False}, False),
     ("reinforce_pp_baseline", {}, False),
+    ("reinforce_pp_baseline", {"singleton": "reward"}, False),
     ("reinforce_pp_baseline", {"singleton": "zero"}, False),
     ("reinforce_pp_baseline", {"whiten": False}, False),
     ("remax", {}, False),
@@ -251,10 +252,14 @@ def test_consistency_with_existing_estimators():
   np.testing.assert_allclose(
       _part("gdpo", {"batch_norm": "none"})(batch),
       _part("grpo", {})(batch), rtol=1e-6, atol=1e-6)
-  # REINFORCE++-baseline without whitening is Dr.GRPO with verl singletons.
-  np.testing.assert_allclose(
-      _part("reinforce_pp_baseline", {"whiten": False})(batch),
-      _part("dr_grpo", {"singleton": "reward"})(batch), rtol=1e-6, atol=1e-6)
+  # REINFORCE++-baseline without whitening is Dr.GRPO, for either singleton
+  # convention.
+  for singleton in ("zero", "reward"):
+    np.testing.assert_allclose(
+        _part("reinforce_pp_baseline", {"whiten": False,
+                                        "singleton": singleton})(batch),
+        _part("dr_grpo", {"singleton": singleton})(batch), rtol=1e-6,
+        atol=1e-6)
   # ReMax on an outcome reward is r_i - b_i on every valid token.
   out = _part("remax", {})(_batch(d, token_rewards=False))
   np.testing.assert_allclose(

@@ -106,3 +106,152 @@ def test_trl_bnpo_is_a_per_micro_batch_mean_not_the_global_token_mean():
   per_micro = np.mean([_agg("token-mean", l, m) for l, m in halves])
   np.testing.assert_allclose(per_micro, lib.trl_bnpo(*zip(*halves)), rtol=1e-5)
   assert abs(per_micro - global_mean) > 1e-3
+
+
+# --- Policy losses, KL, IS weights -----------------------------------------
+
+
+def _tokens(seed=3, b=6, t=5, gap=0.6):
+  rng = np.random.default_rng(seed)
+  lp = -rng.uniform(0.1, 2.0, (b, t))
+  old = lp + rng.normal(0, gap, (b, t))
+  adv = rng.normal(size=(b, t))
+  return lp, old, adv
+
+
+def _surrogate(spec, lp, old, adv, mask=None, **batch_fields):
+  mask = np.ones_like(lp) if mask is None else mask
+  batch = divrl.Batch(logprobs=jnp.asarray(lp, jnp.float32),
+                      response_mask=jnp.asarray(mask),
+                      rewards=jnp.zeros(lp.shape[0]),
+                      group_ids=jnp.zeros(lp.shape[0], jnp.int32),
+                      old_logprobs=jnp.asarray(old, jnp.float32),
+                      **{k: jnp.asarray(v, jnp.float32)
+                         for k, v in batch_fields.items()})
+  out = registry.make("surrogate", spec)(batch, jnp.asarray(adv, jnp.float32))
+  return np.asarray(out[0] if isinstance(out, tuple) else out)
+
+
+def test_ppo_clip_dual_clip_and_delta_conventions():
+  lp, old, adv = _tokens(gap=1.5)
+  np.testing.assert_allclose(
+      _surrogate({"name": "ppo_clip", "clip_ratio_c": 3.0}, lp, old, adv),
+      lib.verl_vanilla(lp, old, adv), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      _surrogate({"name": "ppo_clip", "log_ratio_clip": None, "delta": 3.0},
+                 lp, old, adv),
+      lib.trl_grpo_token_loss(lp, old, adv, delta=3.0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      _surrogate({"name": "ppo_clip", "log_ratio_clip": None}, lp, old, adv),
+      lib.trl_grpo_token_loss(lp, old, adv), rtol=1e-5, atol=1e-6)
+
+
+def test_cispo_bound_conventions():
+  lp, old, adv = _tokens(gap=1.5)
+  np.testing.assert_allclose(
+      _surrogate({"name": "cispo", "bound": "two_sided"}, lp, old, adv),
+      lib.verl_cispo(lp, old, adv), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      _surrogate({"name": "cispo", "bound": "upper", "max_ratio": 5.0,
+                  "log_ratio_clip": None}, lp, old, adv),
+      lib.trl_cispo(lp, old, adv), rtol=1e-5, atol=1e-6)
+
+
+def test_sapo_conventions_with_aggregation():
+  lp, old, adv = _tokens(gap=1.0)
+  loss, mask = _loss_mask(4, b=6, t=5)
+  for spec, clamp, count in (("sapo", True, "nonempty"),
+                             ({"name": "sapo", "log_ratio_clip": None}, False,
+                              "rows")):
+    per_token = _surrogate(spec, lp, old, adv, mask)
+    want_tok = lib.sapo(lp, old, adv, clamp)
+    np.testing.assert_allclose(per_token * mask, want_tok * mask, rtol=1e-5,
+                               atol=1e-6)
+    got = _agg({"name": "seq-mean-token-mean", "count": count}, per_token,
+               mask)
+    want = (lib.trl_grpo_loss(want_tok, mask) if count == "rows" else
+            np.sum(np.sum(want_tok * mask, 1)[mask.sum(1) > 0]
+                   / mask.sum(1)[mask.sum(1) > 0]) / np.sum(mask.sum(1) > 0))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_gspo_forms_agree_in_value():
+  lp, old, adv = _tokens(gap=0.01)
+  _, mask = _loss_mask(5, b=6, t=5)
+  want = lib.gspo_value(lp, old, adv, mask, 3e-4, 4e-4) * mask
+  for name in ("gspo_seq", "gspo_token"):
+    np.testing.assert_allclose(_surrogate(name, lp, old, adv, mask) * mask,
+                               want, rtol=1e-5, atol=1e-6)
+
+
+def test_kl_conventions():
+  lp, ref, _ = _tokens(seed=6, gap=4.0)
+  _, old, _ = _tokens(seed=7, gap=0.5)
+  def kl(spec):
+    batch = divrl.Batch(logprobs=jnp.asarray(lp, jnp.float32),
+                        response_mask=jnp.ones(lp.shape, bool),
+                        rewards=jnp.zeros(lp.shape[0]),
+                        group_ids=jnp.zeros(lp.shape[0], jnp.int32),
+                        old_logprobs=jnp.asarray(old, jnp.float32),
+                        ref_logprobs=jnp.asarray(ref, jnp.float32))
+    return np.asarray(registry.make("regularizer", spec)(batch))
+  np.testing.assert_allclose(
+      kl({"name": "kl", "estimator": "k3", "log_ratio_clip": 20.0,
+          "value_clip": 10.0}), lib.verl_low_var_kl(lp, ref), rtol=1e-5)
+  np.testing.assert_allclose(
+      kl({"name": "kl", "estimator": "k3", "is_correction": True,
+          "is_log_ratio_clip": None}),
+      lib.trl_k3_bias_corrected(lp, ref, old), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(kl({"name": "kl", "estimator": "k1"}),
+                             lib.tunix_kl(lp, ref), rtol=1e-5)
+  np.testing.assert_allclose(
+      kl({"name": "kl", "estimator": "k1", "value_clip": 1.0}),
+      lib.tunix_kl(lp, ref, clamp=1.0), rtol=1e-5)
+
+
+def test_token_tis_convention():
+  lp, old, adv = _tokens(seed=8, gap=1.0)
+  roll = old + np.random.default_rng(9).normal(0, 0.7, old.shape)
+  batch = divrl.Batch(logprobs=jnp.asarray(lp, jnp.float32),
+                      response_mask=jnp.ones(lp.shape, bool),
+                      rewards=jnp.zeros(lp.shape[0]),
+                      group_ids=jnp.zeros(lp.shape[0], jnp.int32),
+                      old_logprobs=jnp.asarray(old, jnp.float32),
+                      rollout_logprobs=jnp.asarray(roll, jnp.float32))
+  w = registry.make("token_weight", {"name": "rollout_is", "level": "token",
+                                     "mode": "truncate", "threshold": 2.0})(
+                                         batch, jnp.asarray(adv))
+  np.testing.assert_allclose(w, lib.verl_token_tis(old, roll), rtol=1e-5)
+
+
+def test_gdpo_trl_normalize_then_sum():
+  rng = np.random.default_rng(10)
+  rk = rng.integers(0, 3, (12, 2)).astype(float)
+  w = np.array([1.0, 0.5])
+  batch = divrl.Batch(logprobs=jnp.zeros((12, 3)),
+                      response_mask=jnp.ones((12, 3), bool),
+                      rewards=jnp.asarray(rk, jnp.float32),
+                      group_ids=jnp.asarray(np.repeat(np.arange(3), 4),
+                                            jnp.int32), num_groups=3)
+  adv = registry.make("advantage", {
+      "name": "gdpo", "eps": 1e-4, "batch_norm": "samples", "batch_eps": 1e-4,
+      "reward_weights": list(w)})(batch)
+  np.testing.assert_allclose(adv[:, 0], lib.trl_gdpo(rk, w, 4), rtol=1e-4,
+                             atol=1e-5)
+
+
+def test_trl_entropy_bonus_as_a_second_token_mean_objective():
+  lp, old, adv = _tokens(seed=11)
+  _, mask = _loss_mask(12, b=6, t=5)
+  ent = np.random.default_rng(13).uniform(0, 3, lp.shape)
+  batch = divrl.Batch(logprobs=jnp.asarray(lp, jnp.float32),
+                      response_mask=jnp.asarray(mask),
+                      rewards=jnp.asarray(np.arange(6.0)),
+                      group_ids=jnp.asarray([0, 0, 0, 1, 1, 1], jnp.int32),
+                      old_logprobs=jnp.asarray(old, jnp.float32),
+                      entropy=jnp.asarray(ent, jnp.float32), num_groups=2)
+  zero = lambda b, a: jnp.zeros_like(a)
+  bonus = divrl.build("grpo", zero, aggregation="token-mean",
+                      regularizers=[{"name": "entropy", "coef": -0.01}])
+  np.testing.assert_allclose(bonus(batch)[0],
+                             lib.trl_entropy_bonus(ent, mask, 0.01), rtol=1e-5)

@@ -64,7 +64,7 @@ def test_is_corrected_k3_gradient_per_token(detach):
   lp, old, lr = (jnp.asarray(-rng.uniform(0.1, 3, (4, 5)), jnp.float32)
                  for _ in range(3))
   g = jax.grad(lambda x: jnp.sum(divergences.importance_corrected_kl(
-      x, lr, old, "k3", detach_ratio=detach, ratio_log_clip=None)))(lp)
+      x, lr, old, "k3", detach_ratio=detach, is_log_ratio_clip=None)))(lp)
   rho = np.exp(_np(lp) - _np(old))
   u = _np(lp) - _np(lr)
   k3 = np.exp(-u) + u - 1.0
