@@ -8,11 +8,13 @@ hyperparameters with defaults, and the test files that name it.
 from __future__ import annotations
 
 import inspect
+import json
 import pathlib
 import re
 import sys
 
 from divrl import objective as _objective  # noqa: F401  (registers parts)
+from divrl import recipes
 from divrl import registry
 
 HEADER = """# Objective parts
@@ -96,4 +98,13 @@ def render(tests_dir: pathlib.Path) -> str:
       cell = lambda s: s.replace("|", "\\|")
       lines.append(f"| `{name}` | {cell(text)} | {cell('; '.join(cites))} |"
                    f" {cell(hps)} | {tests or '**none**'} |")
+  lines += ["\n## Recipes\n",
+            "Named configs in `divrl.recipes` (`recipes.get(name)` returns an "
+            "editable copy; the sources are cited in `divrl/recipes.py`). "
+            "`tests/test_recipes.py` runs each one, and maps every objective "
+            "row of the verl/TRL feature table to a recipe or config.\n",
+            "| recipe | config |", "|---|---|"]
+  for name in recipes.names():
+    cfg = json.dumps(recipes.RECIPES[name], separators=(", ", ": "))
+    lines.append(f"| `{name}` | `{cfg}` |")
   return "\n".join(lines) + "\n"

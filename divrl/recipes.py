@@ -1,0 +1,156 @@
+"""Named objective recipes: published methods and library defaults as configs.
+
+Each recipe is a plain objective config (see ``Objective.from_config``); get a
+fresh copy with ``recipes.get(name)``, change what you like, and build it.
+Hyperparameters follow the cited paper, or the named library's defaults as
+described in ``docs/conventions.md``. Toy-scale experiments should revisit
+length constants (e.g. DAPO's 20480/4096 token overlong buffer).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import ml_collections
+
+_KL_K3 = {"name": "kl", "estimator": "k3", "coef": 0.04}
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # "DeepSeekMath", arXiv:2402.03300: group z-score, PPO clip, k3 KL in
+    # the loss, per-sequence token mean.
+    "grpo": dict(advantage="grpo", surrogate="ppo_clip",
+                 regularizers=[_KL_K3], aggregation="seq-mean-token-mean"),
+    # "Understanding R1-Zero-Like Training", arXiv:2503.20783.
+    "dr_grpo": dict(advantage="dr_grpo", surrogate="ppo_clip",
+                    aggregation="seq-mean-token-sum-norm"),
+    # "DAPO", arXiv:2503.14476: clip-higher, token mean, dynamic sampling
+    # (as weights), overlong reward shaping, no KL.
+    "dapo": dict(transforms=["filter_zero_variance_groups",
+                             "overlong_penalty"],
+                 advantage="grpo",
+                 surrogate={"name": "ppo_clip", "eps_high": 0.28},
+                 aggregation="token-mean"),
+    # "Beyond the 80/20 Rule", arXiv:2506.01939: DAPO on the top-20% entropy
+    # tokens.
+    "high_entropy_dapo": dict(
+        transforms=["filter_zero_variance_groups"], advantage="grpo",
+        token_weights=[{"name": "high_entropy", "rho": 0.2}],
+        surrogate={"name": "ppo_clip", "eps_high": 0.28},
+        aggregation="token-mean"),
+    # "Part I: Tricks or Traps?", arXiv:2508.08221 (Lite PPO).
+    "lite_ppo": dict(advantage={"name": "grpo", "std_scope": "batch"},
+                     surrogate="ppo_clip", aggregation="token-mean"),
+    # "Group Sequence Policy Optimization", arXiv:2507.18071.
+    "gspo": dict(advantage="grpo", surrogate="gspo_token",
+                 aggregation="seq-mean-token-mean"),
+    # "Geometric-Mean Policy Optimization", arXiv:2507.20673.
+    "gmpo": dict(advantage="grpo", surrogate="gmpo",
+                 aggregation="seq-mean-token-mean"),
+    # "MiniMax-M1", arXiv:2506.13585: CISPO with an upper cap.
+    "cispo": dict(advantage="grpo",
+                  surrogate={"name": "cispo", "bound": "upper",
+                             "max_ratio": 5.0},
+                  aggregation="token-mean"),
+    # SAPO, arXiv:2511.20347.
+    "sapo": dict(advantage="grpo", surrogate="sapo",
+                 aggregation="seq-mean-token-mean"),
+    # "The Entropy Mechanism of RL for Reasoning LMs", arXiv:2505.22617.
+    "clip_cov": dict(advantage="grpo", surrogate="clip_cov",
+                     aggregation="token-mean"),
+    "kl_cov": dict(advantage="grpo", surrogate="kl_cov",
+                   aggregation="token-mean"),
+    # DPPO, arXiv:2602.04879.
+    "dppo_tv": dict(advantage="grpo", surrogate="dppo_tv",
+                    aggregation="token-mean"),
+    "dppo_kl": dict(advantage="grpo", surrogate="dppo_kl",
+                    aggregation="token-mean"),
+    # Quadratic log-ratio penalty (verl's `dro`).
+    "dro": dict(advantage="grpo", surrogate={"name": "dro", "beta": 0.1},
+                aggregation="token-mean"),
+    # VESPO and LUSPO as in TRL.
+    "vespo": dict(advantage="grpo", surrogate="vespo",
+                  aggregation="token-mean"),
+    "luspo": dict(advantage="grpo", surrogate="luspo",
+                  aggregation="seq-mean-token-mean"),
+    # "Back to Basics", arXiv:2402.14740.
+    "rloo": dict(advantage="rloo", surrogate="ppo_clip",
+                 aggregation="seq-mean-token-mean"),
+    # "REINFORCE++", arXiv:2501.03262: KL in the reward.
+    "reinforce_pp": dict(transforms=[{"name": "kl_in_reward", "coef": 0.001}],
+                         advantage="reinforce_pp", surrogate="ppo_clip",
+                         aggregation="token-mean"),
+    "reinforce_pp_baseline": dict(advantage="reinforce_pp_baseline",
+                                  surrogate="ppo_clip",
+                                  regularizers=[{"name": "kl",
+                                                 "estimator": "k3",
+                                                 "coef": 0.001}],
+                                  aggregation="token-mean"),
+    # "ReMax", arXiv:2310.10505: needs Batch.baseline_rewards.
+    "remax": dict(advantage="remax", surrogate="reinforce",
+                  aggregation="token-mean"),
+    # OPO, arXiv:2505.23585.
+    "opo": dict(advantage="opo", surrogate="reinforce",
+                aggregation="token-mean"),
+    # "GPG", arXiv:2504.02546: scaled advantage and plain REINFORCE.
+    "gpg": dict(advantage="gpg", surrogate="reinforce",
+                aggregation="token-mean"),
+    # Pass@k training, arXiv:2503.19595 (verl grpo_passk).
+    "passk_best": dict(advantage="passk_best", surrogate="ppo_clip",
+                       aggregation="seq-mean-token-mean"),
+    # Optimal token baseline (verl); needs Batch.sum_pi_squared.
+    "otb": dict(advantage="otb", surrogate="ppo_clip",
+                aggregation="token-mean"),
+    # GDPO, arXiv:2601.05242: rewards [B,K] normalised per component.
+    "gdpo": dict(advantage="gdpo", surrogate="ppo_clip",
+                 aggregation="token-mean"),
+    # PPO with GAE (arXiv:1506.02438), dual clip (arXiv:1912.09729) and KL
+    # in the reward; needs Batch.values. Train the critic with
+    # divrl.value.clipped_value_loss.
+    "ppo_gae": dict(transforms=[{"name": "kl_in_reward", "coef": 0.001}],
+                    advantage="gae",
+                    surrogate={"name": "ppo_clip", "clip_ratio_c": 3.0},
+                    aggregation="token-mean"),
+    # Train/inference mismatch corrections (arXiv:2512.23075).
+    "grpo_tis": dict(advantage="grpo", surrogate="ppo_clip",
+                     token_weights=[{"name": "rollout_is", "mode": "truncate",
+                                     "threshold": 2.0}],
+                     aggregation="token-mean"),
+    "grpo_icepop": dict(advantage="grpo", surrogate="ppo_clip",
+                        token_weights=[{"name": "rollout_is",
+                                        "mode": "mask"}],
+                        aggregation="token-mean"),
+    "grpo_bypass": dict(advantage="grpo", surrogate="bypass_ppo",
+                        aggregation="token-mean"),
+    # Library defaults (docs/conventions.md).
+    "verl_grpo": dict(
+        advantage={"name": "grpo", "singleton": "reward"},
+        surrogate={"name": "ppo_clip", "clip_ratio_c": 3.0},
+        regularizers=[{"name": "kl", "estimator": "k3", "coef": 0.001,
+                       "log_ratio_clip": 20.0, "value_clip": 10.0}],
+        aggregation="token-mean"),
+    "trl_grpo": dict(advantage={"name": "grpo", "eps": 1e-4},
+                     surrogate={"name": "ppo_clip", "log_ratio_clip": None},
+                     aggregation="token-mean"),
+    "tunix_grpo": dict(advantage="grpo", surrogate="ppo_clip",
+                       regularizers=[{"name": "kl", "estimator": "k1",
+                                      "coef": 0.04}],
+                       aggregation="seq-mean-token-mean"),
+}
+
+
+def names() -> tuple[str, ...]:
+  return tuple(sorted(RECIPES))
+
+
+def get(name: str) -> ml_collections.ConfigDict:
+  """A fresh, editable copy of recipe ``name`` as a ``ConfigDict``."""
+  if name not in RECIPES:
+    raise ValueError(f"unknown recipe {name!r}; recipes: {', '.join(names())}.")
+  return ml_collections.ConfigDict(copy.deepcopy(RECIPES[name]))
+
+
+def build(name: str):
+  """The ``Objective`` of recipe ``name``."""
+  from divrl import objective  # pylint: disable=g-import-not-at-top
+  return objective.from_config(get(name))
