@@ -26,4 +26,32 @@ from divrl.registry import register
 from divrl.types import Batch
 from divrl.types import validate
 
+__all__ = [
+    "advantages",
+    "aggregation",
+    "controllers",
+    "corrections",
+    "divergences",
+    "groups",
+    "masks",
+    "recipes",
+    "registry",
+    "rejection",
+    "resampling",
+    "shaping",
+    "sharding",
+    "surrogates",
+    "testing",
+    "value",
+    "Aggregate",
+    "Objective",
+    "Regularizer",
+    "build",
+    "from_config",
+    "regularizer",
+    "register",
+    "Batch",
+    "validate",
+]
+
 __version__ = "0.1.0"

@@ -119,15 +119,19 @@ def _tokens(seed=3, b=6, t=5, gap=0.6):
   return lp, old, adv
 
 
-def _surrogate(spec, lp, old, adv, mask=None, **batch_fields):
+def _token_batch(lp, mask=None, **fields):
+  """One group; float32 per-token ``fields`` (old_logprobs=..., ...)."""
   mask = np.ones_like(lp) if mask is None else mask
-  batch = divrl.Batch(logprobs=jnp.asarray(lp, jnp.float32),
-                      response_mask=jnp.asarray(mask),
-                      rewards=jnp.zeros(lp.shape[0]),
-                      group_ids=jnp.zeros(lp.shape[0], jnp.int32),
-                      old_logprobs=jnp.asarray(old, jnp.float32),
-                      **{k: jnp.asarray(v, jnp.float32)
-                         for k, v in batch_fields.items()})
+  return divrl.Batch(logprobs=jnp.asarray(lp, jnp.float32),
+                     response_mask=jnp.asarray(mask),
+                     rewards=jnp.zeros(lp.shape[0]),
+                     group_ids=jnp.zeros(lp.shape[0], jnp.int32),
+                     **{k: jnp.asarray(v, jnp.float32)
+                        for k, v in fields.items()})
+
+
+def _surrogate(spec, lp, old, adv, mask=None):
+  batch = _token_batch(lp, mask, old_logprobs=old)
   out = registry.make("surrogate", spec)(batch, jnp.asarray(adv, jnp.float32))
   return np.asarray(out[0] if isinstance(out, tuple) else out)
 
@@ -188,12 +192,7 @@ def test_kl_conventions():
   lp, ref, _ = _tokens(seed=6, gap=4.0)
   _, old, _ = _tokens(seed=7, gap=0.5)
   def kl(spec):
-    batch = divrl.Batch(logprobs=jnp.asarray(lp, jnp.float32),
-                        response_mask=jnp.ones(lp.shape, bool),
-                        rewards=jnp.zeros(lp.shape[0]),
-                        group_ids=jnp.zeros(lp.shape[0], jnp.int32),
-                        old_logprobs=jnp.asarray(old, jnp.float32),
-                        ref_logprobs=jnp.asarray(ref, jnp.float32))
+    batch = _token_batch(lp, old_logprobs=old, ref_logprobs=ref)
     return np.asarray(registry.make("regularizer", spec)(batch))
   np.testing.assert_allclose(
       kl({"name": "kl", "estimator": "k3", "log_ratio_clip": 20.0,
@@ -212,12 +211,7 @@ def test_kl_conventions():
 def test_token_tis_convention():
   lp, old, adv = _tokens(seed=8, gap=1.0)
   roll = old + np.random.default_rng(9).normal(0, 0.7, old.shape)
-  batch = divrl.Batch(logprobs=jnp.asarray(lp, jnp.float32),
-                      response_mask=jnp.ones(lp.shape, bool),
-                      rewards=jnp.zeros(lp.shape[0]),
-                      group_ids=jnp.zeros(lp.shape[0], jnp.int32),
-                      old_logprobs=jnp.asarray(old, jnp.float32),
-                      rollout_logprobs=jnp.asarray(roll, jnp.float32))
+  batch = _token_batch(lp, old_logprobs=old, rollout_logprobs=roll)
   w = registry.make("token_weight", {"name": "rollout_is", "level": "token",
                                      "mode": "truncate", "threshold": 2.0})(
                                          batch, jnp.asarray(adv))

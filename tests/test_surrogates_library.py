@@ -21,7 +21,7 @@ import pytest
 
 import divrl
 from divrl import corrections  # noqa: F401  (registers the token weights)
-from divrl import registry, sharding, surrogates
+from divrl import registry, sharding
 from tests import reference_surrogates as ref
 from tests.conftest import make_batch
 
