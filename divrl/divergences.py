@@ -222,7 +222,7 @@ def kl_penalized_rewards(rewards: Array, token_rewards: Array | None,
 @register("transform", "kl_in_reward")
 def kl_in_reward(batch: Batch, *, coef: float = 0.0, estimator: str = "k1",
                  log_ratio_clip: float | None = None,
-                 value_clip: float | None = None) -> Batch:
+                 value_clip: float | None = None, coefs=None) -> Batch:
   """KL to the reference subtracted from the rewards (verl use_kl_in_reward).
 
   ``kl_t = k(log pi_old_t - log ref_t)`` with ``pi_old`` = ``Batch.old_logprobs``
@@ -240,8 +240,8 @@ def kl_in_reward(batch: Batch, *, coef: float = 0.0, estimator: str = "k1",
   estimator misses); see the module docstring. Inspired by Ziegler et al.,
   "Fine-Tuning Language Models from Human Preferences", arXiv:1909.08593
   (``R = r - beta log(pi/ref)``). Drive ``coef`` with
-  ``divrl.controllers.adaptive_kl`` by rebuilding the transform (it is a
-  hyperparameter, not a regularizer coefficient).
+  ``divrl.controllers.adaptive_kl`` under ``jit`` through the objective's
+  call-time ``coefs={"kl_in_reward": beta}``, which overrides ``coef``.
 
   Raises:
     ValueError: if ``Batch.ref_logprobs`` is None or ``Batch.rewards`` is not
@@ -253,6 +253,8 @@ def kl_in_reward(batch: Batch, *, coef: float = 0.0, estimator: str = "k1",
   if batch.rewards.ndim != 1:
     raise ValueError("the 'kl_in_reward' transform needs Batch.rewards of"
                      f" shape [B], got {tuple(batch.rewards.shape)}.")
+  if coefs is not None and "kl_in_reward" in coefs:
+    coef = coefs["kl_in_reward"]
   old = jax.lax.stop_gradient(_behaviour(batch))
   kl = kl_estimate(old, batch.ref_logprobs, estimator,
                    log_ratio_clip=log_ratio_clip, value_clip=value_clip)
@@ -287,3 +289,7 @@ def entropy_part(batch: Batch) -> Array:
     raise ValueError("the 'entropy' regularizer needs Batch.entropy, which is"
                      " None.")
   return batch.entropy
+
+
+# The call-time ``coefs`` key that overrides ``kl_in_reward``'s ``coef``.
+kl_in_reward.coef_keys = ("kl_in_reward",)

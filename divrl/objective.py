@@ -172,10 +172,15 @@ class Objective:
   # -- stages ---------------------------------------------------------------
 
   def transform(self, batch: Batch, key: Array | None = None, *,
-                axis_name=None) -> Batch:
-    """Applies the transforms in order (on whole groups)."""
+                axis_name=None, coefs: Mapping[str, Any] | None = None
+                ) -> Batch:
+    """Applies the transforms in order (on whole groups).
+
+    Transforms whose signature has ``coefs`` receive the call-time
+    coefficient overrides (e.g. ``kl_in_reward`` reads ``"kl_in_reward"``).
+    """
     for fn, k in zip(self.transforms, self._keys("transforms", key)):
-      batch = _call(fn, batch, key=k, axis_name=axis_name)
+      batch = _call(fn, batch, key=k, axis_name=axis_name, coefs=coefs)
       if not isinstance(batch, Batch):
         raise ValueError(f"transform {_label(fn)!r} must return a Batch, got"
                          f" {type(batch).__name__}.")
@@ -192,7 +197,8 @@ class Objective:
     return jax.lax.stop_gradient(adv) * batch.mask
 
   def with_advantages(self, batch: Batch, key: Array | None = None, *,
-                      axis_name=None) -> Batch:
+                      axis_name=None,
+                      coefs: Mapping[str, Any] | None = None) -> Batch:
     """Transforms ``batch`` and fills in its advantages, ready to be split.
 
     The returned batch carries the transformed rewards and mask; the
@@ -201,7 +207,9 @@ class Objective:
     validate(batch)
     batch = clean_padding(batch)
     tkey = None if key is None else jax.random.fold_in(key, 1)
-    batch = clean_padding(self.transform(batch, tkey, axis_name=axis_name))
+    self._check_coefs(coefs)
+    batch = clean_padding(self.transform(batch, tkey, axis_name=axis_name,
+                                         coefs=coefs))
     return batch.replace(advantages=self.advantages(batch,
                                                     axis_name=axis_name))
 
@@ -223,18 +231,15 @@ class Objective:
       ``(loss Aggregate, {metric name: Aggregate})``.
     """
     if batch.advantages is None:
-      batch = self.with_advantages(batch, key, axis_name=axis_name)
+      batch = self.with_advantages(batch, key, axis_name=axis_name,
+                                   coefs=coefs)
     else:
       validate(batch)
       batch = clean_padding(batch)
     mask = batch.mask
     adv = batch.advantages
+    self._check_coefs(coefs)
     coefs = dict(coefs or {})
-    unknown = set(coefs) - {r.label for r in self.regularizers}
-    if unknown:
-      raise ValueError(f"coefs names unknown regularizer label(s)"
-                       f" {sorted(unknown)}; labels:"
-                       f" {[r.label for r in self.regularizers]}.")
 
     weights = jnp.ones_like(mask)
     for fn, k in zip(self.token_weights, self._keys("token_weights", key)):
@@ -281,6 +286,19 @@ class Objective:
     if axis_name is not None:
       loss, metrics = agg.psum((loss, metrics), axis_name)
     return agg.finalize(loss), agg.finalize_tree(metrics)
+
+  def coef_labels(self) -> tuple[str, ...]:
+    """Keys accepted by ``coefs=``: regularizer labels and transform keys."""
+    labels = [r.label for r in self.regularizers]
+    for fn in self.transforms:
+      labels += list(getattr(fn, "coef_keys", ()))
+    return tuple(labels)
+
+  def _check_coefs(self, coefs) -> None:
+    unknown = set(coefs or {}) - set(self.coef_labels())
+    if unknown:
+      raise ValueError(f"coefs names unknown regularizer label(s)"
+                       f" {sorted(unknown)}; known: {list(self.coef_labels())}.")
 
   def _keys(self, stage: str, key: Array | None) -> list[Array | None]:
     """One key per part of ``stage``, independent across stages."""

@@ -25,7 +25,7 @@ _REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {k: {} for k in KINDS}
 
 # Arguments that the objective passes at call time; configs may not bind them.
 _CALL_ARGS = frozenset({"batch", "advantages", "key", "axis_name", "loss",
-                        "mask"})
+                        "mask", "coefs"})
 
 
 def _check_kind(kind: str) -> None:

@@ -585,3 +585,20 @@ def test_shaping_transforms_composed_in_objective():
   want = nref.finalize(*nref.aggregate(per_tok, m, "seq-mean-token-mean"))
   np.testing.assert_allclose(jax.jit(objective)(batch)[0], want, rtol=1e-4,
                              atol=1e-6)
+
+
+def test_adaptive_kl_drives_kl_in_reward_under_jit():
+  batch = make_batch(2, garbage=False)
+  obj = divrl.build("grpo", "ppo_clip",
+                    transforms=[{"name": "kl_in_reward", "coef": 0.01}])
+  assert obj.coef_labels() == ("kl_in_reward",)
+  ctrl = divrl.controllers.adaptive_kl(0.05, target=0.01, horizon=10)
+  state = ctrl.update(ctrl.init(), jnp.asarray(1.0), 1)
+  run = jax.jit(lambda b, c: obj(b, coefs={"kl_in_reward": c})[0])
+  rebuilt = divrl.build("grpo", "ppo_clip", transforms=[{
+      "name": "kl_in_reward", "coef": float(state.coef)}])
+  np.testing.assert_allclose(run(batch, state.coef), rebuilt(batch)[0],
+                             rtol=1e-6)
+  assert float(run(batch, state.coef)) != float(obj(batch)[0])
+  with pytest.raises(ValueError, match="unknown regularizer label"):
+    obj(batch, coefs={"kl": 0.1})
