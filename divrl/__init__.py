@@ -7,6 +7,7 @@ from divrl import corrections
 from divrl import divergences
 from divrl import groups
 from divrl import masks
+from divrl import ops
 from divrl import recipes
 from divrl import registry
 from divrl import rejection
@@ -34,6 +35,7 @@ __all__ = [
     "divergences",
     "groups",
     "masks",
+    "ops",
     "recipes",
     "registry",
     "rejection",
