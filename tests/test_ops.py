@@ -288,8 +288,6 @@ def test_reference_inputs_unused_get_zero_or_no_gradient():
     (dict(hidden="hidden_int"), "hidden"),
     (dict(unembedding="w_bad"), "unembedding"),
     (dict(targets="tgt_float"), "targets"),
-    (dict(outputs=("top_p_entropy",), top_p=0.9, vocab_axis_name="tensor"),
-     "vocab_axis_name"),
 ])
 def test_bad_inputs_raise_naming_the_argument(kwargs, pattern):
   x = make_inputs(7, n=6)
@@ -329,18 +327,19 @@ def tensor_mesh():
 
 
 def test_vocab_sharded_equals_single_device(tensor_mesh):
+  """Every output, top-p entropy included, on 8 vocabulary shards."""
   v = 8 * 33
   x = make_inputs(9, n=21, v=v)
   params = {k: x[k] for k in DIFF}
-  kw = dict(temperature=0.9, outputs=ALL, token_chunk=8)
-  g = {k: x["g"][k] for k in ALL}
+  kw = dict(temperature=0.9, outputs=OUTPUTS, top_p=0.9, token_chunk=8)
+  g = {k: x["g"][k] for k in OUTPUTS}
 
   def loss_fn(params, tgt, mask, axis_name=None):
     out = token_statistics(
         params["h"], params["w"], tgt, mask=mask, bias=params["b"],
         ref_hidden=params["hr"], ref_unembedding=params["wr"],
         ref_bias=params["br"], vocab_axis_name=axis_name, **kw)
-    return sum(jnp.sum(g[k] * out[k]) for k in ALL), out
+    return sum(jnp.sum(g[k] * out[k]) for k in OUTPUTS), out
 
   (l1, o1), g1 = jax.value_and_grad(loss_fn, has_aux=True)(
       params, x["tgt"], x["mask"])
@@ -353,13 +352,14 @@ def test_vocab_sharded_equals_single_device(tensor_mesh):
             params, tgt, mask)
 
   fn = jax.shard_map(sharded, mesh=tensor_mesh, in_specs=(spec, P(), P()),
-                     out_specs=((P(), {k: P() for k in ALL}), spec))
+                     out_specs=((P(), {k: P() for k in OUTPUTS}), spec))
   (l8, o8), g8 = jax.jit(fn)(params, x["tgt"], x["mask"])
   assert len(g8["w"].sharding.device_set) == 8
   np.testing.assert_allclose(l8, l1, rtol=1e-5, atol=1e-5)
-  for k in ALL:
+  for k in OUTPUTS:
     np.testing.assert_allclose(o8[k], o1[k], rtol=1e-5, atol=1e-5,
                                err_msg=k)
+  assert float(jnp.abs(o1["top_p_entropy"] - o1["entropy"]).max()) > 1e-3
   for k in DIFF:
     np.testing.assert_allclose(g8[k], g1[k], rtol=1e-5, atol=1e-5,
                                err_msg=f"d{k}")
@@ -425,3 +425,22 @@ def test_objective_from_token_statistics_matches_naive_pipeline():
   assert np.isfinite(float(lf)) and float(jnp.abs(gn).max()) > 0
   np.testing.assert_allclose(lf, ln, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(gf, gn, rtol=1e-4, atol=1e-6)
+
+
+def test_sequence_statistics_reshapes_and_feeds_a_batch():
+  x = make_inputs(11, n=12)
+  h = x["h"].reshape(3, 4, -1)
+  tgt = x["tgt"].reshape(3, 4)
+  mask = x["mask"].reshape(3, 4)
+  out = divrl.ops.sequence_statistics(h, x["w"], tgt, mask,
+                                      outputs=("logprob", "entropy"),
+                                      bias=x["b"])
+  flat = token_statistics(x["h"], x["w"], x["tgt"], mask=x["mask"],
+                          bias=x["b"], outputs=("logprob", "entropy"))
+  for k in ("logprob", "entropy"):
+    np.testing.assert_array_equal(out[k], flat[k].reshape(3, 4))
+  batch = divrl.Batch(logprobs=out["logprob"], response_mask=mask,
+                      rewards=jnp.arange(3.0),
+                      group_ids=jnp.zeros(3, jnp.int32),
+                      entropy=out["entropy"], num_groups=1)
+  assert np.isfinite(float(divrl.build("rloo", "ppo_clip")(batch)[0]))

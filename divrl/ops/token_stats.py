@@ -53,8 +53,9 @@ total mass is ``>= top_p``. The output is the entropy of ``pi`` restricted to
 that set and renormalised, i.e. of ``softmax(z_K)``. The set is a
 piecewise-constant function of the logits and is **held fixed** for the
 gradient: ``dz_v = -g q_v (log q_v + H_K)`` for ``v`` in the set, 0 outside.
-It needs a sort over the vocabulary (forward and again in the backward) and
-is not supported with ``vocab_axis_name``.
+It needs a sort over the vocabulary (forward and again in the backward); with
+``vocab_axis_name`` each token chunk's log-probs are all-gathered for it, so
+this output costs ``[token_chunk, V]`` per device under vocabulary sharding.
 
 Vocabulary sharding. Inside ``jax.shard_map`` with ``W`` (and ``b``, ``W'``,
 ``b'``) sharded on the vocabulary axis over the mesh axis ``vocab_axis_name``
@@ -152,6 +153,24 @@ def _top_p_parts(logp, top_p):
   return keep, logq, q, h_top
 
 
+def _top_p_local(logp, top_p, axis_name, offset, v_local):
+  """``_top_p_parts`` on the whole vocabulary, sliced to this shard.
+
+  Under vocabulary sharding the chunk's log-probs are all-gathered (a
+  ``[chunk, V]`` array per device, bounded by the token chunk), the set is
+  found on the full row (global token ids, so ties break as on one device),
+  and the per-token ``(keep, log q, q)`` are sliced back to the local shard.
+  """
+  if axis_name is None:
+    return _top_p_parts(logp, top_p)
+  full = lax.all_gather(logp, axis_name, axis=1, tiled=True)
+  keep, logq, q, h_top = _top_p_parts(full, top_p)
+  # Identical on every shard; pmax is exact and marks it replicated.
+  h_top = lax.pmax(h_top, axis_name)
+  local = lambda x: lax.dynamic_slice_in_dim(x, offset, v_local, axis=1)  # noqa: E731
+  return local(keep), local(logq), local(q), h_top
+
+
 def _chunk_forward(cfg: _Config, h, w, b, tgt, keep, hr, wr, br):
   """Per-token statistics of one chunk; returns (outputs, residual stats)."""
   ax = cfg.axis_name
@@ -176,7 +195,8 @@ def _chunk_forward(cfg: _Config, h, w, b, tgt, keep, hr, wr, br):
   if "vocab_mean_logprob" in want:
     out["vocab_mean_logprob"] = _psum(jnp.sum(logp, axis=-1), ax) / v_global
   if "top_p_entropy" in want:
-    out["top_p_entropy"] = _top_p_parts(logp, cfg.top_p)[3]
+    out["top_p_entropy"] = _top_p_local(logp, cfg.top_p, ax, offset,
+                                        v_local)[3]
   if cfg.has_ref and any(k in want for k in REF_OUTPUTS):
     hr = jnp.where(keep[:, None] > 0, hr, jnp.zeros((), hr.dtype))
     zr = _logits(hr, wr, br, cfg.temperature)
@@ -245,7 +265,7 @@ def _chunk_backward(cfg: _Config, h, w, b, tgt, keep, hr, wr, br, res, g):
     c = c + gv / v_global
     a = a - gv
   if "top_p_entropy" in want:
-    ks, logq, q, _ = _top_p_parts(logp, cfg.top_p)
+    ks, logq, q, _ = _top_p_local(logp, cfg.top_p, ax, offset, v_local)
     gt = col(g["top_p_entropy"])
     c = c + jnp.where(ks, -gt * q * (logq + col(res["top_p_entropy"])), 0.0)
   dz_ref = None
@@ -462,11 +482,6 @@ def token_statistics(
       raise ValueError("top_p must be set for outputs 'top_p_entropy'.")
     if not 0.0 < float(top_p) <= 1.0:
       raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}.")
-    if vocab_axis_name is not None:
-      raise ValueError(
-          "outputs 'top_p_entropy' is not supported with vocab_axis_name"
-          " (the top-p set needs a sort over the whole vocabulary); compute"
-          " it on gathered logits or without vocabulary sharding.")
   need_ref = any(k in outputs for k in REF_OUTPUTS)
   if need_ref:
     for name, x in (("ref_hidden", ref_hidden),
@@ -512,3 +527,24 @@ def token_statistics(
                chunked(targets.astype(jnp.int32)), chunked(keep),
                chunked(ref_hidden), ref_unembedding, ref_bias)
   return {k: out[k].reshape(-1)[:n] for k in outputs}
+
+
+def sequence_statistics(hidden: jax.Array, unembedding: jax.Array,
+                        tokens: jax.Array, mask: jax.Array, **kwargs):
+  """``token_statistics`` on ``[B,T]`` responses, returning ``[B,T]`` arrays.
+
+  ``hidden [B,T,d]`` are the states that predict ``tokens [B,T]`` (already
+  shifted by the caller); ``mask [B,T]`` is the response mask. The outputs
+  map onto ``divrl.Batch`` fields: ``logprob`` -> ``logprobs`` (or
+  ``ref_logprobs`` from the reference model), ``entropy`` -> ``entropy``,
+  ``sum_pi_squared`` -> ``sum_pi_squared``. ``ref_hidden`` in ``kwargs`` may
+  be ``[B,T,d]`` too.
+  """
+  chex.assert_rank([hidden, tokens, mask], [3, 2, 2])
+  b, t, d = hidden.shape
+  if "ref_hidden" in kwargs and kwargs["ref_hidden"] is not None:
+    kwargs["ref_hidden"] = kwargs["ref_hidden"].reshape(b * t, -1)
+  out = token_statistics(hidden.reshape(b * t, d), unembedding,
+                         tokens.reshape(b * t), mask=mask.reshape(b * t),
+                         **kwargs)
+  return {k: v.reshape(b, t) for k, v in out.items()}
