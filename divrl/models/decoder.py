@@ -1,0 +1,372 @@
+"""A decoder-only transformer (Llama / Qwen2 family) in Flax NNX.
+
+Architecture: token embedding -> ``num_layers`` pre-norm blocks
+(RMSNorm -> grouped-query attention with RoPE -> residual, RMSNorm -> SwiGLU
+MLP -> residual) -> final RMSNorm -> unembedding (tied to the embedding or a
+separate ``[d,V]`` matrix).
+
+Calling ``model(tokens, positions=None, attention_mask=None,
+return_hidden=False)`` returns logits ``[B,S,V]``, or the final normed hidden
+states ``[B,S,d]`` with ``return_hidden=True``. The latter together with
+``model.unembedding()`` feeds ``divrl.ops.token_statistics`` so that full
+``[B,S,V]`` logits never need to exist.
+
+Masking. Attention is always causal in the *sequence index*. ``attention_mask``
+is either ``[B,S]`` (True/1 = real token, used as a key mask; padding keys are
+never attended to) or a full ``[B,S,S]`` query-by-key mask that is combined
+with the causal mask. ``positions [B,S]`` give the RoPE positions; for
+left-padded prompts pass e.g. ``positions = max(cumsum(mask) - 1, 0)``. Rows
+whose keys are all masked (pad queries) produce finite garbage, never NaN.
+
+Sharding. Every parameter carries an ``out_sharding`` PartitionSpec over the
+mesh axes ``'fsdp'`` and ``'tensor'`` (read them with
+``nnx.get_partition_spec(nnx.state(model))``). When the model is built under
+``jax.set_mesh(mesh)`` (and NNX eager sharding is on, the default) the
+parameters are placed accordingly at creation; without a mesh they are plain
+arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+Array = jax.Array
+
+FSDP = "fsdp"
+TENSOR = "tensor"
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+  """Llama-3 style RoPE frequency scaling."""
+  factor: float
+  low_freq_factor: float
+  high_freq_factor: float
+  original_max_position_embeddings: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+  """Shape and numerics of a decoder-only transformer (hashable)."""
+  vocab_size: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  intermediate_size: int
+  head_dim: int | None = None  # defaults to hidden_size // num_heads
+  rope_theta: float = 10000.0
+  rope_scaling: RopeScaling | Mapping[str, Any] | None = None
+  rms_norm_eps: float = 1e-6
+  tie_word_embeddings: bool = True
+  qkv_bias: bool = False
+  max_position_embeddings: int = 4096
+  dtype: Any = jnp.float32        # compute dtype
+  param_dtype: Any = jnp.float32
+  initializer_range: float = 0.02
+
+  def __post_init__(self):
+    if self.head_dim is None:
+      if self.hidden_size % self.num_heads:
+        raise ValueError("hidden_size must be divisible by num_heads when "
+                         "head_dim is not given")
+      object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
+    if isinstance(self.rope_scaling, Mapping):
+      rs = dict(self.rope_scaling)
+      rs.pop("rope_type", None)
+      object.__setattr__(self, "rope_scaling", RopeScaling(
+          factor=float(rs["factor"]),
+          low_freq_factor=float(rs["low_freq_factor"]),
+          high_freq_factor=float(rs["high_freq_factor"]),
+          original_max_position_embeddings=int(
+              rs["original_max_position_embeddings"])))
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f"num_heads={self.num_heads} is not a multiple of "
+                       f"num_kv_heads={self.num_kv_heads}")
+    if self.head_dim % 2:
+      raise ValueError(f"head_dim={self.head_dim} must be even for RoPE")
+
+  @classmethod
+  def preset(cls, name: str, **overrides) -> "DecoderConfig":
+    """A named configuration; ``overrides`` replace individual fields."""
+    if name not in PRESETS:
+      raise ValueError(f"unknown decoder preset {name!r}; known: "
+                       f"{sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+PRESETS: dict[str, DecoderConfig] = {
+    "tiny": DecoderConfig(
+        vocab_size=64, hidden_size=64, num_layers=2, num_heads=4,
+        num_kv_heads=2, intermediate_size=128, max_position_embeddings=512),
+    # ~25.4M parameters (tied embeddings).
+    "small25m": DecoderConfig(
+        vocab_size=8192, hidden_size=512, num_layers=6, num_heads=8,
+        num_kv_heads=4, intermediate_size=1792, max_position_embeddings=2048),
+    # Shapes from the public Hugging Face config.json files.
+    "qwen2.5-0.5b": DecoderConfig(
+        vocab_size=151936, hidden_size=896, num_layers=24, num_heads=14,
+        num_kv_heads=2, intermediate_size=4864, rope_theta=1000000.0,
+        rms_norm_eps=1e-6, tie_word_embeddings=True, qkv_bias=True,
+        max_position_embeddings=32768),
+    "qwen2.5-1.5b": DecoderConfig(
+        vocab_size=151936, hidden_size=1536, num_layers=28, num_heads=12,
+        num_kv_heads=2, intermediate_size=8960, rope_theta=1000000.0,
+        rms_norm_eps=1e-6, tie_word_embeddings=True, qkv_bias=True,
+        max_position_embeddings=32768),
+    "qwen2.5-7b": DecoderConfig(
+        vocab_size=152064, hidden_size=3584, num_layers=28, num_heads=28,
+        num_kv_heads=4, intermediate_size=18944, rope_theta=1000000.0,
+        rms_norm_eps=1e-6, tie_word_embeddings=False, qkv_bias=True,
+        max_position_embeddings=32768),
+    "llama-3.2-1b": DecoderConfig(
+        vocab_size=128256, hidden_size=2048, num_layers=16, num_heads=32,
+        num_kv_heads=8, intermediate_size=8192, head_dim=64,
+        rope_theta=500000.0,
+        rope_scaling=RopeScaling(factor=32.0, low_freq_factor=1.0,
+                                 high_freq_factor=4.0,
+                                 original_max_position_embeddings=8192),
+        rms_norm_eps=1e-5, tie_word_embeddings=True, qkv_bias=False,
+        max_position_embeddings=131072),
+}
+
+
+def param_count(config: DecoderConfig) -> int:
+  """Number of parameters of ``Decoder(config)``, computed analytically."""
+  c = config
+  d, hd = c.hidden_size, c.head_dim
+  q, kv = c.num_heads * hd, c.num_kv_heads * hd
+  attn = d * q + 2 * d * kv + q * d
+  if c.qkv_bias:
+    attn += q + 2 * kv
+  mlp = 3 * d * c.intermediate_size
+  block = attn + mlp + 2 * d
+  total = c.vocab_size * d + c.num_layers * block + d
+  if not c.tie_word_embeddings:
+    total += d * c.vocab_size
+  return total
+
+
+# ----------------------------------------------------------------------------
+# RoPE
+# ----------------------------------------------------------------------------
+
+def rope_frequencies(head_dim: int, theta: float,
+                     scaling: RopeScaling | None = None) -> Array:
+  """Inverse frequencies ``[head_dim // 2]`` (float32), optionally scaled."""
+  inv = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32)
+                         / head_dim))
+  if scaling is None:
+    return inv
+  old = scaling.original_max_position_embeddings
+  low_wavelen = old / scaling.low_freq_factor
+  high_wavelen = old / scaling.high_freq_factor
+  wavelen = 2.0 * math.pi / inv
+  # Interpolation weight between "fully scaled" (0) and "unscaled" (1).
+  smooth = ((old / wavelen - scaling.low_freq_factor)
+            / (scaling.high_freq_factor - scaling.low_freq_factor))
+  mixed = (1.0 - smooth) * inv / scaling.factor + smooth * inv
+  return jnp.where(wavelen > low_wavelen, inv / scaling.factor,
+                   jnp.where(wavelen < high_wavelen, inv, mixed))
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
+  """Rotates ``x [B,S,H,D]`` by angles ``positions[b,s] * inv_freq``.
+
+  Uses the "rotate half" layout: dimension ``i`` pairs with ``i + D/2``.
+  """
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B,S,D/2]
+  cos = jnp.cos(angles)[:, :, None, :]
+  sin = jnp.sin(angles)[:, :, None, :]
+  xf = x.astype(jnp.float32)
+  x1, x2 = jnp.split(xf, 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------
+# Layers
+# ----------------------------------------------------------------------------
+
+def _param(value: Array, spec: tuple) -> nnx.Param:
+  """A Param annotated with ``spec``; sharded eagerly only under a mesh."""
+  eager = (nnx.using_eager_sharding()
+           and not jax.sharding.get_abstract_mesh().empty)
+  return nnx.Param(value, out_sharding=P(*spec), eager_sharding=eager)
+
+
+def _normal(rngs: nnx.Rngs, shape, std, dtype):
+  return std * jax.random.normal(rngs.params(), shape, dtype)
+
+
+class RMSNorm(nnx.Module):
+  """``x / sqrt(mean(x^2) + eps) * scale``, computed in float32."""
+
+  def __init__(self, dim: int, eps: float, param_dtype=jnp.float32):
+    self.eps = eps
+    self.scale = _param(jnp.ones((dim,), param_dtype), (None,))
+
+  def __call__(self, x: Array) -> Array:
+    xf = x.astype(jnp.float32)
+    xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True)
+                            + self.eps)
+    return (xf * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+class Dense(nnx.Module):
+  """``x @ kernel (+ bias)`` with an annotated kernel."""
+
+  def __init__(self, din: int, dout: int, spec: tuple, *, use_bias: bool,
+               config: DecoderConfig, rngs: nnx.Rngs):
+    self.dtype = config.dtype
+    self.kernel = _param(_normal(rngs, (din, dout), config.initializer_range,
+                                 config.param_dtype), spec)
+    self.bias = (_param(jnp.zeros((dout,), config.param_dtype), (spec[1],))
+                 if use_bias else None)
+
+  def __call__(self, x: Array) -> Array:
+    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
+
+
+class Attention(nnx.Module):
+  """Grouped-query self-attention with RoPE."""
+
+  def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
+    c = config
+    self.num_heads, self.num_kv_heads, self.head_dim = (
+        c.num_heads, c.num_kv_heads, c.head_dim)
+    self.dtype = c.dtype
+    d = c.hidden_size
+    q, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+    self.q_proj = Dense(d, q, (FSDP, TENSOR), use_bias=c.qkv_bias, config=c,
+                        rngs=rngs)
+    self.k_proj = Dense(d, kv, (FSDP, TENSOR), use_bias=c.qkv_bias, config=c,
+                        rngs=rngs)
+    self.v_proj = Dense(d, kv, (FSDP, TENSOR), use_bias=c.qkv_bias, config=c,
+                        rngs=rngs)
+    self.o_proj = Dense(q, d, (TENSOR, FSDP), use_bias=False, config=c,
+                        rngs=rngs)
+
+  def __call__(self, x: Array, positions: Array, mask: Array,
+               inv_freq: Array) -> Array:
+    b, s, _ = x.shape
+    h, k, hd = self.num_heads, self.num_kv_heads, self.head_dim
+    g = h // k
+    q = self.q_proj(x).reshape(b, s, h, hd)
+    kk = self.k_proj(x).reshape(b, s, k, hd)
+    v = self.v_proj(x).reshape(b, s, k, hd)
+    q = apply_rope(q, positions, inv_freq)
+    kk = apply_rope(kk, positions, inv_freq)
+    # Head h uses kv head h // g.
+    q = q.reshape(b, s, k, g, hd)
+    scores = jnp.einsum("bqkgd,bskd->bkgqs", q, kk,
+                        preferred_element_type=jnp.float32)
+    scores = scores / math.sqrt(hd)
+    big_neg = jnp.finfo(jnp.float32).min
+    scores = jnp.where(mask[:, None, None, :, :], scores, big_neg)
+    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+    out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v.astype(self.dtype))
+    return self.o_proj(out.reshape(b, s, h * hd))
+
+
+class MLP(nnx.Module):
+  """SwiGLU: ``down(silu(gate(x)) * up(x))``."""
+
+  def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
+    c = config
+    d, f = c.hidden_size, c.intermediate_size
+    self.gate_proj = Dense(d, f, (FSDP, TENSOR), use_bias=False, config=c,
+                           rngs=rngs)
+    self.up_proj = Dense(d, f, (FSDP, TENSOR), use_bias=False, config=c,
+                         rngs=rngs)
+    self.down_proj = Dense(f, d, (TENSOR, FSDP), use_bias=False, config=c,
+                           rngs=rngs)
+
+  def __call__(self, x: Array) -> Array:
+    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nnx.Module):
+  """Pre-norm transformer block."""
+
+  def __init__(self, config: DecoderConfig, rngs: nnx.Rngs):
+    c = config
+    self.input_norm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.param_dtype)
+    self.attn = Attention(c, rngs)
+    self.post_attention_norm = RMSNorm(c.hidden_size, c.rms_norm_eps,
+                                       c.param_dtype)
+    self.mlp = MLP(c, rngs)
+
+  def __call__(self, x, positions, mask, inv_freq):
+    x = x + self.attn(self.input_norm(x), positions, mask, inv_freq)
+    return x + self.mlp(self.post_attention_norm(x))
+
+
+class Decoder(nnx.Module):
+  """Decoder-only transformer; see the module docstring."""
+
+  def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
+    c = config
+    self.config = c
+    # [V, d]: vocab over 'tensor', model dim over 'fsdp'.
+    self.embedding = _param(
+        _normal(rngs, (c.vocab_size, c.hidden_size), c.initializer_range,
+                c.param_dtype), (TENSOR, FSDP))
+    self.layers = nnx.List([Block(c, rngs) for _ in range(c.num_layers)])
+    self.final_norm = RMSNorm(c.hidden_size, c.rms_norm_eps, c.param_dtype)
+    # [d, V] when untied.
+    self.lm_head = (None if c.tie_word_embeddings else _param(
+        _normal(rngs, (c.hidden_size, c.vocab_size), c.initializer_range,
+                c.param_dtype), (FSDP, TENSOR)))
+
+  def unembedding(self) -> Array:
+    """The ``[d, V]`` output matrix (the transposed embedding when tied)."""
+    if self.lm_head is None:
+      return self.embedding[...].T
+    return self.lm_head[...]
+
+  def unembedding_bias(self) -> Array | None:
+    """The output bias ``[V]``; always None for this architecture."""
+    return None
+
+  def __call__(self, tokens: Array, positions: Array | None = None,
+               attention_mask: Array | None = None,
+               return_hidden: bool = False) -> Array:
+    c = self.config
+    b, s = tokens.shape
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
+    causal = jnp.tril(jnp.ones((s, s), dtype=bool))[None]
+    if attention_mask is None:
+      mask = causal
+    else:
+      am = jnp.asarray(attention_mask).astype(bool)
+      if am.ndim == 2:
+        mask = causal & am[:, None, :]
+      elif am.ndim == 3:
+        mask = causal & am
+      else:
+        raise ValueError("attention_mask must be [B,S] or [B,S,S], got "
+                         f"shape {am.shape}")
+    mask = jnp.broadcast_to(mask, (b, s, s))
+    inv_freq = rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
+    x = jnp.take(self.embedding[...], tokens, axis=0).astype(c.dtype)
+    for layer in self.layers:
+      x = layer(x, positions, mask, inv_freq)
+    x = self.final_norm(x)
+    if return_hidden:
+      return x
+    w = self.unembedding().astype(c.dtype)
+    return jnp.einsum("bsd,dv->bsv", x, w,
+                      preferred_element_type=jnp.float32)
