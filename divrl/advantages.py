@@ -40,7 +40,7 @@ import jax.numpy as jnp
 
 from divrl import groups
 from divrl.registry import register
-from divrl.types import Batch
+from divrl.types import Batch, behaviour_logprobs
 
 Array = jax.Array
 
@@ -912,8 +912,7 @@ def otb_part(batch: Batch, *, axis_name=None, handle_zero_tail: bool = True,
   ``Batch.old_logprobs``, else ``stop_gradient(logprobs)``.
   """
   sps = _needs(batch, "sum_pi_squared", "otb")
-  old = (batch.old_logprobs if batch.old_logprobs is not None
-         else jax.lax.stop_gradient(batch.logprobs))
+  old = behaviour_logprobs(batch)
   return otb(token_rewards_of(batch, reward_weights), batch.response_mask,
              old, sps, batch.group_ids, batch.groups,
              handle_zero_tail=handle_zero_tail, eps=eps, axis_name=axis_name)

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 
 from divrl.advantages import last_token_rewards
 from divrl.registry import register
-from divrl.types import Batch
+from divrl.types import Batch, behaviour_logprobs, scalar_rewards_of
 
 Array = jax.Array
 
@@ -161,12 +161,6 @@ def importance_corrected_kl(logprobs: Array, ref_logprobs: Array,
                              value_clip=value_clip)
 
 
-def _behaviour(batch: Batch) -> Array:
-  if batch.old_logprobs is None:
-    return jax.lax.stop_gradient(batch.logprobs)
-  return batch.old_logprobs
-
-
 @register("regularizer", "kl")
 def kl_part(batch: Batch, *, estimator: str = "k3",
             log_ratio_clip: float | None = None,
@@ -191,7 +185,7 @@ def kl_part(batch: Batch, *, estimator: str = "k3",
                      " None.")
   if is_correction:
     return importance_corrected_kl(
-        batch.logprobs, batch.ref_logprobs, _behaviour(batch), estimator,
+        batch.logprobs, batch.ref_logprobs, behaviour_logprobs(batch), estimator,
         detach_ratio=detach_ratio, is_log_ratio_clip=is_log_ratio_clip,
         log_ratio_clip=log_ratio_clip, value_clip=value_clip)
   return kl_estimate(batch.logprobs, batch.ref_logprobs, estimator,
@@ -250,12 +244,10 @@ def kl_in_reward(batch: Batch, *, coef: float = 0.0, estimator: str = "k1",
   if batch.ref_logprobs is None:
     raise ValueError("the 'kl_in_reward' transform needs Batch.ref_logprobs,"
                      " which is None.")
-  if batch.rewards.ndim != 1:
-    raise ValueError("the 'kl_in_reward' transform needs Batch.rewards of"
-                     f" shape [B], got {tuple(batch.rewards.shape)}.")
+  scalar_rewards_of(batch, "kl_in_reward")
   if coefs is not None and "kl_in_reward" in coefs:
     coef = coefs["kl_in_reward"]
-  old = jax.lax.stop_gradient(_behaviour(batch))
+  old = jax.lax.stop_gradient(behaviour_logprobs(batch))
   kl = kl_estimate(old, batch.ref_logprobs, estimator,
                    log_ratio_clip=log_ratio_clip, value_clip=value_clip)
   kl = jax.lax.stop_gradient(kl)

@@ -208,8 +208,9 @@ class Objective:
     batch = clean_padding(batch)
     tkey = None if key is None else jax.random.fold_in(key, 1)
     self._check_coefs(coefs)
-    batch = clean_padding(self.transform(batch, tkey, axis_name=axis_name,
-                                         coefs=coefs))
+    if self.transforms:  # transforms may change the mask: clean again
+      batch = clean_padding(self.transform(batch, tkey, axis_name=axis_name,
+                                           coefs=coefs))
     return batch.replace(advantages=self.advantages(batch,
                                                     axis_name=axis_name))
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from divrl.registry import register
-from divrl.types import Batch
+from divrl.types import Batch, behaviour_logprobs
 
 Array = jax.Array
 
@@ -97,9 +97,7 @@ def rollout_rejection_part(batch: Batch, *, criteria: tuple = ("token_k1",),
                      " None.")
   if isinstance(criteria, str):
     criteria = tuple(c.strip() for c in criteria.split(","))
-  old = batch.old_logprobs
-  if old is None:
-    old = jax.lax.stop_gradient(batch.logprobs)
+  old = behaviour_logprobs(batch)
   keep = batch.mask
   for c in criteria:
     keep = keep * rejection_mask(old, batch.rollout_logprobs, batch.mask, c,

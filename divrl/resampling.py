@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from divrl.registry import register
-from divrl.types import Batch
+from divrl.types import Batch, scalar_rewards_of
 
 Array = jax.Array
 
@@ -58,7 +58,5 @@ def pf_ppo_indices(key: Array, rewards: Array, *, mode: str = "pow",
 def pf_ppo_part(batch: Batch, *, key: Array, mode: str = "pow",
                 power: float = 2.0) -> Batch:
   """Resamples the rows of ``batch``; see ``pf_ppo_indices``."""
-  if batch.rewards.ndim != 1:
-    raise ValueError("pf_ppo needs scalar Batch.rewards of shape [B].")
-  idx = pf_ppo_indices(key, batch.rewards, mode=mode, power=power)
+  idx = pf_ppo_indices(key, scalar_rewards_of(batch, "pf_ppo"), mode=mode, power=power)
   return jax.tree.map(lambda x: x[idx], batch)

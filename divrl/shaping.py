@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from divrl.registry import register
 from divrl.types import Batch
+from divrl.types import scalar_rewards_of
 
 Array = jax.Array
 
@@ -28,14 +29,6 @@ def response_lengths(mask: Array) -> Array:
   """``|y_i| = #{t : m_it > 0}`` as float32 ``[B]``."""
   chex.assert_rank(mask, 2)
   return jnp.sum((mask > 0).astype(jnp.float32), axis=1)
-
-
-def _scalar_rewards(batch: Batch, part: str) -> Array:
-  if batch.rewards.ndim != 1:
-    raise ValueError(f"the {part!r} transform needs scalar Batch.rewards of"
-                     f" shape [B], got {tuple(batch.rewards.shape)}; reduce"
-                     " reward components first.")
-  return batch.rewards
 
 
 # --- DAPO overlong penalty --------------------------------------------------
@@ -75,7 +68,7 @@ def overlong_penalty(batch: Batch, *, max_length: int = 20480,
   See ``overlong_penalty_values``. ``|y|`` counts valid tokens. Defaults are the
   DAPO paper's (``L_max = 20480``, ``L_cache = 4096``); set them to the
   generation limit of your task."""
-  r = _scalar_rewards(batch, "overlong_penalty")
+  r = scalar_rewards_of(batch, "overlong_penalty")
   pen = overlong_penalty_values(response_lengths(batch.response_mask),
                                 max_length=max_length,
                                 cache_length=cache_length, factor=factor)
@@ -128,7 +121,7 @@ def cosine_length_reward(batch: Batch, *, max_length: int = 1000,
   See ``cosine_length_values``. A response is correct iff its reward is ``>
   threshold`` (default 0.5, for 0/1 correctness rewards); the original reward
   is then discarded. Put additive shapings after this transform."""
-  r = _scalar_rewards(batch, "cosine_length_reward")
+  r = scalar_rewards_of(batch, "cosine_length_reward")
   values = cosine_length_values(r > threshold,
                                 response_lengths(batch.response_mask),
                                 max_length=max_length,
@@ -217,7 +210,7 @@ def ngram_repetition_penalty(batch: Batch, *, n: int = 3,
   if batch.tokens is None:
     raise ValueError("the 'ngram_repetition_penalty' transform needs"
                      " Batch.tokens, which is None.")
-  r = _scalar_rewards(batch, "ngram_repetition_penalty")
+  r = scalar_rewards_of(batch, "ngram_repetition_penalty")
   pen = ngram_repetition_values(batch.tokens, batch.response_mask, n=n,
                                 penalty=penalty)
   return batch.replace(rewards=r + pen.astype(r.dtype))

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 
 from divrl.registry import register
 from divrl.types import Batch
+from divrl.types import behaviour_logprobs  # noqa: F401  (re-exported)
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
@@ -55,13 +56,6 @@ def log_ratio(logprobs: Array, old_logprobs: Array,
   """
   d = logprobs - old_logprobs
   return d if clip is None else jnp.clip(d, -clip, clip)
-
-
-def behaviour_logprobs(batch: Batch) -> Array:
-  """``batch.old_logprobs``, or ``stop_gradient(logprobs)`` when on-policy."""
-  if batch.old_logprobs is None:
-    return jax.lax.stop_gradient(batch.logprobs)
-  return batch.old_logprobs
 
 
 def rollout_logprobs(batch: Batch, part: str) -> Array:

@@ -210,6 +210,22 @@ def validate(batch: Batch) -> Batch:
   return batch
 
 
+def scalar_rewards_of(batch: Batch, part: str) -> Array:
+  """``Batch.rewards`` if it is ``[B]``; else a ValueError naming ``part``."""
+  if batch.rewards.ndim != 1:
+    raise ValueError(f"the {part!r} transform needs scalar Batch.rewards of"
+                     f" shape [B], got {tuple(batch.rewards.shape)}; reduce"
+                     " reward components first.")
+  return batch.rewards
+
+
+def behaviour_logprobs(batch: Batch) -> Array:
+  """``batch.old_logprobs``, or ``stop_gradient(logprobs)`` when on-policy."""
+  if batch.old_logprobs is None:
+    return jax.lax.stop_gradient(batch.logprobs)
+  return batch.old_logprobs
+
+
 def split(batch: Batch, num_micro_batches: int) -> Batch:
   """Stacks ``batch`` into ``num_micro_batches`` equal slices along ``B``.
 
