@@ -13,6 +13,12 @@ tested with (for reproducibility):
     ml-collections       1.1.0
     numpy                2.4.6
     absl-py              2.5.1
+    safetensors          0.8.0
+    tokenizers           0.23.3
+    tensorboardX         2.6.5
+    matplotlib           3.11.2
+    torch (hf extra)     2.13.0+cpu
+    transformers (hf)    5.23.0
 """
 
 from setuptools import find_packages, setup
@@ -33,11 +39,17 @@ setup(
         "ml-collections>=1.0,<2",
         "numpy>=1.26,<3",
         "absl-py>=2,<3",
+        "safetensors>=0.4,<1",
+        "tokenizers>=0.19,<1",
+        "tensorboardX>=2.6,<3",
+        "matplotlib>=3.8,<4",
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-xdist>=3.5"],
         "notebooks": [],
         "bench": [],
-        "hf": [],
+        # torch is pinned to the CPU build that this machine keeps on disk; a
+        # range would let pip pull a multi-GB CUDA build.
+        "hf": ["torch==2.13.0", "transformers>=4.45,<6"],
     },
 )

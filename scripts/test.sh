@@ -4,7 +4,7 @@ set -euo pipefail
 
 # shellcheck source=scripts/_venv.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
-divrl_ensure_venv test
+divrl_ensure_venv test,hf
 cd "$ROOT"
 
 rc=0
