@@ -5,6 +5,7 @@ from divrl import aggregation
 from divrl import controllers
 from divrl import corrections
 from divrl import divergences
+from divrl import diversity
 from divrl import groups
 from divrl import masks
 from divrl import ops
@@ -33,6 +34,7 @@ __all__ = [
     "controllers",
     "corrections",
     "divergences",
+    "diversity",
     "groups",
     "masks",
     "ops",

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 from divrl import advantages as _advantages  # noqa: F401
 from divrl import aggregation as agg
 from divrl import divergences as _divergences  # noqa: F401
+from divrl import diversity as _diversity  # noqa: F401
 from divrl import controllers as _controllers  # noqa: F401
 from divrl import corrections as _corrections  # noqa: F401
 from divrl import masks as _masks  # noqa: F401

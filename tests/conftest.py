@@ -50,3 +50,8 @@ def make_batch(seed=0, b=12, t=7, num_groups=4, ragged=True, garbage=True,
 @pytest.fixture
 def batch():
   return make_batch()
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers",
+                          "hf: needs torch and transformers (the hf extra)")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -192,6 +192,12 @@ def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
   return out.astype(x.dtype)
 
 
+class LayerCache(NamedTuple):
+  """One layer's key/value cache, each ``[B, L, num_kv_heads, head_dim]``."""
+  k: Array
+  v: Array
+
+
 # ----------------------------------------------------------------------------
 # Layers
 # ----------------------------------------------------------------------------
@@ -258,18 +264,28 @@ class Attention(nnx.Module):
     self.o_proj = Dense(q, d, (TENSOR, FSDP), use_bias=False, config=c,
                         rngs=rngs)
 
-  def __call__(self, x: Array, positions: Array, mask: Array,
-               inv_freq: Array) -> Array:
+  def project(self, x: Array, positions: Array,
+              inv_freq: Array) -> tuple[Array, Array, Array]:
+    """Queries ``[B,S,H,D]`` and keys/values ``[B,S,K,D]`` (RoPE applied)."""
     b, s, _ = x.shape
     h, k, hd = self.num_heads, self.num_kv_heads, self.head_dim
-    g = h // k
-    q = self.q_proj(x).reshape(b, s, h, hd)
-    kk = self.k_proj(x).reshape(b, s, k, hd)
+    q = apply_rope(self.q_proj(x).reshape(b, s, h, hd), positions, inv_freq)
+    kk = apply_rope(self.k_proj(x).reshape(b, s, k, hd), positions, inv_freq)
     v = self.v_proj(x).reshape(b, s, k, hd)
-    q = apply_rope(q, positions, inv_freq)
-    kk = apply_rope(kk, positions, inv_freq)
+    return q, kk, v
+
+  def attend(self, q: Array, kk: Array, v: Array, mask: Array) -> Array:
+    """Attention of ``q [B,Sq,H,D]`` over ``kk, v [B,Sk,K,D]``.
+
+    ``mask [B,Sq,Sk]`` is True where a query may attend to a key. Masked
+    scores get the most negative float32, so their softmax weight is exactly
+    zero whenever a query has at least one allowed key.
+    """
+    b, sq = q.shape[:2]
+    h, k, hd = self.num_heads, self.num_kv_heads, self.head_dim
+    g = h // k
     # Head h uses kv head h // g.
-    q = q.reshape(b, s, k, g, hd)
+    q = q.reshape(b, sq, k, g, hd)
     scores = jnp.einsum("bqkgd,bskd->bkgqs", q, kk,
                         preferred_element_type=jnp.float32)
     scores = scores / math.sqrt(hd)
@@ -277,7 +293,12 @@ class Attention(nnx.Module):
     scores = jnp.where(mask[:, None, None, :, :], scores, big_neg)
     probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
     out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v.astype(self.dtype))
-    return self.o_proj(out.reshape(b, s, h * hd))
+    return self.o_proj(out.reshape(b, sq, h * hd))
+
+  def __call__(self, x: Array, positions: Array, mask: Array,
+               inv_freq: Array) -> Array:
+    q, kk, v = self.project(x, positions, inv_freq)
+    return self.attend(q, kk, v, mask)
 
 
 class MLP(nnx.Module):
@@ -311,6 +332,20 @@ class Block(nnx.Module):
   def __call__(self, x, positions, mask, inv_freq):
     x = x + self.attn(self.input_norm(x), positions, mask, inv_freq)
     return x + self.mlp(self.post_attention_norm(x))
+
+  def cached(self, x, positions, mask, inv_freq, cache: "LayerCache",
+             index: Array) -> tuple[Array, "LayerCache"]:
+    """Writes this chunk's keys/values at ``index`` and attends over the cache.
+
+    ``mask [B,Sq,L]`` ranges over all ``L`` cache slots.
+    """
+    q, kk, v = self.attn.project(self.input_norm(x), positions, inv_freq)
+    ck = jax.lax.dynamic_update_slice_in_dim(
+        cache.k, kk.astype(cache.k.dtype), index, axis=1)
+    cv = jax.lax.dynamic_update_slice_in_dim(
+        cache.v, v.astype(cache.v.dtype), index, axis=1)
+    x = x + self.attn.attend(q, ck, cv, mask)
+    return x + self.mlp(self.post_attention_norm(x)), LayerCache(ck, cv)
 
 
 class Decoder(nnx.Module):
@@ -364,9 +399,55 @@ class Decoder(nnx.Module):
     x = jnp.take(self.embedding[...], tokens, axis=0).astype(c.dtype)
     for layer in self.layers:
       x = layer(x, positions, mask, inv_freq)
+    return self._head(x, return_hidden)
+
+  def _head(self, x: Array, return_hidden: bool) -> Array:
     x = self.final_norm(x)
     if return_hidden:
       return x
-    w = self.unembedding().astype(c.dtype)
+    w = self.unembedding().astype(self.config.dtype)
     return jnp.einsum("bsd,dv->bsv", x, w,
                       preferred_element_type=jnp.float32)
+
+  def init_cache(self, batch_size: int, length: int,
+                 dtype: Any = None) -> list[LayerCache]:
+    """An all-zero key/value cache with ``length`` slots per sequence."""
+    c = self.config
+    shape = (batch_size, length, c.num_kv_heads, c.head_dim)
+    dtype = dtype or c.dtype
+    return [LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+            for _ in range(c.num_layers)]
+
+  def cached_forward(self, tokens: Array, positions: Array,
+                     cache: list[LayerCache], index: Array, mask: Array,
+                     return_hidden: bool = False
+                     ) -> tuple[Array, list[LayerCache]]:
+    """Forward over a chunk of ``Sq`` new tokens with a key/value cache.
+
+    Args:
+      tokens: ``[B,Sq]`` new tokens, written to cache slots
+        ``index .. index+Sq-1`` (the same slots for every row).
+      positions: ``[B,Sq]`` their RoPE positions.
+      cache: per-layer caches from ``init_cache`` or a previous call.
+      index: scalar int, the first slot to write.
+      mask: ``[B,Sq,L]`` True where a query may attend to a cache slot (the
+        caller combines causality and padding; slots not yet written must be
+        False).
+      return_hidden: return normed hidden states instead of logits.
+
+    Returns:
+      ``(logits [B,Sq,V] or hidden [B,Sq,d], updated cache)``. Prefill is one
+      call with the whole (left-padded) prompt; decoding is one call per token.
+    """
+    c = self.config
+    if len(cache) != c.num_layers:
+      raise ValueError(f"cache has {len(cache)} layers, the model "
+                       f"{c.num_layers}")
+    inv_freq = rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
+    x = jnp.take(self.embedding[...], tokens, axis=0).astype(c.dtype)
+    new_cache = []
+    for layer, layer_cache in zip(self.layers, cache):
+      x, layer_cache = layer.cached(x, positions, mask, inv_freq, layer_cache,
+                                    index)
+      new_cache.append(layer_cache)
+    return self._head(x, return_hidden), new_cache

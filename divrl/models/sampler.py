@@ -1,0 +1,362 @@
+"""A fully compiled group sampler: batched prefill, then KV-cache decoding.
+
+``sample(model, prompt_tokens, prompt_mask, key, config)`` draws
+``config.num_samples`` continuations of every prompt inside one jitted
+function: one prefill over the ``P`` prompts, the key/value cache repeated to
+``B = P * num_samples`` rows, then a ``lax.while_loop`` of single-token decode
+steps that stops when every row has emitted a stop token or
+``max_new_tokens`` is reached. There is no Python work per token.
+
+Prompts are **left-padded**: ``prompt_mask [P,S]`` is False on a prefix of
+padding and True on the real tokens. RoPE positions count real tokens only
+(``max(cumsum(mask) - 1, 0)``) and padding keys are never attended to, so a
+prompt gives the same continuation whatever padding it is batched with (up to
+float rounding in reductions of different lengths; tested).
+
+Randomness is per row. The key (one key, or one per prompt) is split into one
+key per prompt; sample ``j`` of prompt ``p`` at decode step ``t`` uses
+``fold_in(fold_in(prompt_key[p], j), t)``. A row's tokens therefore depend only
+on its prompt, its own key and the model, never on the rest of the batch.
+
+Token filtering, in this order (the order of Hugging Face ``generate``):
+temperature, then top-k, then top-p (nucleus: keep the smallest prefix of the
+sorted distribution whose mass reaches ``top_p``; the most likely token is
+always kept), then min-p (keep tokens with ``p >= min_p * p_max``, Nguyen et
+al. 2024, arXiv 2407.01082). ``temperature == 0`` is greedy decoding.
+
+Outputs (``SampleOutput``), all with ``B = P * num_samples`` rows in
+prompt-major order (the samples of prompt 0 first):
+
+* ``tokens [B,N]``: generated tokens, ``pad_id`` after the stop token;
+* ``response_mask [B,N]``: True on generated tokens, including the stop token;
+* ``logprobs [B,N]``: log-probability of each token under the distribution it
+  was actually drawn from (after temperature and truncation; 0 for greedy) --
+  the behaviour policy for train/inference importance corrections;
+* ``model_logprobs [B,N]``: ``log_softmax(logits / temperature)`` without
+  truncation (the quantity a trainer recomputes; equals ``logprobs`` when no
+  top-k/top-p/min-p filter is active);
+* ``lengths [B]``, ``truncated [B]`` (no stop token within ``max_new_tokens``),
+  ``group_ids [B]`` (the prompt index), plus the repeated prompt tokens/mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from flax import struct
+
+from divrl.models.decoder import Decoder
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  """Static sampling options (hashable; a new value recompiles).
+
+  Attributes:
+    max_new_tokens: maximum response length ``N``.
+    num_samples: samples per prompt (group size ``G``).
+    temperature: softmax temperature; 0 means greedy.
+    top_k: keep the ``top_k`` most likely tokens; 0 disables.
+    top_p: nucleus mass in ``(0, 1]``; 1 disables.
+    min_p: keep tokens with ``p >= min_p * max p``; 0 disables.
+    stop_tokens: token ids that end a response (kept in the response).
+    pad_id: token written after a response has stopped.
+  """
+  max_new_tokens: int
+  num_samples: int = 1
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  min_p: float = 0.0
+  stop_tokens: tuple[int, ...] = ()
+  pad_id: int = 0
+
+  def __post_init__(self):
+    object.__setattr__(self, "stop_tokens",
+                       tuple(int(t) for t in self.stop_tokens))
+    if int(self.max_new_tokens) < 1:
+      raise ValueError(f"max_new_tokens must be >= 1, got "
+                       f"{self.max_new_tokens}")
+    if int(self.num_samples) < 1:
+      raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+    if not self.temperature >= 0:
+      raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+    if int(self.top_k) < 0:
+      raise ValueError(f"top_k must be >= 0 (0 disables), got {self.top_k}")
+    if not 0 < self.top_p <= 1:
+      raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+    if not 0 <= self.min_p < 1:
+      raise ValueError(f"min_p must be in [0, 1), got {self.min_p}")
+
+
+@struct.dataclass
+class SampleOutput:
+  """What ``sample`` returns; see the module docstring."""
+  tokens: Array
+  response_mask: Array
+  logprobs: Array
+  model_logprobs: Array
+  lengths: Array
+  truncated: Array
+  group_ids: Array
+  prompt_tokens: Array
+  prompt_mask: Array
+
+
+# ----------------------------------------------------------------------------
+# Token filtering
+# ----------------------------------------------------------------------------
+
+def filter_logits(logits: Array, *, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0, min_p: float = 0.0) -> Array:
+  """Scaled and truncated logits ``[..., V]``; removed tokens get ``-inf``.
+
+  ``temperature`` must be > 0 here (greedy decoding does not filter).
+  """
+  if not temperature > 0:
+    raise ValueError(f"filter_logits needs temperature > 0, got {temperature}")
+  z = logits.astype(jnp.float32) / temperature
+  neg_inf = jnp.asarray(-jnp.inf, z.dtype)
+  v = z.shape[-1]
+  if 0 < top_k < v:
+    kth = jax.lax.top_k(z, top_k)[0][..., -1:]
+    z = jnp.where(z >= kth, z, neg_inf)
+  if top_p < 1.0:
+    order = jnp.argsort(-z, axis=-1)
+    z_sorted = jnp.take_along_axis(z, order, axis=-1)
+    p_sorted = jax.nn.softmax(z_sorted, axis=-1)
+    mass_before = jnp.cumsum(p_sorted, axis=-1) - p_sorted
+    keep_sorted = mass_before < top_p
+    keep_sorted = keep_sorted.at[..., 0].set(True)
+    keep = jnp.zeros_like(keep_sorted)
+    keep = jnp.put_along_axis(keep, order, keep_sorted, axis=-1,
+                              inplace=False)
+    z = jnp.where(keep, z, neg_inf)
+  if min_p > 0.0:
+    logp = jax.nn.log_softmax(z, axis=-1)
+    threshold = jnp.max(logp, axis=-1, keepdims=True) + jnp.log(min_p)
+    z = jnp.where(logp >= threshold, z, neg_inf)
+  return z
+
+
+def _choose(logits: Array, key_per_row: Array, config: SamplingConfig):
+  """One token per row: ``(token [B], logprob [B], model_logprob [B])``."""
+  if config.temperature == 0:
+    token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    model_logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    picked = jnp.take_along_axis(model_logp, token[:, None], axis=-1)[:, 0]
+    return token, jnp.zeros_like(picked), picked
+  z = filter_logits(logits, temperature=config.temperature,
+                    top_k=config.top_k, top_p=config.top_p, min_p=config.min_p)
+  token = jax.vmap(jax.random.categorical)(key_per_row, z).astype(jnp.int32)
+  logp = jax.nn.log_softmax(z, axis=-1)
+  model_logp = jax.nn.log_softmax(
+      logits.astype(jnp.float32) / config.temperature, axis=-1)
+  take = lambda a: jnp.take_along_axis(a, token[:, None], axis=-1)[:, 0]
+  return token, take(logp), take(model_logp)
+
+
+# ----------------------------------------------------------------------------
+# The compiled loop
+# ----------------------------------------------------------------------------
+
+def _positions(mask: Array) -> Array:
+  return jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def _sample_impl(graphdef, state, prompt_tokens, prompt_mask, prompt_keys,
+                 config: SamplingConfig) -> SampleOutput:
+  model = nnx.merge(graphdef, state)
+  p, s = prompt_tokens.shape
+  n, g = config.max_new_tokens, config.num_samples
+  length = s + n
+  b = p * g
+  prompt_mask = prompt_mask.astype(bool)
+
+  # Prefill the P prompts over slots [0, S).
+  key_mask = jnp.concatenate([prompt_mask, jnp.zeros((p, n), bool)], axis=1)
+  causal = jnp.arange(length)[None, :] <= jnp.arange(s)[:, None]   # [S,L]
+  prefill_mask = causal[None] & key_mask[:, None, :]
+  cache = model.init_cache(p, length)
+  logits, cache = model.cached_forward(
+      prompt_tokens, _positions(prompt_mask), cache, jnp.int32(0),
+      prefill_mask)
+  last_logits = logits[:, -1]
+
+  # Repeat everything to B = P * G rows (prompt-major).
+  rep = lambda x: jnp.repeat(x, g, axis=0)
+  cache = jax.tree.map(rep, cache)
+  last_logits, key_mask = rep(last_logits), rep(key_mask)
+  next_position = rep(jnp.sum(prompt_mask, axis=-1).astype(jnp.int32))
+  row_keys = jax.vmap(
+      lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(g))
+  )(prompt_keys).reshape((b,) + prompt_keys.shape[1:])
+  stop = jnp.asarray(config.stop_tokens or (-1,), jnp.int32)
+
+  def cond(carry):
+    t, done = carry[0], carry[4]
+    return (t < n) & ~jnp.all(done)
+
+  def body(carry):
+    t, tokens, logps, model_logps, done, logits, cache, key_mask = carry
+    step_keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(row_keys)
+    token, logp, model_logp = _choose(logits, step_keys, config)
+    live = ~done
+    token = jnp.where(live, token, config.pad_id)
+    tokens = tokens.at[:, t].set(token)
+    logps = logps.at[:, t].set(jnp.where(live, logp, 0.0))
+    model_logps = model_logps.at[:, t].set(jnp.where(live, model_logp, 0.0))
+    done = done | (live & jnp.any(token[:, None] == stop[None, :], axis=-1))
+    # Feed the token back: it occupies cache slot S + t.
+    slot = s + t
+    key_mask = key_mask.at[:, slot].set(True)
+    logits, cache = model.cached_forward(
+        token[:, None], (next_position + t)[:, None], cache, slot,
+        key_mask[:, None, :])
+    return (t + 1, tokens, logps, model_logps, done, logits[:, 0], cache,
+            key_mask)
+
+  init = (jnp.int32(0), jnp.full((b, n), config.pad_id, jnp.int32),
+          jnp.zeros((b, n), jnp.float32), jnp.zeros((b, n), jnp.float32),
+          jnp.zeros((b,), bool), last_logits, cache, key_mask)
+  t_end, tokens, logps, model_logps, done, _, _, _ = jax.lax.while_loop(
+      cond, body, init)
+  del t_end
+  # A row is live at step t iff it had not stopped before t.
+  stopped_at = jnp.where(
+      done,
+      jnp.argmax(jnp.any(tokens[:, :, None] == stop[None, None, :], axis=-1),
+                 axis=-1),
+      n - 1)
+  response_mask = jnp.arange(n)[None, :] <= stopped_at[:, None]
+  return SampleOutput(
+      tokens=tokens, response_mask=response_mask, logprobs=logps,
+      model_logprobs=model_logps,
+      lengths=jnp.sum(response_mask, axis=-1).astype(jnp.int32),
+      truncated=~done,
+      group_ids=jnp.repeat(jnp.arange(p, dtype=jnp.int32), g),
+      prompt_tokens=rep(prompt_tokens), prompt_mask=rep(prompt_mask))
+
+
+_sample_jit = jax.jit(_sample_impl, static_argnames=("graphdef", "config"))
+
+
+def make_sampler(graphdef, config: SamplingConfig):
+  """A jitted ``fn(state, prompt_tokens, prompt_mask, prompt_keys)``.
+
+  For training loops that keep the model split (``nnx.split``) and check
+  their prompts once; ``sample`` is the checked, one-call entry point.
+  """
+  return jax.jit(functools.partial(_sample_impl, graphdef, config=config))
+
+
+def _is_concrete(x) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+def _check_prompts(model: Decoder, prompt_tokens, prompt_mask,
+                   config: SamplingConfig):
+  chex.assert_rank(prompt_tokens, 2)
+  chex.assert_equal_shape([prompt_tokens, prompt_mask])
+  if not jnp.issubdtype(prompt_tokens.dtype, jnp.integer):
+    raise ValueError(f"prompt_tokens must be integer, got "
+                     f"{prompt_tokens.dtype}")
+  max_pos = model.config.max_position_embeddings
+  s = prompt_tokens.shape[1]
+  if _is_concrete(prompt_tokens) and _is_concrete(prompt_mask):
+    mask = np.asarray(prompt_mask).astype(bool)
+    lengths = mask.sum(axis=1)
+    if np.any(lengths == 0):
+      raise ValueError(f"prompt_mask: prompt {int(np.argmin(lengths))} is "
+                       "empty (at least one real token is needed)")
+    if np.any(mask[:, :-1] & ~mask[:, 1:]):
+      bad = int(np.nonzero(np.any(mask[:, :-1] & ~mask[:, 1:], axis=1))[0][0])
+      raise ValueError(f"prompt_mask: prompt {bad} is not left-padded "
+                       "(padding must come before the real tokens)")
+    toks = np.asarray(prompt_tokens)
+    vocab = model.config.vocab_size
+    if np.any(mask & ((toks < 0) | (toks >= vocab))):
+      raise ValueError(f"prompt_tokens: ids outside [0, {vocab})")
+    longest = int(lengths.max())
+  else:
+    longest = s
+  if longest > max_pos:
+    raise ValueError(
+        f"prompt_tokens: a prompt has {longest} tokens, longer than the "
+        f"model's context of {max_pos} (max_position_embeddings)")
+  if longest + config.max_new_tokens > max_pos:
+    raise ValueError(
+        f"prompt_tokens: the longest prompt ({longest} tokens) plus "
+        f"max_new_tokens={config.max_new_tokens} exceeds the model's context "
+        f"of {max_pos} (max_position_embeddings)")
+
+
+def prompt_keys_from(key: Array, num_prompts: int) -> Array:
+  """One key per prompt: ``split(key, P)`` for one key, else ``key`` itself."""
+  typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+  single = key.ndim == (0 if typed else 1)
+  if single:
+    return jax.random.split(key, num_prompts)
+  if key.shape[0] != num_prompts:
+    raise ValueError(f"key: got {key.shape[0]} per-prompt keys for "
+                     f"{num_prompts} prompts")
+  return key
+
+
+def sample(model: Decoder, prompt_tokens: Array, prompt_mask: Array,
+           key: Array, config: SamplingConfig) -> SampleOutput:
+  """Draws ``config.num_samples`` continuations of each left-padded prompt.
+
+  Args:
+    model: a ``Decoder``.
+    prompt_tokens: ``[P,S]`` int token ids, left-padded.
+    prompt_mask: ``[P,S]`` bool, True on real tokens.
+    key: one PRNG key (split into one per prompt) or ``[P]`` per-prompt keys
+      (typed or raw ``uint32[P,2]``).
+    config: a ``SamplingConfig``.
+
+  Returns:
+    A ``SampleOutput`` with ``B = P * num_samples`` rows; see the module
+    docstring.
+
+  Raises:
+    ValueError: empty or right-padded prompts, token ids outside the
+      vocabulary, or a prompt that does not fit the model's context together
+      with ``max_new_tokens``.
+  """
+  prompt_tokens = jnp.asarray(prompt_tokens)
+  prompt_mask = jnp.asarray(prompt_mask)
+  _check_prompts(model, prompt_tokens, prompt_mask, config)
+  for t in config.stop_tokens:
+    if not 0 <= t < model.config.vocab_size:
+      raise ValueError(f"stop_tokens: {t} is outside the vocabulary "
+                       f"[0, {model.config.vocab_size})")
+  keys = prompt_keys_from(key, prompt_tokens.shape[0])
+  graphdef, state = nnx.split(model)
+  return _sample_jit(graphdef, state, prompt_tokens.astype(jnp.int32),
+                     prompt_mask.astype(bool), keys, config=config)
+
+
+@functools.partial(jax.jit, static_argnames=("pad_id",))
+def concat_prompt_response(prompt_tokens: Array, prompt_mask: Array,
+                           tokens: Array, response_mask: Array,
+                           pad_id: int = 0):
+  """Joins left-padded prompts and responses into one training sequence.
+
+  Returns ``(tokens [B,S+N], attention_mask [B,S+N], positions [B,S+N])``.
+  Logits at columns ``S-1 .. S+N-2`` predict the response tokens, so
+  ``logits[:, S-1:-1]`` lines up with ``tokens``/``response_mask``.
+  """
+  full = jnp.concatenate(
+      [prompt_tokens, jnp.where(response_mask, tokens, pad_id)], axis=1)
+  mask = jnp.concatenate([prompt_mask.astype(bool),
+                          response_mask.astype(bool)], axis=1)
+  return full, mask, _positions(mask)

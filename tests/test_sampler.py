@@ -1,0 +1,286 @@
+"""Tests for divrl.models.sampler (compiled KV-cache group sampler)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from divrl.models import Decoder, DecoderConfig
+from divrl.models.sampler import (SamplingConfig, _choose,
+                                  concat_prompt_response, filter_logits,
+                                  sample)
+
+
+@pytest.fixture(scope="module")
+def model():
+  return Decoder(DecoderConfig.preset("tiny"), rngs=nnx.Rngs(0))
+
+
+def _left_pad(prompts, width=None, pad=0):
+  width = width or max(len(p) for p in prompts)
+  toks = np.full((len(prompts), width), pad, np.int32)
+  mask = np.zeros((len(prompts), width), bool)
+  for i, p in enumerate(prompts):
+    toks[i, width - len(p):] = p
+    mask[i, width - len(p):] = True
+  return jnp.asarray(toks), jnp.asarray(mask)
+
+
+def _teacher_forced_logits(model, out):
+  """Full-sequence (no cache) logits aligned with the response tokens."""
+  full, mask, pos = concat_prompt_response(out.prompt_tokens, out.prompt_mask,
+                                           out.tokens, out.response_mask)
+  s = out.prompt_tokens.shape[1]
+  logits = nnx.jit(lambda m, t, p, a: m(t, positions=p, attention_mask=a))(
+      model, full, pos, mask)
+  return np.asarray(logits[:, s - 1:-1], np.float64)
+
+
+PROMPTS = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15], [3]]
+
+
+# ------------------------------------------------------------ consistency --
+
+def test_model_logprobs_match_full_forward(model):
+  toks, mask = _left_pad(PROMPTS)
+  cfg = SamplingConfig(max_new_tokens=10, num_samples=2, temperature=0.7)
+  out = sample(model, toks, mask, jax.random.key(1), cfg)
+  logits = _teacher_forced_logits(model, out) / 0.7
+  logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(
+      -1, keepdims=True)) - logits.max(-1, keepdims=True)
+  ref = np.take_along_axis(logp, np.asarray(out.tokens)[..., None], -1)[..., 0]
+  m = np.asarray(out.response_mask)
+  np.testing.assert_allclose(np.asarray(out.model_logprobs)[m], ref[m],
+                             atol=2e-5)
+  # No filter active: the sampling distribution is the tempered model.
+  np.testing.assert_array_equal(out.logprobs, out.model_logprobs)
+
+
+def test_greedy_is_argmax_of_full_forward(model):
+  toks, mask = _left_pad(PROMPTS)
+  out = sample(model, toks, mask, jax.random.key(0),
+               SamplingConfig(max_new_tokens=8, temperature=0.0))
+  logits = _teacher_forced_logits(model, out)
+  np.testing.assert_array_equal(np.argmax(logits, -1), out.tokens)
+  np.testing.assert_array_equal(out.logprobs, 0.0)
+
+
+def test_shapes_groups_and_keys(model):
+  toks, mask = _left_pad(PROMPTS)
+  cfg = SamplingConfig(max_new_tokens=6, num_samples=4)
+  out = sample(model, toks, mask, jax.random.key(3), cfg)
+  assert out.tokens.shape == (12, 6) and out.tokens.dtype == jnp.int32
+  for x in (out.response_mask, out.logprobs, out.model_logprobs):
+    assert x.shape == (12, 6)
+  np.testing.assert_array_equal(out.group_ids, np.repeat(np.arange(3), 4))
+  np.testing.assert_array_equal(out.prompt_tokens, np.repeat(toks, 4, 0))
+  # Samples within a group use different keys.
+  first = np.asarray(out.tokens).reshape(3, 4, 6)
+  assert all(len({tuple(r) for r in grp}) > 1 for grp in first)
+
+
+def test_deterministic_per_key(model):
+  toks, mask = _left_pad(PROMPTS)
+  cfg = SamplingConfig(max_new_tokens=8, num_samples=3, top_p=0.9)
+  a = sample(model, toks, mask, jax.random.key(7), cfg)
+  b = sample(model, toks, mask, jax.random.key(7), cfg)
+  c = sample(model, toks, mask, jax.random.key(8), cfg)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  assert not np.array_equal(a.tokens, c.tokens)
+
+
+def test_raw_and_typed_per_prompt_keys_agree(model):
+  toks, mask = _left_pad(PROMPTS)
+  cfg = SamplingConfig(max_new_tokens=5, num_samples=2)
+  typed = jax.random.split(jax.random.key(4), 3)
+  raw = jax.random.key_data(typed)
+  a = sample(model, toks, mask, typed, cfg)
+  b = sample(model, toks, mask, raw, cfg)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  with pytest.raises(ValueError, match="key"):
+    sample(model, toks, mask, typed[:2], cfg)
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.8, 0.95),
+                                               (0.0, 1.0)])
+def test_left_padding_invariance(model, temperature, top_p):
+  """A prompt gives the same continuation alone, padded, or batched."""
+  cfg = SamplingConfig(max_new_tokens=12, num_samples=2,
+                       temperature=temperature, top_p=top_p)
+  keys = jax.random.split(jax.random.key(11), len(PROMPTS))
+  batched = sample(model, *_left_pad(PROMPTS), keys, cfg)
+  padded = sample(model, *_left_pad(PROMPTS, width=12), keys, cfg)
+  for i, p in enumerate(PROMPTS):
+    alone = sample(model, *_left_pad([p]), keys[i:i + 1], cfg)
+    rows = slice(2 * i, 2 * i + 2)
+    for other in (batched, padded):
+      np.testing.assert_array_equal(other.tokens[rows], alone.tokens)
+      np.testing.assert_array_equal(other.response_mask[rows],
+                                    alone.response_mask)
+      np.testing.assert_allclose(other.logprobs[rows], alone.logprobs,
+                                 atol=1e-5)
+      np.testing.assert_allclose(other.model_logprobs[rows],
+                                 alone.model_logprobs, atol=1e-5)
+
+
+# -------------------------------------------------------------- stopping --
+
+def test_stop_tokens_end_rows_and_are_kept(model):
+  toks, mask = _left_pad(PROMPTS)
+  free = sample(model, toks, mask, jax.random.key(0),
+                SamplingConfig(max_new_tokens=8))
+  g = np.asarray(free.tokens)
+  # Same keys, so the run with a stop token follows the free run until it
+  # stops. Stop on the first token of row 0 not emitted before.
+  first_new = next(i for i in range(1, 8) if g[0, i] not in g[0, :i])
+  stop_tok = int(g[0, first_new])
+  out = sample(model, toks, mask, jax.random.key(0),
+               SamplingConfig(max_new_tokens=8, stop_tokens=(stop_tok,),
+                              pad_id=1))
+  t = np.asarray(out.tokens)
+  m = np.asarray(out.response_mask)
+  for r in range(3):
+    hits = np.nonzero(g[r] == stop_tok)[0]
+    expected_len = hits[0] + 1 if hits.size else 8
+    assert out.lengths[r] == expected_len
+    assert bool(out.truncated[r]) == (hits.size == 0)
+    np.testing.assert_array_equal(t[r, :expected_len], g[r, :expected_len])
+    np.testing.assert_array_equal(m[r], np.arange(8) < expected_len)
+    np.testing.assert_array_equal(t[r, expected_len:], 1)
+    np.testing.assert_array_equal(np.asarray(out.logprobs)[r, expected_len:],
+                                  0.0)
+  assert out.lengths[0] == first_new + 1 and not out.truncated[0]
+
+
+def test_all_rows_stopping_ends_the_loop_early(model):
+  toks, mask = _left_pad(PROMPTS)
+  out = sample(model, toks, mask, jax.random.key(0),
+               SamplingConfig(max_new_tokens=40, temperature=1.0,
+                              stop_tokens=tuple(range(64))))
+  np.testing.assert_array_equal(out.lengths, 1)
+  np.testing.assert_array_equal(out.tokens[:, 1:], 0)
+  assert not np.any(out.truncated)
+
+
+# ------------------------------------------------------------- filtering --
+
+def _np_filter(z, temperature, top_k, top_p, min_p):
+  """Independent NumPy reference: the kept-token set per row."""
+  z = np.asarray(z, np.float64) / temperature
+  keep = np.ones_like(z, bool)
+  for r in range(z.shape[0]):
+    zr = z[r].copy()
+    if 0 < top_k < zr.size:
+      keep[r] &= zr >= np.sort(zr)[::-1][top_k - 1]
+    zr = np.where(keep[r], zr, -np.inf)
+    if top_p < 1:
+      p = np.exp(zr - zr.max())
+      p /= p.sum()
+      order = np.argsort(-p, kind="stable")
+      cum = 0.0
+      nucleus = np.zeros_like(keep[r])
+      for i in order:
+        if cum >= top_p and nucleus.any():
+          break
+        nucleus[i] = True
+        cum += p[i]
+      keep[r] &= nucleus
+    zr = np.where(keep[r], zr, -np.inf)
+    if min_p > 0:
+      p = np.exp(zr - zr.max())
+      p /= p.sum()
+      keep[r] &= p >= min_p * p.max()
+  return keep
+
+
+@pytest.mark.parametrize("top_k,top_p,min_p", [
+    (0, 1.0, 0.0), (5, 1.0, 0.0), (0, 0.8, 0.0), (0, 0.3, 0.0),
+    (0, 1.0, 0.1), (7, 0.9, 0.05), (1, 1.0, 0.0), (0, 1e-6, 0.0)])
+def test_filter_logits_matches_numpy(top_k, top_p, min_p):
+  rng = np.random.default_rng(0)
+  z = rng.normal(0, 2.0, size=(16, 40)).astype(np.float32)
+  out = filter_logits(jnp.asarray(z), temperature=0.9, top_k=top_k,
+                      top_p=top_p, min_p=min_p)
+  keep = _np_filter(z, 0.9, top_k, top_p, min_p)
+  np.testing.assert_array_equal(np.isfinite(np.asarray(out)), keep)
+  np.testing.assert_allclose(np.asarray(out)[keep], (z / 0.9)[keep],
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [dict(top_p=0.7), dict(min_p=0.2),
+                                    dict(top_k=3)])
+def test_sampling_frequencies_match_truncated_distribution(kwargs):
+  logits = jnp.asarray([[2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0]])
+  cfg = SamplingConfig(max_new_tokens=1, temperature=1.0, **kwargs)
+  n = 20000
+  keys = jax.random.split(jax.random.key(0), n)
+  tokens, logp, _ = jax.jit(jax.vmap(
+      lambda k: _choose(logits, k[None], cfg)))(keys)
+  keep = _np_filter(np.asarray(logits), 1.0, kwargs.get("top_k", 0),
+                    kwargs.get("top_p", 1.0), kwargs.get("min_p", 0.0))[0]
+  p = np.where(keep, np.exp(np.asarray(logits[0], np.float64)), 0.0)
+  p /= p.sum()
+  freq = np.bincount(np.asarray(tokens)[:, 0], minlength=8) / n
+  assert np.all(freq[~keep] == 0)
+  # 5 standard errors of a binomial proportion.
+  np.testing.assert_array_less(np.abs(freq - p),
+                               5 * np.sqrt(p * (1 - p) / n) + 1e-9)
+  np.testing.assert_allclose(np.exp(np.asarray(logp)[:, 0]),
+                             p[np.asarray(tokens)[:, 0]], rtol=1e-5)
+
+
+def test_sampled_tokens_stay_in_nucleus(model):
+  toks, mask = _left_pad(PROMPTS)
+  cfg = SamplingConfig(max_new_tokens=10, num_samples=4, temperature=1.3,
+                       top_p=0.5, min_p=0.02)
+  out = sample(model, toks, mask, jax.random.key(5), cfg)
+  logits = _teacher_forced_logits(model, out)
+  m = np.asarray(out.response_mask)
+  t = np.asarray(out.tokens)
+  for r in range(t.shape[0]):
+    keep = _np_filter(logits[r], 1.3, 0, 0.5, 0.02)
+    assert all(keep[i, t[r, i]] for i in range(t.shape[1]) if m[r, i])
+  # Truncation renormalises: sampled-under probabilities are never smaller.
+  assert np.all(np.asarray(out.logprobs)[m]
+                >= np.asarray(out.model_logprobs)[m] - 1e-6)
+
+
+# -------------------------------------------------------------- bad input --
+
+def test_prompt_longer_than_context_is_refused():
+  small = Decoder(DecoderConfig.preset("tiny", max_position_embeddings=16),
+                  rngs=nnx.Rngs(0))
+  toks, mask = _left_pad([list(range(1, 18))])
+  with pytest.raises(ValueError, match="longer than the model's context"):
+    sample(small, toks, mask, jax.random.key(0),
+           SamplingConfig(max_new_tokens=1))
+  toks, mask = _left_pad([list(range(1, 12))])
+  with pytest.raises(ValueError, match="max_new_tokens=6"):
+    sample(small, toks, mask, jax.random.key(0),
+           SamplingConfig(max_new_tokens=6))
+
+
+def test_bad_prompts_and_configs_are_refused(model):
+  toks, mask = _left_pad(PROMPTS)
+  cfg = SamplingConfig(max_new_tokens=2)
+  with pytest.raises(ValueError, match="not left-padded"):
+    sample(model, toks, mask[:, ::-1], jax.random.key(0), cfg)
+  with pytest.raises(ValueError, match="empty"):
+    sample(model, toks, mask.at[2].set(False), jax.random.key(0), cfg)
+  with pytest.raises(ValueError, match="outside"):
+    sample(model, toks.at[0, -1].set(64), mask, jax.random.key(0), cfg)
+  with pytest.raises(ValueError, match="stop_tokens"):
+    sample(model, toks, mask, jax.random.key(0),
+           SamplingConfig(max_new_tokens=2, stop_tokens=(99,)))
+  with pytest.raises(ValueError, match="prompt_tokens must be integer"):
+    sample(model, toks.astype(jnp.float32), mask, jax.random.key(0), cfg)
+  for bad, name in [(dict(top_p=0.0), "top_p"), (dict(min_p=1.0), "min_p"),
+                    (dict(temperature=-1.0), "temperature"),
+                    (dict(top_k=-1), "top_k"), (dict(num_samples=0),
+                                                "num_samples")]:
+    with pytest.raises(ValueError, match=name):
+      SamplingConfig(max_new_tokens=2, **bad)
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    SamplingConfig(max_new_tokens=0)
