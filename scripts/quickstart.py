@@ -53,6 +53,7 @@ def configure(module, name):
 
 
 def main(argv):
+  experiment.quiet_logs()
   del argv
   t0 = time.perf_counter()
   results = {}

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Main job: run scripts/demo.py in the project venv. Args are passed through.
+# Main job: the quickstart (pre-train a tiny Countdown base, run GRPO and
+# GRPO + unlikeliness reward, print the table, save the plot) in the project
+# venv. Args are passed to scripts/quickstart.py (e.g. --steps=10).
 set -euo pipefail
 
 # shellcheck source=scripts/_venv.sh
@@ -7,4 +9,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 divrl_ensure_venv ""
 cd "$ROOT"
 
-exec "$PY" scripts/demo.py "$@"
+exec "$PY" -m scripts.quickstart "$@"

@@ -25,6 +25,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 
 
 def main(argv):
+  experiment.quiet_logs()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None:

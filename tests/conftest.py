@@ -10,6 +10,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+# Many tests (and both xdist workers) compile the same sampler / update
+# functions; a persistent compilation cache shared by the workers of one run
+# compiles each of them once. DIVRL_TEST_JAX_CACHE="" disables it.
+_CACHE = os.environ.get("DIVRL_TEST_JAX_CACHE", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache",
+    "jax-tests"))
+if _CACHE:
+  jax.config.update("jax_compilation_cache_dir", _CACHE)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 import divrl  # noqa: E402
 

@@ -105,23 +105,16 @@ def _compare(a, b, atol):
                                rtol=atol, err_msg=k)
 
 
-def test_one_device_and_eight_devices_agree(tmp_path, cache_root):
+def test_one_device_and_eight_device_meshes_agree(tmp_path, cache_root):
+  """1 device, 8-way data parallel and 2x4 data x fsdp give one run."""
   results = {}
-  for n in (1, 8):
-    c = small_config(tmp_path / f"d{n}", cache_root, num_minibatches=2)
-    c.mesh.data = n
-    trainer = Trainer(c, log=lambda *a: None)
-    assert trainer.mesh.devices.size == n
-    results[n] = trainer.run()
-  _compare(results[1], results[8], atol=1e-4)
-
-
-def test_fsdp_mesh_agrees_with_one_device(tmp_path, cache_root):
-  results = {}
-  for shape in ((1, 1), (2, 4)):
-    c = small_config(tmp_path / f"m{shape}", cache_root)
+  for shape in ((1, 1), (8, 1), (2, 4)):
+    c = small_config(tmp_path / f"m{shape}", cache_root, num_minibatches=2)
     c.mesh.data, c.mesh.fsdp = shape
-    results[shape] = Trainer(c, log=lambda *a: None).run()
+    trainer = Trainer(c, log=lambda *a: None)
+    assert trainer.mesh.devices.size == shape[0] * shape[1]
+    results[shape] = trainer.run()
+  _compare(results[(1, 1)], results[(8, 1)], atol=1e-4)
   _compare(results[(1, 1)], results[(2, 4)], atol=1e-4)
 
 

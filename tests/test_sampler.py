@@ -103,8 +103,7 @@ def test_raw_and_typed_per_prompt_keys_agree(model):
     sample(model, toks, mask, typed[:2], cfg)
 
 
-@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.8, 0.95),
-                                               (0.0, 1.0)])
+@pytest.mark.parametrize("temperature,top_p", [(0.8, 0.95), (0.0, 1.0)])
 def test_left_padding_invariance(model, temperature, top_p):
   """A prompt gives the same continuation alone, padded, or batched."""
   cfg = SamplingConfig(max_new_tokens=12, num_samples=2,

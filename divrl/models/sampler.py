@@ -201,12 +201,8 @@ def _sample_impl(graphdef, state, prompt_tokens, prompt_mask, prompt_keys,
   )(prompt_keys).reshape((b,) + prompt_keys.shape[1:])
   stop = jnp.asarray(config.stop_tokens or (-1,), jnp.int32)
 
-  def cond(carry):
-    t, done = carry[0], carry[4]
-    return (t < n) & ~jnp.all(done)
-
-  def body(carry):
-    t, tokens, logps, model_logps, done, logits, cache, key_mask = carry
+  def emit(t, logits, tokens, logps, model_logps, done):
+    """Draws token ``t`` of every row from ``logits [B,V]`` and records it."""
     step_keys = jax.vmap(lambda k: jax.random.fold_in(k, t))(row_keys)
     token, logp, model_logp = _choose(logits, step_keys, config)
     live = ~done
@@ -215,19 +211,35 @@ def _sample_impl(graphdef, state, prompt_tokens, prompt_mask, prompt_keys,
     logps = logps.at[:, t].set(jnp.where(live, logp, 0.0))
     model_logps = model_logps.at[:, t].set(jnp.where(live, model_logp, 0.0))
     done = done | (live & jnp.any(token[:, None] == stop[None, :], axis=-1))
-    # Feed the token back: it occupies cache slot S + t.
-    slot = s + t
+    return token, tokens, logps, model_logps, done
+
+  # Token 0 comes from the prefill logits. Each loop step then feeds the
+  # previous token back and draws the next one, so no forward pass is spent
+  # on the last token (whose logits would never be used).
+  token, tokens, logps, model_logps, done = emit(
+      jnp.int32(0), last_logits, jnp.full((b, n), config.pad_id, jnp.int32),
+      jnp.zeros((b, n), jnp.float32), jnp.zeros((b, n), jnp.float32),
+      jnp.zeros((b,), bool))
+
+  def cond(carry):
+    t, done = carry[0], carry[5]
+    return (t < n) & ~jnp.all(done)
+
+  def body(carry):
+    t, token, tokens, logps, model_logps, done, cache, key_mask = carry
+    # Token t - 1 occupies cache slot S + t - 1.
+    slot = s + t - 1
     key_mask = key_mask.at[:, slot].set(True)
     logits, cache = model.cached_forward(
-        token[:, None], (next_position + t)[:, None], cache, slot,
+        token[:, None], (next_position + t - 1)[:, None], cache, slot,
         key_mask[:, None, :])
-    return (t + 1, tokens, logps, model_logps, done, logits[:, 0], cache,
-            key_mask)
+    token, tokens, logps, model_logps, done = emit(
+        t, logits[:, 0], tokens, logps, model_logps, done)
+    return (t + 1, token, tokens, logps, model_logps, done, cache, key_mask)
 
-  init = (jnp.int32(0), jnp.full((b, n), config.pad_id, jnp.int32),
-          jnp.zeros((b, n), jnp.float32), jnp.zeros((b, n), jnp.float32),
-          jnp.zeros((b,), bool), last_logits, cache, key_mask)
-  t_end, tokens, logps, model_logps, done, _, _, _ = jax.lax.while_loop(
+  init = (jnp.int32(1), token, tokens, logps, model_logps, done, cache,
+          key_mask)
+  t_end, _, tokens, logps, model_logps, done, _, _ = jax.lax.while_loop(
       cond, body, init)
   del t_end
   # A row is live at step t iff it had not stopped before t.

@@ -22,6 +22,15 @@ TABLE_COLUMNS = ("pass@1", "pass@16", "distinct", "solution_entropy",
                  "token_entropy", "kl_base", "accuracy")
 
 
+def quiet_logs() -> None:
+  """Silences absl INFO/WARNING lines (TPU probing, TFDS configs) and TFDS
+  progress bars in command-line runs; errors still print."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  tfds.disable_progress_bar()
+
+
 def table_row(evaluation: Mapping[str, float]) -> dict[str, float]:
   """The summary columns of one ``Trainer.evaluate()`` dict."""
   return {

@@ -28,6 +28,7 @@ import numbers
 import operator
 import os
 import pathlib
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -79,6 +80,15 @@ def _to_float(key: str, value: Any) -> float:
 
 def _json_value(x: float) -> float | str:
   return x if math.isfinite(x) else _NONFINITE_TO_STR[repr(x)]
+
+
+def tensorboard_tag(name: str) -> str:
+  """``name`` with characters TensorBoard does not allow replaced by ``_``.
+
+  The same rule tensorboardX applies (it logs a line for every rename);
+  doing it here keeps the logs quiet. ``pass@1`` becomes ``pass_1``.
+  """
+  return re.sub(r"[^-/\w\.]", "_", name)
 
 
 class MetricsLogger:
@@ -178,7 +188,7 @@ class MetricsLogger:
     self._file.flush()
     if self._writer is not None:
       for key, value in values.items():
-        self._writer.add_scalar(key, value, global_step=step,
+        self._writer.add_scalar(tensorboard_tag(key), value, global_step=step,
                                 walltime=wall_time)
       self._writer.flush()
     return record

@@ -193,7 +193,7 @@ class Trainer:
     self.state = {
         "params": self.base_params,
         "ref_params": self.base_params,
-        "opt_state": jax.jit(self.tx.init)(self.base_params),
+        "opt_state": self._init_opt_state(self.base_params),
         "rng": self.root_key,
     }
     self.step = 0
@@ -212,8 +212,23 @@ class Trainer:
                                             temperature=sc.temperature))
     self._prepare = jax.jit(self._prepare_impl,
                             static_argnames=("num_groups",))
-    self._update = jax.jit(self._update_impl, donate_argnums=(0, 1))
+    # Pin the updated state to the input shardings: otherwise GSPMD may pick
+    # other output shardings and the second step recompiles.
+    self._update = jax.jit(
+        self._update_impl, donate_argnums=(0, 1),
+        out_shardings=(self._param_shardings, self._opt_shardings,
+                       mesh_lib.replicated(self.mesh)))
     self.history: list[dict[str, float]] = []
+
+  def _init_opt_state(self, params):
+    """Optimizer state on the mesh: moments like their parameters, scalars
+    (step counts) replicated."""
+    self._param_shardings = jax.tree.map(lambda x: x.sharding, params)
+    abstract = jax.eval_shape(self.tx.init, params)
+    self._opt_shardings = optax.tree_map_params(
+        self.tx, lambda _, s: s, abstract, self._param_shardings,
+        transform_non_params=lambda _: mesh_lib.replicated(self.mesh))
+    return jax.jit(self.tx.init, out_shardings=self._opt_shardings)(params)
 
   # ------------------------------------------------------------------ jit --
 

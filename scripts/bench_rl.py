@@ -1,0 +1,919 @@
+"""Benchmark of one RL step: throughput, update MFU and objective overhead.
+
+NOT a test; not run in CI. Issue 6 asks for three numbers, all measured in one
+process so that they share this machine's (noisy) load:
+
+1. **RL step throughput.** The real ``divrl.rl.trainer.Trainer`` on a
+   Countdown config (``experiments/countdown/base.py`` with 16 prompts x 8
+   samples, a 20-step toy pre-training and the objective of 3. below) for the
+   ``tiny`` and ``small25m`` presets (the preset's vocabulary is replaced by
+   the tokenizer's, as the trainer does by default). Warm-up step(s) that
+   compile (``--warmup-steps``, default 1), then median seconds of
+   ``time/sample``, ``time/score`` and ``time/update`` and response tokens
+   per second of the step and of each phase.
+2. **Update MFU.** The dense float32 matmul rate of this machine (jitted
+   ``a @ b``, ``2 n^3`` flops) against the model FLOP/s of the update of
+   ``small25m``, both for the trainer's own batch and for a standalone batch
+   of 64 sequences x (32 prompt + 32 response) tokens that goes through the
+   trainer's own jitted pieces (``Trainer._prepare``, ``Trainer._update_impl``
+   with the same objective, optimizer and mesh). Model FLOPs of a forward +
+   backward pass::
+
+     3 * (2 N_ne P + 4 L H d_h S P + 2 d V R)
+
+   with ``N_ne`` the non-embedding parameters, ``P = rows * S`` the
+   processed (prompt + response) positions, ``S`` the sequence length,
+   ``L, H, d_h`` layers, heads and head size (dense ``S x S`` attention, as
+   implemented), ``R = rows * T`` the response positions whose logits the
+   ``d x V`` unembedding produces. A forward alone is a third of that. The
+   MFU is the median over repetitions of the update rate divided by the
+   matmul rate measured in the same repetition.
+3. **Objective overhead.** GRPO advantages + ``high_entropy`` token weights
+   + ``ppo_clip`` + ``kl`` (k3, coef 0.01) + ``token-mean``, as a share of the
+   update: (a) update with that objective minus update with a minimal
+   objective (``-sum(logprobs * stop_gradient(adv))``), interleaved; (b) the
+   jitted objective's forward + backward on precomputed ``[B,T]`` log-probs
+   alone, divided by the update time.
+
+The standalone section also times the pieces of the update (forward only,
+forward + backward without optimizer, the optimizer, the fused token-stats
+op) and the update with ``train.micro_batches = 4``, to locate the time.
+
+Usage (from the repo root, about 8-9 minutes on 2 CPU cores)::
+
+  .venv/bin/python -m scripts.bench_rl
+
+writes ``results/rl_step.json`` and ``results/rl_step.md``.
+``--render-only`` rewrites the Markdown from an existing JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+COMMAND = ".venv/bin/python -m scripts.bench_rl"
+
+FULL_OBJECTIVE = {
+    "advantage": "grpo",
+    "token_weights": ["high_entropy"],
+    "surrogate": "ppo_clip",
+    "regularizers": {"kl": {"name": "kl", "estimator": "k3", "coef": 0.01}},
+    "aggregation": "token-mean",
+}
+MFU_TARGET = 0.40
+OVERHEAD_TARGET = 0.03
+
+_T0 = time.perf_counter()
+
+
+def _log(msg: str) -> None:
+  print(f"[{time.perf_counter() - _T0:7.1f}s] {msg}", file=sys.stderr,
+        flush=True)
+
+
+def _median(xs):
+  return float(statistics.median(xs)) if xs else float("nan")
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+  """Seconds of ``fn()`` including ``block_until_ready`` of its result."""
+  import jax  # pylint: disable=g-import-not-at-top
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------
+# Machine: dense float32 matmul rate.
+# ----------------------------------------------------------------------------
+
+
+class Matmul:
+  """A jitted ``a @ b`` of ``n x n`` float32 matrices."""
+
+  def __init__(self, n: int):
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    self.n = n
+    self.a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    self.b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    self.fn = jax.jit(jnp.matmul)
+    jax.block_until_ready(self.fn(self.a, self.b))
+
+  def rate(self, repeats: int) -> float:
+    """Median FLOP/s over ``repeats`` calls."""
+    t = _median([_timed(lambda: self.fn(self.a, self.b))
+                 for _ in range(repeats)])
+    return 2.0 * self.n ** 3 / t
+
+
+def measure_matmul(sizes=(1024, 2048), repeats: int = 10) -> dict[str, Any]:
+  out = {}
+  for n in sizes:
+    out[str(n)] = Matmul(n).rate(repeats)
+    _log(f"matmul {n}: {out[str(n)] / 1e9:.1f} GFLOP/s")
+  return {"flops_per_s": out, "peak_flops_per_s": max(out.values()),
+          "repeats": repeats}
+
+
+# ----------------------------------------------------------------------------
+# FLOP model.
+# ----------------------------------------------------------------------------
+
+
+def model_flops(mcfg, rows: int, prompt_len: int, response_len: int, *,
+                backward: bool = True) -> dict[str, float]:
+  """Model FLOPs of a (forward [+ backward]) pass; see the module docstring."""
+  from divrl.models.decoder import param_count  # pylint: disable=g-import-not-at-top
+  d, v = mcfg.hidden_size, mcfg.vocab_size
+  embed = v * d * (1 if mcfg.tie_word_embeddings else 2)
+  n_ne = param_count(mcfg) - embed
+  s = prompt_len + response_len
+  positions = rows * s
+  dense = 2.0 * n_ne * positions
+  attention = 4.0 * mcfg.num_layers * mcfg.num_heads * mcfg.head_dim * s * (
+      positions)
+  head = 2.0 * d * v * rows * response_len
+  mult = 3.0 if backward else 1.0
+  return {"dense": mult * dense, "attention": mult * attention,
+          "unembedding": mult * head,
+          "total": mult * (dense + attention + head),
+          "positions": positions, "non_embedding_params": n_ne}
+
+
+# ----------------------------------------------------------------------------
+# 1. The real trainer.
+# ----------------------------------------------------------------------------
+
+
+def countdown_config(preset: str, root: str, *, num_prompts: int,
+                     num_samples: int, pretrain_steps: int):
+  """``experiments/countdown/base.py`` sized for a speed measurement."""
+  from experiments.countdown import base  # pylint: disable=g-import-not-at-top
+  c = base.get_config()
+  c.workdir = os.path.join(root, f"run-{preset}")
+  c.task.train_size = 256
+  c.task.test_size = 16
+  c.task.use_tfds = False
+  c.model.preset = preset
+  c.base.cache_root = os.path.join(root, "bases")
+  c.base.pretrain.steps = pretrain_steps
+  c.base.pretrain.batch_size = 16
+  c.base.pretrain.num_targets = 512
+  c.sampling.num_prompts = num_prompts
+  c.sampling.num_samples = num_samples
+  c.objective = FULL_OBJECTIVE
+  c.eval.every = 0
+  c.checkpoint.every = 0
+  c.log.progress = False
+  c.log.tensorboard = False
+  c.log.plot = False
+  return c
+
+
+def bench_trainer(preset: str, root: str, *, warmup: int, steps: int,
+                  num_prompts: int, num_samples: int, pretrain_steps: int):
+  """Runs ``warmup + steps`` train steps; returns ``(trainer, results)``."""
+  from divrl.models.decoder import param_count  # pylint: disable=g-import-not-at-top
+  from divrl.rl.trainer import Trainer  # pylint: disable=g-import-not-at-top
+  config = countdown_config(preset, root, num_prompts=num_prompts,
+                            num_samples=num_samples,
+                            pretrain_steps=pretrain_steps)
+  t0 = time.perf_counter()
+  trainer = Trainer(config, log=lambda *a: None)
+  init_s = time.perf_counter() - t0
+  _log(f"{preset}: trainer built in {init_s:.1f}s (incl. "
+       f"{pretrain_steps}-step pre-training)")
+  rows = num_prompts * num_samples
+  history = []
+  for i in range(warmup + steps):
+    t0 = time.perf_counter()
+    m = trainer.train_step()
+    wall = time.perf_counter() - t0
+    rec = {k: float(m[k]) for k in ("time/sample", "time/score",
+                                    "time/update", "tokens/s",
+                                    "response_length")}
+    rec["wall"] = wall
+    rec["response_tokens"] = rec["response_length"] * rows
+    rec["warmup"] = i < warmup
+    history.append(rec)
+    _log(f"{preset} step {i}{' (warm-up)' if i < warmup else ''}: "
+         f"sample {rec['time/sample']:.3f}s score {rec['time/score']:.3f}s "
+         f"update {rec['time/update']:.3f}s  {rec['tokens/s']:.0f} tok/s")
+  timed = [h for h in history if not h["warmup"]]
+  mcfg = trainer.model_config
+  prompt_len = trainer.prompt_width
+  response_len = config.sampling.max_new_tokens
+  med = {k: _median([h[k] for h in timed])
+         for k in ("time/sample", "time/score", "time/update", "tokens/s",
+                   "response_tokens", "wall")}
+  step_s = [h["time/sample"] + h["time/score"] + h["time/update"]
+            for h in timed]
+  per_phase = {
+      name: _median([h["response_tokens"] / h[f"time/{name}"] for h in timed])
+      for name in ("sample", "score", "update")}
+  upd = model_flops(mcfg, rows, prompt_len, response_len)
+  fwd = model_flops(mcfg, rows, prompt_len, response_len, backward=False)
+  res = {
+      "preset": preset,
+      "model_config": {k: getattr(mcfg, k) for k in (
+          "vocab_size", "hidden_size", "num_layers", "num_heads",
+          "num_kv_heads", "intermediate_size", "head_dim")},
+      "params": param_count(mcfg),
+      "non_embedding_params": upd["non_embedding_params"],
+      "rows": rows, "prompt_len": prompt_len, "response_len": response_len,
+      "positions_per_update": upd["positions"],
+      "init_s": init_s, "warmup_steps": warmup, "timed_steps": steps,
+      "history": history,
+      "median_s": {"sample": med["time/sample"], "score": med["time/score"],
+                   "update": med["time/update"], "step": _median(step_s)},
+      "median_response_tokens": med["response_tokens"],
+      "tokens_per_s": {"step": med["tokens/s"], **per_phase},
+      "update_model_flops": upd["total"],
+      "update_flops_per_s": upd["total"] / med["time/update"],
+      "score_model_flops": 2 * fwd["total"],   # policy + reference forward
+      "score_flops_per_s": 2 * fwd["total"] / med["time/score"],
+  }
+  return trainer, res
+
+
+# ----------------------------------------------------------------------------
+# 2./3. Standalone update on a realistic batch, from the trainer's pieces.
+# ----------------------------------------------------------------------------
+
+
+class MinimalObjective:
+  """``-sum(logprobs * stop_gradient(adv))`` with no metrics (a baseline)."""
+
+  def aggregates(self, batch, key=None):
+    import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    from divrl import aggregation as agg  # pylint: disable=g-import-not-at-top
+    del key
+    adv = jax.lax.stop_gradient(batch.advantages)
+    num = -jnp.sum(jnp.where(batch.response_mask, batch.logprobs * adv, 0.0))
+    return agg.Aggregate(num, jnp.zeros((), jnp.float32)), {}
+
+
+def _update_fn(trainer, objective, micro_batches: int | None = None):
+  """``jax.jit(Trainer._update_impl)`` of a copy with another objective.
+
+  The new state is pinned to the shardings of the trainer's state, so that
+  feeding it back does not recompile.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from divrl.rl import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  clone = copy.copy(trainer)
+  clone.objective = objective
+  if micro_batches is not None:
+    clone.config = trainer.config.copy_and_resolve_references()
+    clone.config.train.micro_batches = micro_batches
+  shardings = jax.tree.map(lambda x: x.sharding,
+                           (trainer.state["params"],
+                            trainer.state["opt_state"]))
+  return jax.jit(clone._update_impl, donate_argnums=(0, 1),  # pylint: disable=protected-access
+                 out_shardings=shardings + (
+                     mesh_lib.replicated(trainer.mesh),))
+
+
+@contextlib.contextmanager
+def flat_dense():
+  """Patches ``Dense`` (in this process only) to run its dot on 2-D inputs.
+
+  A diagnostic for the backward pass: ``[B,S,d] @ [d,f]`` becomes
+  ``[B*S,d] @ [d,f]`` (results are bitwise identical). Only functions traced
+  inside the context see the patch.
+  """
+  from divrl.models import decoder  # pylint: disable=g-import-not-at-top
+  original = decoder.Dense.__call__
+
+  def call(self, x):
+    y = original(self, x.reshape(-1, x.shape[-1]))
+    return y.reshape(x.shape[:-1] + y.shape[-1:])
+
+  decoder.Dense.__call__ = call
+  try:
+    yield
+  finally:
+    decoder.Dense.__call__ = original
+
+
+def synthetic_rollout(trainer, rows: int, group: int, prompt_len: int,
+                      response_len: int, seed: int = 0) -> dict[str, Any]:
+  """Host arrays shaped like ``Trainer.rollout`` output (random tokens)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  vocab = trainer.model_config.vocab_size
+  pad = trainer.tokenizer.pad_id
+  plen = rng.integers(prompt_len // 2, prompt_len + 1, size=rows)
+  pmask = np.arange(prompt_len)[None] >= prompt_len - plen[:, None]
+  ptoks = np.where(pmask, rng.integers(3, vocab, (rows, prompt_len)), pad)
+  rlen = rng.integers(response_len // 4, response_len + 1, size=rows)
+  rmask = np.arange(response_len)[None] < rlen[:, None]
+  toks = np.where(rmask, rng.integers(3, vocab, (rows, response_len)), pad)
+  return {
+      "prompt_tokens": ptoks.astype(np.int32), "prompt_mask": pmask,
+      "tokens": toks.astype(np.int32), "response_mask": rmask,
+      "rollout_logprobs": np.zeros((rows, response_len), np.float32),
+      "truncated": rlen == response_len,
+      "rewards": rng.integers(0, 2, rows).astype(np.float32),
+      "group_ids": np.repeat(np.arange(rows // group, dtype=np.int32), group),
+  }
+
+
+def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
+                     response_len: int, repeats: int, matmul: Matmul,
+                     micro_batches: tuple[int, ...],
+                     diagnose_dense: bool) -> dict[str, Any]:
+  """Times the update and its pieces on a synthetic batch; see docstring."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from divrl import aggregation as agg  # pylint: disable=g-import-not-at-top
+  from divrl.ops import sequence_statistics  # pylint: disable=g-import-not-at-top
+  from divrl.rl import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from divrl.rl.scoring import response_statistics  # pylint: disable=g-import-not-at-top
+
+  mesh = trainer.mesh
+  graphdef = trainer.graphdef
+  temperature = float(trainer.config.sampling.temperature)
+  host = synthetic_rollout(trainer, rows, group, prompt_len, response_len)
+  arrays = mesh_lib.put_batch(host, mesh)
+  key = jax.random.key(123)
+  copy_tree = lambda t: jax.tree.map(jnp.copy, t)  # noqa: E731
+
+  def forward(params, a):
+    return response_statistics(
+        nnx.merge(graphdef, params), a["prompt_tokens"], a["prompt_mask"],
+        a["tokens"], a["response_mask"], outputs=("logprob", "entropy"),
+        temperature=temperature)
+
+  fwd = jax.jit(forward)
+  params = trainer.state["params"]
+  compile_s = {}
+  t0 = time.perf_counter()
+  stats = jax.block_until_ready(fwd(params, arrays))
+  compile_s["forward"] = time.perf_counter() - t0
+  ref = fwd(trainer.state["ref_params"], arrays)["logprob"]
+  batch = trainer._prepare(arrays, stats["logprob"], stats["entropy"], ref,  # pylint: disable=protected-access
+                           jax.random.fold_in(key, 1),
+                           num_groups=rows // group)
+  batch = jax.block_until_ready(batch)
+  extras = {"prompt_tokens": arrays["prompt_tokens"],
+            "prompt_mask": arrays["prompt_mask"]}
+  row_ids = mesh_lib.put(np.arange(rows, dtype=np.int32),
+                         mesh_lib.replicated(mesh))
+  adv = batch.advantages
+
+  def minimal_grad(params, a):
+    def loss(p):
+      return -jnp.sum(forward(p, a)["logprob"] * adv)
+    return jax.value_and_grad(loss)(params)
+
+  # Two distinct jitted functions: the second is traced under flat_dense().
+  fwd_bwd = jax.jit(minimal_grad)
+  fwd_bwd_flat = jax.jit(lambda p, a: minimal_grad(p, a))
+  t0 = time.perf_counter()
+  ref_out = jax.block_until_ready(fwd_bwd(params, arrays))
+  compile_s["forward_backward"] = time.perf_counter() - t0
+  if diagnose_dense:
+    with flat_dense():
+      t0 = time.perf_counter()
+      flat_out = jax.block_until_ready(fwd_bwd_flat(params, arrays))
+      compile_s["forward_backward_flat_dense"] = time.perf_counter() - t0
+    flat_grad_diff = max(
+        float(jnp.max(jnp.abs(x - y))) for x, y in zip(
+            jax.tree.leaves(ref_out[1]), jax.tree.leaves(flat_out[1])))
+    del flat_out
+  del ref_out
+
+  # Optimizer alone (clip + adamw on parameter-shaped gradients).
+  tx = trainer.tx
+
+  def opt_step(grads, opt_state, params):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  opt_fn = jax.jit(opt_step)
+  opt_state = trainer.state["opt_state"]
+  fake_grads = jax.tree.map(lambda x: 1e-3 * x, params)
+  jax.block_until_ready(opt_fn(fake_grads, opt_state, params))
+
+  # The fused token-stats op alone (forward + backward w.r.t. h and W).
+  model = nnx.merge(graphdef, params)
+  w = model.unembedding()
+  hid = jax.random.normal(jax.random.key(2),
+                          (rows, response_len, w.shape[0]), jnp.float32)
+
+  def tok_loss(h, w):
+    out = sequence_statistics(h, w, batch.tokens, batch.response_mask,
+                              outputs=("logprob", "entropy"),
+                              temperature=temperature)
+    return jnp.sum(out["logprob"] * adv)
+
+  tok_fn = jax.jit(jax.value_and_grad(tok_loss, argnums=(0, 1)))
+  jax.block_until_ready(tok_fn(hid, w))
+
+  # The objective alone on precomputed [B,T] log-probs (forward + backward).
+  def objective_fn(objective):
+    def loss(lp):
+      b = batch.replace(logprobs=lp)
+      total, metrics = objective.aggregates(b, key)
+      return agg.finalize(total), metrics
+    f = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    jax.block_until_ready(f(batch.logprobs))
+    return f
+
+  obj_full = objective_fn(trainer.objective)
+  obj_min = objective_fn(MinimalObjective())
+  inner = 20   # the objective alone takes ~ms: time `inner` calls at once
+
+  def time_inner(f, *args):
+    def run():
+      out = None
+      for _ in range(inner):
+        out = f(*args)
+      return out
+    return _timed(run) / inner
+
+  # Updates: the trainer's objective, the minimal one, and micro-batching.
+  variants = {"full": _update_fn(trainer, trainer.objective),
+              "minimal": _update_fn(trainer, MinimalObjective())}
+  for k in micro_batches:
+    if k != trainer.config.train.micro_batches:
+      variants[f"full_mb{k}"] = _update_fn(trainer, trainer.objective, k)
+  states = {}
+  for name, fn in variants.items():
+    p, o = copy_tree(trainer.state["params"]), copy_tree(
+        trainer.state["opt_state"])
+    t0 = time.perf_counter()
+    p, o, _ = jax.block_until_ready(fn(p, o, batch, extras, row_ids, key))
+    compile_s[f"update_{name}"] = time.perf_counter() - t0
+    states[name] = (p, o)
+    _log(f"standalone: update[{name}] first call {compile_s[f'update_{name}']:.1f}s")
+
+  times = {k: [] for k in ["matmul_flops_per_s", "forward",
+                           "forward_backward", "optimizer", "token_stats",
+                           "objective_full", "objective_minimal"]
+           + [f"update_{n}" for n in variants]}
+  if diagnose_dense:
+    times["forward_backward_flat_dense"] = []
+  for rep in range(repeats):
+    times["matmul_flops_per_s"].append(matmul.rate(3))
+    times["forward"].append(_timed(lambda: fwd(params, arrays)))
+    pair = [("forward_backward", fwd_bwd)]
+    if diagnose_dense:
+      pair.append(("forward_backward_flat_dense", fwd_bwd_flat))
+    for name, fn in (pair if rep % 2 == 0 else pair[::-1]):
+      times[name].append(_timed(lambda fn=fn: fn(params, arrays)))
+    times["optimizer"].append(
+        _timed(lambda: opt_fn(fake_grads, opt_state, params)))
+    times["token_stats"].append(time_inner(tok_fn, hid, w))
+    times["objective_full"].append(time_inner(obj_full, batch.logprobs))
+    times["objective_minimal"].append(time_inner(obj_min, batch.logprobs))
+    # Alternate the order of the update variants between repetitions.
+    names = list(variants) if rep % 2 == 0 else list(variants)[::-1]
+    for name in names:
+      p, o = states[name]
+      t0 = time.perf_counter()
+      p, o, _ = jax.block_until_ready(
+          variants[name](p, o, batch, extras, row_ids, key))
+      times[f"update_{name}"].append(time.perf_counter() - t0)
+      states[name] = (p, o)
+    _log(f"standalone rep {rep}: " + ", ".join(
+        f"{k} {v[-1]:.3g}" for k, v in times.items()))
+
+  mcfg = trainer.model_config
+  flops = model_flops(mcfg, rows, prompt_len, response_len)
+  fflops = model_flops(mcfg, rows, prompt_len, response_len, backward=False)
+  med = {k: _median(v) for k, v in times.items()}
+  mm = times["matmul_flops_per_s"]
+  per_rep = lambda f, k: _median([f / t / r for t, r in zip(times[k], mm)])  # noqa: E731
+  upd = med["update_full"]
+  diffs = [(a - b) / a for a, b in zip(times["update_full"],
+                                       times["update_minimal"])]
+  res = {
+      "rows": rows, "group": group, "prompt_len": prompt_len,
+      "response_len": response_len, "positions": flops["positions"],
+      "repeats": repeats, "objective_inner_calls": inner,
+      "compile_or_first_call_s": compile_s,
+      "times": times, "median": med,
+      "model_flops": {"forward_backward": flops, "forward": fflops},
+      "flops_per_s": {
+          "update": flops["total"] / upd,
+          "forward_backward": flops["total"] / med["forward_backward"],
+          "forward": fflops["total"] / med["forward"],
+      },
+      "mfu": {
+          "update": per_rep(flops["total"], "update_full"),
+          "forward_backward": per_rep(flops["total"], "forward_backward"),
+          "forward": per_rep(fflops["total"], "forward"),
+      },
+      "share_of_update": {
+          "forward": med["forward"] / upd,
+          "backward": (med["forward_backward"] - med["forward"]) / upd,
+          "optimizer": med["optimizer"] / upd,
+          "token_stats": med["token_stats"] / upd,
+          "objective_full": med["objective_full"] / upd,
+          "rest": (upd - med["forward_backward"] - med["optimizer"]) / upd,
+      },
+      "objective_overhead": {
+          "update_difference": _median(diffs),
+          "update_difference_of_medians": (upd - med["update_minimal"]) / upd,
+          "update_difference_per_rep": diffs,
+          "objective_alone": med["objective_full"] / upd,
+          "objective_alone_minus_minimal": (
+              med["objective_full"] - med["objective_minimal"]) / upd,
+      },
+  }
+  if diagnose_dense:
+    speedups = [a / b for a, b in zip(times["forward_backward"],
+                                      times["forward_backward_flat_dense"])]
+    res["flat_dense"] = {
+        "forward_backward_s": med["forward_backward_flat_dense"],
+        "speedup": _median(speedups),
+        "speedup_of_medians": (med["forward_backward"]
+                               / med["forward_backward_flat_dense"]),
+        "speedup_per_rep": speedups,
+        "mfu": per_rep(flops["total"], "forward_backward_flat_dense"),
+        "max_abs_grad_diff": flat_grad_diff}
+  for name in variants:
+    if name.startswith("full_mb"):
+      res.setdefault("micro_batches", {})[name[len("full_mb"):]] = {
+          "update_s": med[f"update_{name}"],
+          "ratio_to_mb1": med[f"update_{name}"] / upd}
+  return res
+
+
+# ----------------------------------------------------------------------------
+# Report.
+# ----------------------------------------------------------------------------
+
+
+def _g(x: float) -> str:
+  return f"{x / 1e9:.1f}"
+
+
+def _pct(x: float) -> str:
+  """A percentage with enough digits for small shares."""
+  if abs(x) >= 0.001 or x == 0:
+    return f"{100 * x:.1f}%"
+  return f"{100 * x:.2g}%"
+
+
+def _trainer_table(r: dict[str, Any]) -> list[str]:
+  lines = ["| preset | params (non-emb.) | rows x (prompt+resp.) | resp. "
+           "tokens/step | sample s | score s | update s | step s | "
+           "tokens/s step | sample | score | update |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for t in r["trainer"].values():
+    s, tp = t["median_s"], t["tokens_per_s"]
+    lines.append(
+        f"| {t['preset']} | {t['params'] / 1e6:.2f}M "
+        f"({t['non_embedding_params'] / 1e6:.2f}M) | {t['rows']} x "
+        f"({t['prompt_len']}+{t['response_len']}) | "
+        f"{t['median_response_tokens']:.0f} | {s['sample']:.3f} | "
+        f"{s['score']:.3f} | {s['update']:.3f} | {s['step']:.3f} | "
+        f"{tp['step']:.0f} | {tp['sample']:.0f} | {tp['score']:.0f} | "
+        f"{tp['update']:.0f} |")
+  lines += ["", "First steps (seconds per phase; step 0 compiles):", "",
+            "| preset | step | sample s | score s | update s |",
+            "|---|---|---|---|---|"]
+  for t in r["trainer"].values():
+    for i, h in enumerate(t["history"][:t["warmup_steps"] + 1]):
+      tag = " (warm-up)" if h["warmup"] else " (first timed)"
+      lines.append(f"| {t['preset']} | {i}{tag} | {h['time/sample']:.2f} | "
+                   f"{h['time/score']:.2f} | {h['time/update']:.2f} |")
+  return lines
+
+
+def _mfu_table(r: dict[str, Any]) -> list[str]:
+  sa = r["standalone"]
+  big = r["trainer"].get(sa["preset"])
+  peak = r["matmul"]["peak_flops_per_s"]
+  lines = ["| measurement | batch | positions | model GFLOP | seconds | "
+           "GFLOP/s | MFU |", "|---|---|---|---|---|---|---|"]
+  if big:
+    shape = (f"{big['rows']} x ({big['prompt_len']}+{big['response_len']})")
+    for label, fl, sec, rate in (
+        ("trainer `time/update`", big["update_model_flops"],
+         big["median_s"]["update"], big["update_flops_per_s"]),
+        ("trainer `time/score` (2 forwards)", big["score_model_flops"],
+         big["median_s"]["score"], big["score_flops_per_s"])):
+      lines.append(f"| {label} | {shape} | {big['positions_per_update']} | "
+                   f"{fl / 1e9:.0f} | {sec:.2f} | {_g(rate)} | "
+                   f"{_pct(rate / peak)} |")
+  shape = f"{sa['rows']} x ({sa['prompt_len']}+{sa['response_len']})"
+  fb = sa["model_flops"]["forward_backward"]["total"]
+  ff = sa["model_flops"]["forward"]["total"]
+  rows = [("standalone update (trainer's `_update_impl`, full objective)",
+           "update_full", "update", fb),
+          ("standalone forward + backward, no optimizer",
+           "forward_backward", "forward_backward", fb),
+          ("standalone forward only", "forward", "forward", ff)]
+  for label, key, short, fl in rows:
+    lines.append(
+        f"| {label} | {shape} | {sa['positions']} | {fl / 1e9:.0f} | "
+        f"{sa['median'][key]:.2f} | {_g(sa['flops_per_s'][short])} | "
+        f"{_pct(sa['mfu'][short])} |")
+  if "flat_dense" in sa:
+    fd = sa["flat_dense"]
+    lines.append(
+        f"| diagnostic: forward + backward with 2-D `Dense` dots | {shape} | "
+        f"{sa['positions']} | {fb / 1e9:.0f} | {fd['forward_backward_s']:.2f}"
+        f" | {_g(fb / fd['forward_backward_s'])} | {_pct(fd['mfu'])} |")
+  return lines
+
+
+def _pieces_table(sa: dict[str, Any]) -> list[str]:
+  med, sh = sa["median"], sa["share_of_update"]
+  upd = med["update_full"]
+  rows = [
+      ("forward (model + token stats)", med["forward"], sh["forward"]),
+      ("backward (fwd+bwd minus fwd)",
+       med["forward_backward"] - med["forward"], sh["backward"]),
+      ("optimizer (clip + adamw + apply)", med["optimizer"],
+       sh["optimizer"]),
+      ("rest (update - fwd+bwd - optimizer; noisy)",
+       upd - med["forward_backward"] - med["optimizer"], sh["rest"]),
+      ("  inside fwd+bwd: fused token-stats op, fwd+bwd",
+       med["token_stats"], sh["token_stats"]),
+      ("  inside fwd+bwd: full objective, fwd+bwd", med["objective_full"],
+       sh["objective_full"]),
+  ]
+  lines = ["| piece | seconds | share of update |", "|---|---|---|"]
+  for label, sec, share in rows:
+    lines.append(f"| {label} | {sec:.4g} | {_pct(share)} |")
+  for k, v in sa.get("micro_batches", {}).items():
+    lines.append(f"| whole update with `train.micro_batches={k}` | "
+                 f"{v['update_s']:.4g} | {v['ratio_to_mb1']:.2f}x of 1 |")
+  return lines
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+  """The ``## RL step (issue 6)`` section from the JSON results."""
+  mm = r["matmul"]
+  sa = r["standalone"]
+  ov = sa["objective_overhead"]
+  lines = [
+      "## RL step (issue 6)", "",
+      f"Command (from the repo root; {r['runtime_s'] / 60:.1f} min on "
+      f"{r['cpu_count']} CPU cores, {r['date']}):", "", "```",
+      r["command"], "```", "",
+      f"JAX {r['versions']['jax']}, jaxlib {r['versions']['jaxlib']}, "
+      f"flax {r['versions']['flax']}, optax {r['versions']['optax']}, "
+      f"CPU `{r['cpu_model']}`. Load average at start/end "
+      f"{r['loadavg_start'][0]:.1f}/{r['loadavg_end'][0]:.1f} on "
+      f"{r['cpu_count']} cores: other jobs shared the machine, so absolute "
+      "times are inflated and noisy; the ratios below are measured within "
+      "this run (interleaved where they are compared).", "",
+      "### Machine: dense float32 matmul (jitted `a @ b`, `2 n^3` flops)", "",
+      f"| n | GFLOP/s (median of {mm['repeats']}) |", "|---|---|"]
+  lines += [f"| {n} | {_g(v)} |" for n, v in mm["flops_per_s"].items()]
+  lines += [
+      "", "### 1. RL step throughput (real `Trainer`, Countdown, "
+      f"{r['num_prompts']} prompts x {r['num_samples']} samples, full "
+      "objective of 3.)", "",
+      f"Median over the timed steps after {r['warmup_steps']} warm-up "
+      "step(s). Tokens are response tokens (mask sum) of the step; a "
+      "phase's tokens/s is those tokens over that phase's time. `step s` = "
+      "sample + score + update.", ""]
+  lines += _trainer_table(r)
+  lines += [
+      "", f"### 2. Update MFU, `{sa['preset']}`", "",
+      "Model FLOPs of forward + backward = "
+      "`3 * (2 N_ne P + 4 L H d_h S P + 2 d V R)`: `N_ne` non-embedding "
+      "parameters, `P` processed (prompt + response) positions, `S` "
+      "sequence length (dense `S x S` attention, as implemented), `R` "
+      "response positions through the `d x V` unembedding; a forward alone "
+      "is a third of it. MFU = model FLOP/s / jitted-matmul FLOP/s. For the "
+      "standalone batch (synthetic tokens, the trainer's own jitted "
+      "`_prepare` and `_update_impl`, same objective, optimizer and mesh) "
+      "the matmul rate is re-measured in each repetition and the median of "
+      "the per-repetition ratios is reported; the trainer rows use the "
+      "matmul peak of the start of the run.", ""]
+  lines += _mfu_table(r)
+  lines += ["", f"Where the standalone update's "
+            f"{sa['median']['update_full']:.2f} s go (medians of "
+            f"{sa['repeats']} interleaved repetitions):", ""]
+  lines += _pieces_table(sa)
+  lines += [
+      "", f"### 3. Objective overhead (`{sa['preset']}`, standalone batch)",
+      "", "Objective: grpo advantages, `high_entropy` token weights, "
+      "`ppo_clip`, `kl` (k3, coef 0.01), `token-mean`. Minimal objective: "
+      "`-sum(logprobs * stop_gradient(adv))` (no metrics).", "",
+      "| method | share of update | target |", "|---|---|---|",
+      "| (a) [update(full) - update(minimal)] / update(full), median over "
+      "interleaved repetitions | "
+      f"{_pct(ov['update_difference'])} (per repetition: "
+      + ", ".join(_pct(x) for x in ov["update_difference_per_rep"])
+      + f") | <= {_pct(OVERHEAD_TARGET)} |",
+      "| (b) objective fwd+bwd alone on precomputed [B,T] log-probs / "
+      f"update | {_pct(ov['objective_alone'])} | "
+      f"<= {_pct(OVERHEAD_TARGET)} |",
+      "| (b') (b) minus the minimal objective alone | "
+      f"{_pct(ov['objective_alone_minus_minimal'])} | |", "",
+      "### Reading", ""]
+  lines += [f"- {x}" for x in r["reading"]]
+  return "\n".join(lines) + "\n"
+
+
+def reading(r: dict[str, Any]) -> list[str]:
+  """Plain statements about the targets, derived from the numbers."""
+  out = []
+  sa = r["standalone"]
+  mfu = sa["mfu"]["update"]
+  out.append(
+      f"MFU target (>= {_pct(MFU_TARGET)} on the ~25M preset): "
+      f"{'met' if mfu >= MFU_TARGET else 'NOT met'}. The standalone update "
+      f"runs at {_pct(mfu)} of the jitted-matmul rate measured alongside it;"
+      f" forward only {_pct(sa['mfu']['forward'])}, forward + backward "
+      f"{_pct(sa['mfu']['forward_backward'])}. The reference is what "
+      "XLA:CPU reaches on a large square float32 matmul on this machine, "
+      "not the chip's theoretical peak.")
+  big = r["trainer"].get(sa["preset"])
+  if big:
+    out.append(
+        f"The trainer's own update ({big['rows']} x ({big['prompt_len']}+"
+        f"{big['response_len']}) positions) reaches "
+        f"{_pct(big['update_flops_per_s'] / r['matmul']['peak_flops_per_s'])}"
+        " of the matmul rate of the start of the run, its scoring phase "
+        f"{_pct(big['score_flops_per_s'] / r['matmul']['peak_flops_per_s'])}"
+        " (forward only).")
+  med = sa["median"]
+  ratio = med["forward_backward"] / med["forward"]
+  verdict = ("the backward runs at a lower FLOP rate than the forward"
+             if ratio > 3.3 else "in line with the FLOP ratio")
+  out.append(f"Forward + backward takes {ratio:.1f}x the forward (3x is the "
+             f"FLOP ratio): {verdict}.")
+  if "flat_dense" in sa:
+    fd = sa["flat_dense"]
+    sp = fd["speedup"]
+    change = ("faster" if sp > 1.1 else "slower" if sp < 0.9
+              else "about as fast (no clear change)")
+    out.append(
+        "Diagnostic: with every `Dense` dot on 2-D `[B*S, d]` inputs "
+        "(patched in this process only), forward + backward is "
+        f"{change}: {sp:.2f}x the speed of the 3-D dots (median of the "
+        "interleaved per-repetition ratios: "
+        + ", ".join(f"{x:.2f}x" for x in fd["speedup_per_rep"])
+        + f"; max |grad difference| {fd['max_abs_grad_diff']:.1g}), "
+        f"{_pct(fd['mfu'])} MFU for forward + backward.")
+  ov = sa["objective_overhead"]
+  a, b = ov["update_difference"], ov["objective_alone"]
+  out.append(
+      f"Objective-overhead target (<= {_pct(OVERHEAD_TARGET)}): "
+      f"{'met' if b <= OVERHEAD_TARGET else 'NOT met'}. Alone, the "
+      f"objective's forward + backward is {_pct(b)} of the update. The "
+      f"difference of two whole updates is {_pct(a)}; compare its "
+      "per-repetition spread: on a shared machine the noise of a "
+      "multi-second update is larger than the objective, so (b) is the "
+      "meaningful number.")
+  sh = sa["share_of_update"]
+  vocab = big["model_config"]["vocab_size"] if big else "?"
+  out.append(
+      f"The fused token-stats op is {_pct(sh['token_stats'])} and the "
+      f"optimizer {_pct(sh['optimizer'])} of the update (Countdown's "
+      f"vocabulary is {vocab} tokens): the time is in the transformer "
+      "layers.")
+  for k, v in sa.get("micro_batches", {}).items():
+    out.append(f"`train.micro_batches={k}` takes {v['ratio_to_mb1']:.2f}x "
+               "the time of 1 micro-batch.")
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Main.
+# ----------------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str]:
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jaxlib  # pylint: disable=g-import-not-at-top
+  import numpy  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  return {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
+          "flax": flax.__version__, "optax": optax.__version__,
+          "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor()
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--out", default=os.path.join(ROOT, "results",
+                                                    "rl_step.json"))
+  parser.add_argument("--md", default=os.path.join(ROOT, "results",
+                                                   "rl_step.md"))
+  parser.add_argument("--presets", default="tiny,small25m")
+  parser.add_argument("--num-prompts", type=int, default=16)
+  parser.add_argument("--num-samples", type=int, default=8)
+  parser.add_argument("--pretrain-steps", type=int, default=20)
+  parser.add_argument("--warmup-steps", type=int, default=1)
+  parser.add_argument("--tiny-steps", type=int, default=5)
+  parser.add_argument("--steps", type=int, default=3,
+                      help="timed trainer steps of the larger presets")
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="repetitions of the standalone measurements")
+  parser.add_argument("--standalone-rows", type=int, default=64)
+  parser.add_argument("--standalone-prompt", type=int, default=32)
+  parser.add_argument("--standalone-response", type=int, default=32)
+  parser.add_argument("--micro-batches", default="",
+                      help="extra train.micro_batches values to time "
+                      "(comma-separated, empty for none)")
+  parser.add_argument("--no-diagnose-dense", dest="diagnose_dense",
+                      action="store_false",
+                      help="skip the forward+backward with 2-D Dense dots")
+  parser.add_argument("--render-only", action="store_true")
+  args = parser.parse_args(argv)
+
+  if args.render_only:
+    with open(args.out) as f:
+      res = json.load(f)
+    with open(args.md, "w") as f:
+      f.write(render_markdown(res))
+    return
+
+  import jax  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  res = {
+      "command": COMMAND,
+      "date": datetime.datetime.now(datetime.timezone.utc).strftime(
+          "%Y-%m-%d %H:%M UTC"),
+      "versions": _versions(), "cpu_model": _cpu_model(),
+      "cpu_count": os.cpu_count(),
+      "cpu_affinity": len(os.sched_getaffinity(0)),
+      "devices": [str(d) for d in jax.devices()],
+      "loadavg_start": list(os.getloadavg()),
+      "objective": FULL_OBJECTIVE,
+      "targets": {"mfu": MFU_TARGET, "objective_overhead": OVERHEAD_TARGET},
+      "trainer": {},
+      "num_prompts": args.num_prompts, "num_samples": args.num_samples,
+      "warmup_steps": args.warmup_steps,
+  }
+  res["matmul"] = measure_matmul()
+  matmul = Matmul(2048)
+  root = tempfile.mkdtemp(prefix="bench_rl_")
+  try:
+    presets = [p for p in args.presets.split(",") if p]
+    for preset in presets:
+      steps = args.tiny_steps if preset == "tiny" else args.steps
+      trainer, res["trainer"][preset] = bench_trainer(
+          preset, root, warmup=args.warmup_steps, steps=steps,
+          num_prompts=args.num_prompts, num_samples=args.num_samples,
+          pretrain_steps=args.pretrain_steps)
+      if preset == presets[-1]:
+        _log(f"standalone update on {preset}")
+        mbs = tuple(int(k) for k in args.micro_batches.split(",") if k)
+        res["standalone"] = bench_standalone(
+            trainer, rows=args.standalone_rows, group=args.num_samples,
+            prompt_len=args.standalone_prompt,
+            response_len=args.standalone_response, repeats=args.repeats,
+            matmul=matmul, micro_batches=mbs,
+            diagnose_dense=args.diagnose_dense)
+        res["standalone"]["preset"] = preset
+      del trainer
+  finally:
+    shutil.rmtree(root, ignore_errors=True)
+  res["runtime_s"] = time.perf_counter() - start
+  res["loadavg_end"] = list(os.getloadavg())
+  res["reading"] = reading(res)
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "w") as f:
+    json.dump(res, f, indent=1)
+  with open(args.md, "w") as f:
+    f.write(render_markdown(res))
+  _log(f"wrote {args.out} and {args.md} ({res['runtime_s'] / 60:.1f} min)")
+  print(render_markdown(res))
+
+
+if __name__ == "__main__":
+  main()
