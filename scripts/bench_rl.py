@@ -27,7 +27,8 @@ process so that they share this machine's (noisy) load:
    implemented), ``R = rows * T`` the response positions whose logits the
    ``d x V`` unembedding produces. A forward alone is a third of that. The
    MFU is the median over repetitions of the update rate divided by the
-   matmul rate measured in the same repetition.
+   matmul rate (the faster of n = 1024, 2048) measured in the same
+   repetition.
 3. **Objective overhead.** GRPO advantages + ``high_entropy`` token weights
    + ``ppo_clip`` + ``kl`` (k3, coef 0.01) + ``token-mean``, as a share of the
    update: (a) update with that objective minus update with a minimal
@@ -67,6 +68,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
+import flax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import jaxlib  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from divrl import aggregation as agg  # noqa: E402
+from divrl.models import decoder  # noqa: E402
+from divrl.ops import sequence_statistics  # noqa: E402
+from divrl.rl import mesh as mesh_lib  # noqa: E402
+from divrl.rl.scoring import response_statistics  # noqa: E402
+from divrl.rl.trainer import Trainer  # noqa: E402
+from experiments.countdown import base as countdown_base  # noqa: E402
+
 COMMAND = ".venv/bin/python -m scripts.bench_rl"
 
 FULL_OBJECTIVE = {
@@ -93,7 +110,6 @@ def _median(xs):
 
 def _timed(fn: Callable[[], Any]) -> float:
   """Seconds of ``fn()`` including ``block_until_ready`` of its result."""
-  import jax  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
   jax.block_until_ready(fn())
   return time.perf_counter() - t0
@@ -108,8 +124,6 @@ class Matmul:
   """A jitted ``a @ b`` of ``n x n`` float32 matrices."""
 
   def __init__(self, n: int):
-    import jax  # pylint: disable=g-import-not-at-top
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     self.n = n
     self.a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     self.b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
@@ -123,11 +137,13 @@ class Matmul:
     return 2.0 * self.n ** 3 / t
 
 
-def measure_matmul(sizes=(1024, 2048), repeats: int = 10) -> dict[str, Any]:
+def measure_matmul(matmuls: list[Matmul], repeats: int = 10
+                   ) -> dict[str, Any]:
+  """Median FLOP/s of each matmul size and the best of them."""
   out = {}
-  for n in sizes:
-    out[str(n)] = Matmul(n).rate(repeats)
-    _log(f"matmul {n}: {out[str(n)] / 1e9:.1f} GFLOP/s")
+  for m in matmuls:
+    out[str(m.n)] = m.rate(repeats)
+    _log(f"matmul {m.n}: {out[str(m.n)] / 1e9:.1f} GFLOP/s")
   return {"flops_per_s": out, "peak_flops_per_s": max(out.values()),
           "repeats": repeats}
 
@@ -140,10 +156,9 @@ def measure_matmul(sizes=(1024, 2048), repeats: int = 10) -> dict[str, Any]:
 def model_flops(mcfg, rows: int, prompt_len: int, response_len: int, *,
                 backward: bool = True) -> dict[str, float]:
   """Model FLOPs of a (forward [+ backward]) pass; see the module docstring."""
-  from divrl.models.decoder import param_count  # pylint: disable=g-import-not-at-top
   d, v = mcfg.hidden_size, mcfg.vocab_size
   embed = v * d * (1 if mcfg.tie_word_embeddings else 2)
-  n_ne = param_count(mcfg) - embed
+  n_ne = decoder.param_count(mcfg) - embed
   s = prompt_len + response_len
   positions = rows * s
   dense = 2.0 * n_ne * positions
@@ -165,8 +180,7 @@ def model_flops(mcfg, rows: int, prompt_len: int, response_len: int, *,
 def countdown_config(preset: str, root: str, *, num_prompts: int,
                      num_samples: int, pretrain_steps: int):
   """``experiments/countdown/base.py`` sized for a speed measurement."""
-  from experiments.countdown import base  # pylint: disable=g-import-not-at-top
-  c = base.get_config()
+  c = countdown_base.get_config()
   c.workdir = os.path.join(root, f"run-{preset}")
   c.task.train_size = 256
   c.task.test_size = 16
@@ -190,8 +204,6 @@ def countdown_config(preset: str, root: str, *, num_prompts: int,
 def bench_trainer(preset: str, root: str, *, warmup: int, steps: int,
                   num_prompts: int, num_samples: int, pretrain_steps: int):
   """Runs ``warmup + steps`` train steps; returns ``(trainer, results)``."""
-  from divrl.models.decoder import param_count  # pylint: disable=g-import-not-at-top
-  from divrl.rl.trainer import Trainer  # pylint: disable=g-import-not-at-top
   config = countdown_config(preset, root, num_prompts=num_prompts,
                             num_samples=num_samples,
                             pretrain_steps=pretrain_steps)
@@ -235,7 +247,7 @@ def bench_trainer(preset: str, root: str, *, warmup: int, steps: int,
       "model_config": {k: getattr(mcfg, k) for k in (
           "vocab_size", "hidden_size", "num_layers", "num_heads",
           "num_kv_heads", "intermediate_size", "head_dim")},
-      "params": param_count(mcfg),
+      "params": decoder.param_count(mcfg),
       "non_embedding_params": upd["non_embedding_params"],
       "rows": rows, "prompt_len": prompt_len, "response_len": response_len,
       "positions_per_update": upd["positions"],
@@ -262,9 +274,6 @@ class MinimalObjective:
   """``-sum(logprobs * stop_gradient(adv))`` with no metrics (a baseline)."""
 
   def aggregates(self, batch, key=None):
-    import jax  # pylint: disable=g-import-not-at-top
-    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-    from divrl import aggregation as agg  # pylint: disable=g-import-not-at-top
     del key
     adv = jax.lax.stop_gradient(batch.advantages)
     num = -jnp.sum(jnp.where(batch.response_mask, batch.logprobs * adv, 0.0))
@@ -277,8 +286,6 @@ def _update_fn(trainer, objective, micro_batches: int | None = None):
   The new state is pinned to the shardings of the trainer's state, so that
   feeding it back does not recompile.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from divrl.rl import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   clone = copy.copy(trainer)
   clone.objective = objective
   if micro_batches is not None:
@@ -287,7 +294,8 @@ def _update_fn(trainer, objective, micro_batches: int | None = None):
   shardings = jax.tree.map(lambda x: x.sharding,
                            (trainer.state["params"],
                             trainer.state["opt_state"]))
-  return jax.jit(clone._update_impl, donate_argnums=(0, 1),  # pylint: disable=protected-access
+  update_impl = clone._update_impl  # pylint: disable=protected-access
+  return jax.jit(update_impl, donate_argnums=(0, 1),
                  out_shardings=shardings + (
                      mesh_lib.replicated(trainer.mesh),))
 
@@ -300,7 +308,6 @@ def flat_dense():
   ``[B*S,d] @ [d,f]`` (results are bitwise identical). Only functions traced
   inside the context see the patch.
   """
-  from divrl.models import decoder  # pylint: disable=g-import-not-at-top
   original = decoder.Dense.__call__
 
   def call(self, x):
@@ -317,7 +324,6 @@ def flat_dense():
 def synthetic_rollout(trainer, rows: int, group: int, prompt_len: int,
                       response_len: int, seed: int = 0) -> dict[str, Any]:
   """Host arrays shaped like ``Trainer.rollout`` output (random tokens)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   vocab = trainer.model_config.vocab_size
   pad = trainer.tokenizer.pad_id
@@ -338,19 +344,11 @@ def synthetic_rollout(trainer, rows: int, group: int, prompt_len: int,
 
 
 def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
-                     response_len: int, repeats: int, matmul: Matmul,
+                     response_len: int, repeats: int,
+                     matmuls: list[Matmul],
                      micro_batches: tuple[int, ...],
                      diagnose_dense: bool) -> dict[str, Any]:
   """Times the update and its pieces on a synthetic batch; see docstring."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from divrl import aggregation as agg  # pylint: disable=g-import-not-at-top
-  from divrl.ops import sequence_statistics  # pylint: disable=g-import-not-at-top
-  from divrl.rl import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from divrl.rl.scoring import response_statistics  # pylint: disable=g-import-not-at-top
 
   mesh = trainer.mesh
   graphdef = trainer.graphdef
@@ -358,7 +356,10 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
   host = synthetic_rollout(trainer, rows, group, prompt_len, response_len)
   arrays = mesh_lib.put_batch(host, mesh)
   key = jax.random.key(123)
-  copy_tree = lambda t: jax.tree.map(jnp.copy, t)  # noqa: E731
+
+  def copy_tree(tree):
+    return jax.tree.map(jnp.copy, tree)
+
 
   def forward(params, a):
     return response_statistics(
@@ -373,9 +374,9 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
   stats = jax.block_until_ready(fwd(params, arrays))
   compile_s["forward"] = time.perf_counter() - t0
   ref = fwd(trainer.state["ref_params"], arrays)["logprob"]
-  batch = trainer._prepare(arrays, stats["logprob"], stats["entropy"], ref,  # pylint: disable=protected-access
-                           jax.random.fold_in(key, 1),
-                           num_groups=rows // group)
+  prepare = trainer._prepare  # pylint: disable=protected-access
+  batch = prepare(arrays, stats["logprob"], stats["entropy"], ref,
+                  jax.random.fold_in(key, 1), num_groups=rows // group)
   batch = jax.block_until_ready(batch)
   extras = {"prompt_tokens": arrays["prompt_tokens"],
             "prompt_mask": arrays["prompt_mask"]}
@@ -468,7 +469,8 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
     p, o, _ = jax.block_until_ready(fn(p, o, batch, extras, row_ids, key))
     compile_s[f"update_{name}"] = time.perf_counter() - t0
     states[name] = (p, o)
-    _log(f"standalone: update[{name}] first call {compile_s[f'update_{name}']:.1f}s")
+    _log(f"standalone: update[{name}] first call "
+         f"{compile_s[f'update_{name}']:.1f}s")
 
   times = {k: [] for k in ["matmul_flops_per_s", "forward",
                            "forward_backward", "optimizer", "token_stats",
@@ -477,7 +479,7 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
   if diagnose_dense:
     times["forward_backward_flat_dense"] = []
   for rep in range(repeats):
-    times["matmul_flops_per_s"].append(matmul.rate(3))
+    times["matmul_flops_per_s"].append(max(m.rate(3) for m in matmuls))
     times["forward"].append(_timed(lambda: fwd(params, arrays)))
     pair = [("forward_backward", fwd_bwd)]
     if diagnose_dense:
@@ -506,7 +508,10 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
   fflops = model_flops(mcfg, rows, prompt_len, response_len, backward=False)
   med = {k: _median(v) for k, v in times.items()}
   mm = times["matmul_flops_per_s"]
-  per_rep = lambda f, k: _median([f / t / r for t, r in zip(times[k], mm)])  # noqa: E731
+
+  def per_rep(flop, name):
+    return _median([flop / t / r for t, r in zip(times[name], mm)])
+
   upd = med["update_full"]
   diffs = [(a - b) / a for a, b in zip(times["update_full"],
                                        times["update_minimal"])]
@@ -704,7 +709,8 @@ def render_markdown(r: dict[str, Any]) -> str:
       "parameters, `P` processed (prompt + response) positions, `S` "
       "sequence length (dense `S x S` attention, as implemented), `R` "
       "response positions through the `d x V` unembedding; a forward alone "
-      "is a third of it. MFU = model FLOP/s / jitted-matmul FLOP/s. For the "
+      "is a third of it. MFU = model FLOP/s / jitted-matmul FLOP/s (the "
+      "faster of n = 1024 and 2048). For the "
       "standalone batch (synthetic tokens, the trainer's own jitted "
       "`_prepare` and `_update_impl`, same objective, optimizer and mesh) "
       "the matmul rate is re-measured in each repetition and the median of "
@@ -748,7 +754,11 @@ def reading(r: dict[str, Any]) -> list[str]:
       f" forward only {_pct(sa['mfu']['forward'])}, forward + backward "
       f"{_pct(sa['mfu']['forward_backward'])}. The reference is what "
       "XLA:CPU reaches on a large square float32 matmul on this machine, "
-      "not the chip's theoretical peak.")
+      "not the chip's theoretical peak"
+      + ("; a value near or above 100% means the model's matmuls run as "
+         "fast as that reference (the shapes suit the CPU kernels as well, "
+         "and the load of other jobs varies between the two measurements)."
+         if sa["mfu"]["forward"] > 0.95 else "."))
   big = r["trainer"].get(sa["preset"])
   if big:
     out.append(
@@ -806,14 +816,9 @@ def reading(r: dict[str, Any]) -> list[str]:
 
 
 def _versions() -> dict[str, str]:
-  import flax  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import jaxlib  # pylint: disable=g-import-not-at-top
-  import numpy  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
   return {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
           "flax": flax.__version__, "optax": optax.__version__,
-          "numpy": numpy.__version__, "python": platform.python_version()}
+          "numpy": np.__version__, "python": platform.python_version()}
 
 
 def _cpu_model() -> str:
@@ -862,7 +867,6 @@ def main(argv=None) -> None:
       f.write(render_markdown(res))
     return
 
-  import jax  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   res = {
       "command": COMMAND,
@@ -879,8 +883,8 @@ def main(argv=None) -> None:
       "num_prompts": args.num_prompts, "num_samples": args.num_samples,
       "warmup_steps": args.warmup_steps,
   }
-  res["matmul"] = measure_matmul()
-  matmul = Matmul(2048)
+  matmuls = [Matmul(n) for n in (1024, 2048)]
+  res["matmul"] = measure_matmul(matmuls)
   root = tempfile.mkdtemp(prefix="bench_rl_")
   try:
     presets = [p for p in args.presets.split(",") if p]
@@ -897,7 +901,7 @@ def main(argv=None) -> None:
             trainer, rows=args.standalone_rows, group=args.num_samples,
             prompt_len=args.standalone_prompt,
             response_len=args.standalone_response, repeats=args.repeats,
-            matmul=matmul, micro_batches=mbs,
+            matmuls=matmuls, micro_batches=mbs,
             diagnose_dense=args.diagnose_dense)
         res["standalone"]["preset"] = preset
       del trainer

@@ -239,7 +239,13 @@ class Dense(nnx.Module):
                  if use_bias else None)
 
   def __call__(self, x: Array) -> Array:
-    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    # A 2-D dot: with [B,S,d] inputs XLA:CPU writes transposed copies of the
+    # activation gradients in the backward pass; flattening first made
+    # forward + backward 1.25x faster (results/rl_step.md), same values.
+    lead = x.shape[:-1]
+    y = jnp.dot(x.reshape(-1, x.shape[-1]).astype(self.dtype),
+                self.kernel[...].astype(self.dtype))
+    y = y.reshape(*lead, y.shape[-1])
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y
