@@ -343,14 +343,16 @@ class Block(nnx.Module):
              index: Array) -> tuple[Array, "LayerCache"]:
     """Writes this chunk's keys/values at ``index`` and attends over the cache.
 
-    ``mask [B,Sq,L]`` ranges over all ``L`` cache slots.
+    ``mask [B,Sq,Lm]`` covers the first ``Lm <= L`` cache slots; only those
+    are read (``Lm = L``: the whole cache).
     """
     q, kk, v = self.attn.project(self.input_norm(x), positions, inv_freq)
     ck = jax.lax.dynamic_update_slice_in_dim(
         cache.k, kk.astype(cache.k.dtype), index, axis=1)
     cv = jax.lax.dynamic_update_slice_in_dim(
         cache.v, v.astype(cache.v.dtype), index, axis=1)
-    x = x + self.attn.attend(q, ck, cv, mask)
+    lm = mask.shape[-1]
+    x = x + self.attn.attend(q, ck[:, :lm], cv[:, :lm], mask)
     return x + self.mlp(self.post_attention_norm(x)), LayerCache(ck, cv)
 
 
@@ -438,7 +440,9 @@ class Decoder(nnx.Module):
       index: scalar int, the first slot to write.
       mask: ``[B,Sq,L]`` True where a query may attend to a cache slot (the
         caller combines causality and padding; slots not yet written must be
-        False).
+        False). It may also be ``[B,Sq,Lm]`` with ``Lm < L``: then only the
+        first ``Lm`` slots are attended to (and read), which saves work while
+        the later slots are all masked, e.g. early in decoding.
       return_hidden: return normed hidden states instead of logits.
 
     Returns:
@@ -449,6 +453,9 @@ class Decoder(nnx.Module):
     if len(cache) != c.num_layers:
       raise ValueError(f"cache has {len(cache)} layers, the model "
                        f"{c.num_layers}")
+    if cache and mask.shape[-1] > cache[0].k.shape[1]:
+      raise ValueError(f"mask covers {mask.shape[-1]} cache slots, the cache "
+                       f"has {cache[0].k.shape[1]}")
     inv_freq = rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
     x = jnp.take(self.embedding[...], tokens, axis=0).astype(c.dtype)
     new_cache = []
