@@ -15,7 +15,11 @@ side in this one process:
   default (dynamic) KV cache. Throughput is ``B * N / wall time`` of one full
   call, prefill included;
 * prefill: the same calls with ``max_new_tokens=1``, for prompt lengths 16
-  and 128.
+  and 128;
+* a float32 matmul floor for each generation configuration: only the weight
+  matmuls of one call, compiled with XLA (``_floor_call``). HF time / floor
+  time bounds the ratio any float32 XLA sampler can reach on this machine
+  (``--no-floor`` skips it).
 
 The reference side is HF with ``torch.set_num_threads(2)`` (all cores, as
 JAX uses). Because OpenMP thread teams can degrade badly when the cores are
@@ -118,6 +122,64 @@ def _hf_call(hf, tokens, mask, n, threads):
   return run
 
 
+def _floor_call(config, b, s, n, seed):
+  """A zero-argument function running only the sampler's weight matmuls.
+
+  The float32 dots one ``sample`` call must do at least: the prefill of
+  ``B*S`` positions through every layer's q/k/v/o, gate/up/down kernels (the
+  unembedding for the last position only), then ``N-1`` decode steps of
+  ``B`` rows through the same kernels and the unembedding, in a compiled
+  ``fori_loop``. No attention, norms, RoPE or sampling: a lower bound on the
+  time of any XLA implementation that computes these dots in float32 (only
+  an RMS rescale keeps the chained activations finite).
+  """
+  import jax
+  import jax.numpy as jnp
+
+  c = config
+  d, f = c.hidden_size, c.intermediate_size
+  q, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+  keys = iter(jax.random.split(jax.random.key(seed), 8 * c.num_layers + 1))
+  mk = lambda *shape: 0.02 * jax.random.normal(next(keys), shape)
+  layers = [dict(q=mk(d, q), k=mk(d, kv), v=mk(d, kv), o=mk(q, d),
+                 g=mk(d, f), u=mk(d, f), dn=mk(f, d))
+            for _ in range(c.num_layers)]
+  head = mk(d, c.vocab_size)
+
+  def rms(x):
+    return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + 1e-6)
+
+  def layer(x, w):
+    qq, kk, vv = x @ w["q"], x @ w["k"], x @ w["v"]
+    rep = q // kv
+    x = rms(x + (qq + jnp.tile(kk + vv, (1, rep))) @ w["o"])
+    return rms(x + (jax.nn.silu(x @ w["g"]) * (x @ w["u"])) @ w["dn"])
+
+  @jax.jit
+  def run_floor(layers, head, x0):
+    x = x0.reshape(b * s, d)
+    for w in layers:
+      x = layer(x, w)
+    logits = x.reshape(b, s, d)[:, -1] @ head
+
+    def step(_, carry):
+      x, logits = carry
+      x = x + 1e-3 * logits[:, :d]     # depends on the previous step
+      for w in layers:
+        x = layer(x, w)
+      return x, x @ head
+
+    return jax.lax.fori_loop(0, n - 1, step, (x.reshape(b, s, d)[:, -1],
+                                              logits))[1]
+
+  x0 = jax.random.normal(next(keys), (b, s, d))
+
+  def run():
+    return jax.block_until_ready(run_floor(layers, head, x0))
+
+  return run
+
+
 def _timed(fn):
   t0 = time.perf_counter()
   out = fn()
@@ -125,7 +187,7 @@ def _timed(fn):
 
 
 def measure(model, hf, b: int, s: int, n: int, repeats: int, seed: int,
-            hf1: bool) -> dict:
+            hf1: bool, floor: bool = False) -> dict:
   """Warm median wall times of each side for one ``(B, S, N)``."""
   import jax
   import jax.numpy as jnp
@@ -147,12 +209,16 @@ def measure(model, hf, b: int, s: int, n: int, repeats: int, seed: int,
   sides = {"divrl": None, "hf": _hf_call(hf, t_tokens, t_mask, n, HF_THREADS)}
   if hf1:
     sides["hf1"] = _hf_call(hf, t_tokens, t_mask, n, 1)
+  if floor:
+    sides["floor"] = _floor_call(model.config, b, s, n, seed)
 
   first_s, out = _timed(divrl_runs[0])     # compiles
   assert out.tokens.shape == (b, n)
   assert bool(jnp.all(out.lengths == n)), "divrl stopped early"
+  if floor:
+    sides["floor"]()                     # compiles
   for name in sides:
-    if name != "divrl":
+    if name.startswith("hf"):
       _hf_call(hf, t_tokens, t_mask, min(n, 2),
                1 if name == "hf1" else HF_THREADS)()
 
@@ -160,7 +226,7 @@ def measure(model, hf, b: int, s: int, n: int, repeats: int, seed: int,
   for i in range(repeats):
     for name, run in sides.items():
       dt, out = _timed(divrl_runs[i + 1] if name == "divrl" else run)
-      if name != "divrl":
+      if name.startswith("hf"):
         assert tuple(out.shape) == (b, s + n), out.shape
       times[name].append(dt)
   torch.set_num_threads(HF_THREADS)
@@ -173,6 +239,9 @@ def measure(model, hf, b: int, s: int, n: int, repeats: int, seed: int,
   res["ratio"] = res["hf_s"] / res["divrl_s"]
   if hf1:
     res["ratio_hf1"] = res["hf1_s"] / res["divrl_s"]
+  if floor:
+    res["ceiling"] = res["hf_s"] / res["floor_s"]
+    res["divrl_over_floor"] = res["divrl_s"] / res["floor_s"]
   return res
 
 
@@ -190,7 +259,9 @@ def aggregate(runs: list[dict], sides: list[str]) -> dict:
     med = statistics.median(r[f"{side}_s"] for r in runs)
     res[f"{side}_s"] = med
     res[f"{side}_tok_s"] = first["B"] * first["N"] / med
-  for name in ("ratio", "ratio_hf1"):
+  if "floor_s" in first:
+    res["floor_s"] = statistics.median(r["floor_s"] for r in runs)
+  for name in ("ratio", "ratio_hf1", "ceiling", "divrl_over_floor"):
     if name in first:
       vals = [r[name] for r in runs]
       res[name] = statistics.median(vals)
@@ -312,6 +383,32 @@ def render(res: dict) -> str:
     row += [_ms(r["divrl_s"]), _ms(r["hf_s"])]
     lines.append("| " + " | ".join(row) + " |")
 
+  floors = [r for r in res["generate"] if "floor_s" in r]
+  if floors:
+    lines += [
+        "",
+        "### Float32 matmul floor",
+        "",
+        "The weight matmuls alone of one call (prefill of B·S positions, "
+        "then N-1 decode steps of B rows through every layer's q, k, v, o, "
+        "gate, up and down kernels and the unembedding) in one compiled "
+        "`fori_loop` with the same shapes: no attention, norms or sampling "
+        "(`_floor_call`). No XLA float32 implementation of the sampler can "
+        "be faster, so HF time / floor time is the highest ratio reachable "
+        "in float32 on this machine (the *ceiling*). Timed in the same "
+        "alternation as the two sides.",
+        "",
+        "| preset | B | N | floor ms/call | divrl ms/call | divrl / floor "
+        "| HF 2t ms/call | ceiling (HF / floor) | ceiling ≥3× |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|:-:|",
+    ]
+    for r in floors:
+      lines.append(
+          f"| {r['preset']} | {r['B']} | {r['N']} | {_ms(r['floor_s'])} | "
+          f"{_ms(r['divrl_s'])} | {_ratio(r, 'divrl_over_floor', 2)} | "
+          f"{_ms(r['hf_s'])} | {_ratio(r, 'ceiling', 1)} | "
+          f"{_yes(r['ceiling'])} |")
+
   lines += ["", "### Prefill (`max_new_tokens=1`)", ""]
   head = ["preset", "B", "prompt len", "divrl ms", f"HF {HF_THREADS}t ms",
           "HF / divrl"]
@@ -423,6 +520,8 @@ def main(argv=None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--no-hf1", action="store_true",
                       help="skip the one-thread HF control")
+  parser.add_argument("--no-floor", action="store_true",
+                      help="skip the float32 matmul floor")
   parser.add_argument("--out", default=os.path.join(ROOT, "results",
                                                     "sampler.json"))
   parser.add_argument("--doc", default=os.path.join(ROOT, "results",
@@ -484,9 +583,13 @@ def main(argv=None) -> int:
         for kind, b, s, n in configs:
           t0 = time.perf_counter()
           r = measure(model, hf, b, s, n, args.repeats,
-                      args.seed + 1000 * run, hf1)
+                      args.seed + 1000 * run, hf1,
+                      floor=kind == "generate" and not args.no_floor)
           per_run[(kind, b, s, n)].append(r)
           extra = (f", HF1 ratio {r['ratio_hf1']:5.2f}" if hf1 else "")
+          if "ceiling" in r:
+            extra += (f", floor {1e3 * r['floor_s']:9.2f} ms, ceiling "
+                      f"{r['ceiling']:5.2f}")
           print(f"run {run} {kind:8s} {preset} B={b:3d} S={s:4d} N={n:4d}: "
                 f"divrl {1e3 * r['divrl_s']:9.2f} ms, HF "
                 f"{1e3 * r['hf_s']:9.2f} ms, ratio {r['ratio']:5.2f}{extra} "

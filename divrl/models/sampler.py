@@ -22,6 +22,10 @@ key per prompt; sample ``j`` of prompt ``p`` at decode step ``t`` uses
 ``fold_in(fold_in(prompt_key[p], j), t)``. A row's tokens therefore depend only
 on its prompt, its own key and the model, never on the rest of the batch.
 
+On a device mesh, ``make_sampler(..., mesh=, batch_axes=)`` splits the
+decode rows over the given axes after the prefill (data-parallel sampling);
+because keys are per row, the draws are the same as unsplit.
+
 Token filtering, in this order (the order of Hugging Face ``generate``):
 temperature, then top-k, then top-p (nucleus: keep the smallest prefix of the
 sorted distribution whose mass reaches ``top_p``; the most likely token is
@@ -222,9 +226,29 @@ def _decode_segments(s: int, n: int) -> list[tuple[int, int]]:
   return segments
 
 
+def _row_constraint(row_sharding):
+  """``fn(tree)`` pinning every array's leading (row) axis to ``row_sharding``.
+
+  ``row_sharding`` is ``(mesh, axes)``; ``None`` gives the identity.
+  """
+  if row_sharding is None:
+    return lambda tree: tree
+  mesh, axes = row_sharding
+
+  def one(x):
+    spec = jax.sharding.PartitionSpec(axes, *([None] * (x.ndim - 1)))
+    return jax.lax.with_sharding_constraint(
+        x, jax.sharding.NamedSharding(mesh, spec))
+
+  return lambda tree: jax.tree.map(one, tree)
+
+
 def _sample_impl(graphdef, state, prompt_tokens, prompt_mask, prompt_keys,
-                 config: SamplingConfig) -> SampleOutput:
+                 config: SamplingConfig, row_sharding=None) -> SampleOutput:
   model = nnx.merge(graphdef, state)
+  # With a mesh, the B decode rows are split over its batch axes (the prefill
+  # of the P prompts stays as the inputs are placed).
+  shard_rows = _row_constraint(row_sharding)
   p, s = prompt_tokens.shape
   n, g = config.max_new_tokens, config.num_samples
   # Slots [0, S) hold the prompt, S + t token t; the last token is never fed
@@ -252,6 +276,8 @@ def _sample_impl(graphdef, state, prompt_tokens, prompt_mask, prompt_keys,
   row_keys = jax.vmap(
       lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(g))
   )(prompt_keys).reshape((b,) + prompt_keys.shape[1:])
+  cache, last_logits, key_mask, next_position, row_keys = shard_rows(
+      (cache, last_logits, key_mask, next_position, row_keys))
   stop = jnp.asarray(config.stop_tokens or (-1,), jnp.int32)
 
   def emit(t, logits, tokens, logps, model_logps, done):
@@ -269,10 +295,10 @@ def _sample_impl(graphdef, state, prompt_tokens, prompt_mask, prompt_keys,
   # Token 0 comes from the prefill logits. Each loop step then feeds the
   # previous token back and draws the next one, so no forward pass is spent
   # on the last token (whose logits would never be used).
-  token, tokens, logps, model_logps, done = emit(
+  token, tokens, logps, model_logps, done = shard_rows(emit(
       jnp.int32(0), last_logits, jnp.full((b, n), config.pad_id, jnp.int32),
       jnp.zeros((b, n), jnp.float32), jnp.zeros((b, n), jnp.float32),
-      jnp.zeros((b,), bool))
+      jnp.zeros((b,), bool)))
 
   def segment(carry, t_end, lm):
     """Decode steps ``t < t_end`` attending to the first ``lm`` cache slots."""
@@ -291,8 +317,8 @@ def _sample_impl(graphdef, state, prompt_tokens, prompt_mask, prompt_keys,
           key_mask[:, None, :lm])
       token, tokens, logps, model_logps, done = emit(
           t, logits[:, 0], tokens, logps, model_logps, done)
-      return (t + 1, token, tokens, logps, model_logps, done, cache,
-              key_mask)
+      return (t + 1,) + shard_rows((token, tokens, logps, model_logps, done,
+                                    cache, key_mask))
 
     return jax.lax.while_loop(cond, body, carry)
 
@@ -321,13 +347,49 @@ def _sample_impl(graphdef, state, prompt_tokens, prompt_mask, prompt_keys,
 _sample_jit = jax.jit(_sample_impl, static_argnames=("graphdef", "config"))
 
 
-def make_sampler(graphdef, config: SamplingConfig):
+def make_sampler(graphdef, config: SamplingConfig, *, mesh=None,
+                 batch_axes=None):
   """A jitted ``fn(state, prompt_tokens, prompt_mask, prompt_keys)``.
 
   For training loops that keep the model split (``nnx.split``) and check
   their prompts once; ``sample`` is the checked, one-call entry point.
+
+  With ``mesh`` and ``batch_axes`` (mesh axis names, e.g.
+  ``('data', 'fsdp')``), the ``B = P * num_samples`` decode rows are split
+  over those axes, so each device decodes only its share of the rows
+  (data-parallel sampling); ``B`` must then be a multiple of their total
+  size. Rows keep their own keys, so the draws do not depend on the split.
   """
-  return jax.jit(functools.partial(_sample_impl, graphdef, config=config))
+  row_sharding = None
+  if mesh is not None:
+    if not batch_axes:
+      raise ValueError("make_sampler: batch_axes is required with a mesh")
+    axes = tuple(batch_axes)
+    for a in axes:
+      if a not in mesh.shape:
+        raise ValueError(f"batch_axes: {a!r} is not an axis of the mesh "
+                         f"{dict(mesh.shape)}")
+    size = int(np.prod([mesh.shape[a] for a in axes]))
+
+    def check(prompt_tokens):
+      rows = prompt_tokens.shape[0] * config.num_samples
+      if rows % size:
+        raise ValueError(
+            f"prompt_tokens: {prompt_tokens.shape[0]} prompts x "
+            f"num_samples={config.num_samples} = {rows} rows is not a "
+            f"multiple of the batch axes {axes} (size {size})")
+    row_sharding = (mesh, axes)
+  else:
+    check = lambda prompt_tokens: None
+  fn = jax.jit(functools.partial(_sample_impl, graphdef, config=config,
+                                 row_sharding=row_sharding))
+
+  def sampler(state, prompt_tokens, prompt_mask, prompt_keys):
+    check(prompt_tokens)
+    return fn(state, prompt_tokens, prompt_mask, prompt_keys)
+
+  sampler.jitted = fn
+  return sampler
 
 
 def _is_concrete(x) -> bool:

@@ -32,7 +32,8 @@ run.
 
 Sharding: a ``('data','fsdp','tensor')`` mesh; parameters follow their
 annotations; rollout batches are split over ``('data','fsdp')``; sampling
-takes replicated prompts. Host data is identical on every process, so the
+takes replicated prompts, prefills them and splits the decode rows over
+``('data','fsdp')``. Host data is identical on every process, so the
 same code runs as several ``jax.distributed`` processes.
 """
 
@@ -205,9 +206,14 @@ class Trainer:
                                           **common)
     self.eval_sampling_config = SamplingConfig(
         num_samples=config.eval.num_samples, **common)
-    self._train_sampler = make_sampler(self.graphdef, self.sampling_config)
+    # Data-parallel sampling: each device decodes its share of the rows.
+    self._train_sampler = make_sampler(self.graphdef, self.sampling_config,
+                                       mesh=self.mesh,
+                                       batch_axes=mesh_lib.BATCH_AXES)
     self._eval_sampler = make_sampler(self.graphdef,
-                                      self.eval_sampling_config)
+                                      self.eval_sampling_config,
+                                      mesh=self.mesh,
+                                      batch_axes=mesh_lib.BATCH_AXES)
     self._score = jax.jit(functools.partial(self._score_impl,
                                             temperature=sc.temperature))
     self._prepare = jax.jit(self._prepare_impl,
