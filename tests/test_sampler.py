@@ -294,7 +294,7 @@ def _mesh(shape):
 
 @pytest.mark.parametrize("shape", [(8, 1), (2, 4)])
 def test_row_sharded_sampler_matches_unsharded(model, shape):
-  """Decode rows split over the batch axes: same draws, 1/8 of the work."""
+  """Decode rows split over the batch axes: same draws, less work each."""
   from divrl.models.sampler import make_sampler
   mesh = _mesh(shape)
   toks, mask = _left_pad([[5, 6, 7], [9, 10, 11, 12], [3], [8, 8]])

@@ -360,7 +360,7 @@ def make_sampler(graphdef, config: SamplingConfig, *, mesh=None,
   (data-parallel sampling); ``B`` must then be a multiple of their total
   size. Rows keep their own keys, so the draws do not depend on the split.
   """
-  row_sharding = None
+  row_sharding, size = None, 1
   if mesh is not None:
     if not batch_axes:
       raise ValueError("make_sampler: batch_axes is required with a mesh")
@@ -369,23 +369,18 @@ def make_sampler(graphdef, config: SamplingConfig, *, mesh=None,
       if a not in mesh.shape:
         raise ValueError(f"batch_axes: {a!r} is not an axis of the mesh "
                          f"{dict(mesh.shape)}")
-    size = int(np.prod([mesh.shape[a] for a in axes]))
-
-    def check(prompt_tokens):
-      rows = prompt_tokens.shape[0] * config.num_samples
-      if rows % size:
-        raise ValueError(
-            f"prompt_tokens: {prompt_tokens.shape[0]} prompts x "
-            f"num_samples={config.num_samples} = {rows} rows is not a "
-            f"multiple of the batch axes {axes} (size {size})")
     row_sharding = (mesh, axes)
-  else:
-    check = lambda prompt_tokens: None
+    size = int(np.prod([mesh.shape[a] for a in axes]))
   fn = jax.jit(functools.partial(_sample_impl, graphdef, config=config,
                                  row_sharding=row_sharding))
 
   def sampler(state, prompt_tokens, prompt_mask, prompt_keys):
-    check(prompt_tokens)
+    rows = prompt_tokens.shape[0] * config.num_samples
+    if rows % size:
+      raise ValueError(
+          f"prompt_tokens: {prompt_tokens.shape[0]} prompts x "
+          f"num_samples={config.num_samples} = {rows} rows is not a "
+          f"multiple of the batch axes {row_sharding[1]} (size {size})")
     return fn(state, prompt_tokens, prompt_mask, prompt_keys)
 
   sampler.jitted = fn

@@ -207,13 +207,11 @@ class Trainer:
     self.eval_sampling_config = SamplingConfig(
         num_samples=config.eval.num_samples, **common)
     # Data-parallel sampling: each device decodes its share of the rows.
-    self._train_sampler = make_sampler(self.graphdef, self.sampling_config,
-                                       mesh=self.mesh,
-                                       batch_axes=mesh_lib.BATCH_AXES)
-    self._eval_sampler = make_sampler(self.graphdef,
-                                      self.eval_sampling_config,
-                                      mesh=self.mesh,
-                                      batch_axes=mesh_lib.BATCH_AXES)
+    sampler_for = functools.partial(make_sampler, self.graphdef,
+                                    mesh=self.mesh,
+                                    batch_axes=mesh_lib.BATCH_AXES)
+    self._train_sampler = sampler_for(self.sampling_config)
+    self._eval_sampler = sampler_for(self.eval_sampling_config)
     self._score = jax.jit(functools.partial(self._score_impl,
                                             temperature=sc.temperature))
     self._prepare = jax.jit(self._prepare_impl,
