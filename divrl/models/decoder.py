@@ -227,12 +227,54 @@ class RMSNorm(nnx.Module):
     return (xf * self.scale[...].astype(jnp.float32)).astype(x.dtype)
 
 
+# XLA:CPU runs a float32 ``[M,K] @ [K,N]`` dot with a few rows M (2..32, the
+# rows of one decode step) far below both its matmul peak and the memory
+# bound: the weight matmuls of one small25m decode step took 24.5 ms as dots
+# at M=8 and 10.2 ms as the multiply-reduce of ``skinny_matmul`` over
+# ``[N,K]`` kernels (41 vs 22 ms at M=32; docs/performance.md). One row (a
+# matrix-vector product) and many rows are faster as dots.
+# Short reductions (small K) cost more than the dot: the tiny preset
+# (K = 64) decoded 32 rows 1.5x slower this way.
+SKINNY_MIN_ROWS, SKINNY_MAX_ROWS = 2, 32
+SKINNY_MIN_DEPTH = 256
+
+
+def skinny_matmul(x: Array, w_t: Array) -> Array:
+  """``x [M,K] @ w_t.T`` for ``w_t [N,K]`` as a multiply and a row reduction.
+
+  The same sums as the dot (in a different order, so float32 results agree
+  to rounding). XLA fuses the ``[N,M,K]`` product into the reduction, reads
+  each kernel row once for all M rows and vectorizes along K; with the kernel
+  in ``[in, out]`` layout the same trick reads it with a stride and is slower
+  than the dot, hence ``use_decoding_layout``.
+  """
+  return jnp.sum(w_t[:, None, :] * x[None, :, :], axis=-1).T
+
+
+def _matmul_out_in(x: Array, w_t: Array, row_shards: int = 1) -> Array:
+  """``x [M,K] @ w_t.T`` for a kernel stored ``[N,K]``.
+
+  ``row_shards``: the rows are split over this many devices (the choice is
+  made on the rows one device holds).
+  """
+  if (SKINNY_MIN_ROWS <= x.shape[0] // row_shards <= SKINNY_MAX_ROWS
+      and x.shape[1] >= SKINNY_MIN_DEPTH):
+    return skinny_matmul(x, w_t)
+  return jax.lax.dot_general(x, w_t, (((1,), (1,)), ((), ())))
+
+
 class Dense(nnx.Module):
-  """``x @ kernel (+ bias)`` with an annotated kernel."""
+  """``x @ kernel (+ bias)`` with an annotated kernel.
+
+  The kernel is stored ``[in, out]`` unless ``use_decoding_layout`` switched
+  this (merged, traced) module to ``[out, in]`` (``kernel_layout``).
+  """
 
   def __init__(self, din: int, dout: int, spec: tuple, *, use_bias: bool,
                config: DecoderConfig, rngs: nnx.Rngs):
     self.dtype = config.dtype
+    self.kernel_layout = "in_out"
+    self.row_shards = 1
     self.kernel = _param(_normal(rngs, (din, dout), config.initializer_range,
                                  config.param_dtype), spec)
     self.bias = (_param(jnp.zeros((dout,), config.param_dtype), (spec[1],))
@@ -243,8 +285,12 @@ class Dense(nnx.Module):
     # activation gradients in the backward pass; flattening first made
     # forward + backward 1.25x faster (results/rl_step.md), same values.
     lead = x.shape[:-1]
-    y = jnp.dot(x.reshape(-1, x.shape[-1]).astype(self.dtype),
-                self.kernel[...].astype(self.dtype))
+    x2 = x.reshape(-1, x.shape[-1]).astype(self.dtype)
+    kernel = self.kernel[...].astype(self.dtype)
+    if self.kernel_layout == "in_out":
+      y = jnp.dot(x2, kernel)
+    else:
+      y = _matmul_out_in(x2, kernel, self.row_shards)
     y = y.reshape(*lead, y.shape[-1])
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
@@ -269,16 +315,28 @@ class Attention(nnx.Module):
                         rngs=rngs)
     self.o_proj = Dense(q, d, (TENSOR, FSDP), use_bias=False, config=c,
                         rngs=rngs)
+    # Set by use_decoding_layout: q/k/v kernels stacked [q + 2 kv, d].
+    self.qkv_t = nnx.data(None)
+    self.qkv_bias = nnx.data(None)
 
   def project(self, x: Array, positions: Array,
               inv_freq: Array) -> tuple[Array, Array, Array]:
     """Queries ``[B,S,H,D]`` and keys/values ``[B,S,K,D]`` (RoPE applied)."""
     b, s, _ = x.shape
     h, k, hd = self.num_heads, self.num_kv_heads, self.head_dim
-    q = apply_rope(self.q_proj(x).reshape(b, s, h, hd), positions, inv_freq)
-    kk = apply_rope(self.k_proj(x).reshape(b, s, k, hd), positions, inv_freq)
-    v = self.v_proj(x).reshape(b, s, k, hd)
-    return q, kk, v
+    if self.qkv_t is None:
+      q, kk, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+    else:
+      qkv = _matmul_out_in(x.reshape(b * s, -1).astype(self.dtype),
+                           self.qkv_t[...].astype(self.dtype),
+                           self.o_proj.row_shards)
+      if self.qkv_bias is not None:
+        qkv = qkv + self.qkv_bias[...].astype(self.dtype)
+      q, kk, v = jnp.split(qkv.reshape(b, s, -1), [h * hd, (h + k) * hd],
+                           axis=-1)
+    q = apply_rope(q.reshape(b, s, h, hd), positions, inv_freq)
+    kk = apply_rope(kk.reshape(b, s, k, hd), positions, inv_freq)
+    return q, kk, v.reshape(b, s, k, hd)
 
   def attend(self, q: Array, kk: Array, v: Array, mask: Array) -> Array:
     """Attention of ``q [B,Sq,H,D]`` over ``kk, v [B,Sk,K,D]``.
@@ -319,9 +377,19 @@ class MLP(nnx.Module):
                          rngs=rngs)
     self.down_proj = Dense(f, d, (TENSOR, FSDP), use_bias=False, config=c,
                            rngs=rngs)
+    # Set by use_decoding_layout: gate/up kernels stacked [2 f, d].
+    self.gate_up_t = nnx.data(None)
 
   def __call__(self, x: Array) -> Array:
-    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    if self.gate_up_t is None:
+      gate, up = self.gate_proj(x), self.up_proj(x)
+    else:
+      dtype = self.down_proj.dtype
+      gu = _matmul_out_in(x.reshape(-1, x.shape[-1]).astype(dtype),
+                          self.gate_up_t[...].astype(dtype),
+                          self.down_proj.row_shards)
+      gate, up = jnp.split(gu.reshape(*x.shape[:-1], -1), 2, axis=-1)
+    return self.down_proj(jax.nn.silu(gate) * up)
 
 
 class Block(nnx.Module):
@@ -372,11 +440,17 @@ class Decoder(nnx.Module):
     self.lm_head = (None if c.tie_word_embeddings else _param(
         _normal(rngs, (c.hidden_size, c.vocab_size), c.initializer_range,
                 c.param_dtype), (FSDP, TENSOR)))
+    # "d_v": logits = x @ unembedding(); "v_d": through _matmul_out_in with
+    # the [V, d] matrix (see use_decoding_layout).
+    self.head_layout = "d_v"
+    self.row_shards = 1
 
   def unembedding(self) -> Array:
     """The ``[d, V]`` output matrix (the transposed embedding when tied)."""
     if self.lm_head is None:
       return self.embedding[...].T
+    if self.head_layout == "v_d":
+      return self.lm_head[...].T
     return self.lm_head[...]
 
   def unembedding_bias(self) -> Array | None:
@@ -413,9 +487,16 @@ class Decoder(nnx.Module):
     x = self.final_norm(x)
     if return_hidden:
       return x
-    w = self.unembedding().astype(self.config.dtype)
-    return jnp.einsum("bsd,dv->bsv", x, w,
-                      preferred_element_type=jnp.float32)
+    dtype = self.config.dtype
+    if self.head_layout == "d_v":
+      w = self.unembedding().astype(dtype)
+      return jnp.einsum("bsd,dv->bsv", x, w,
+                        preferred_element_type=jnp.float32)
+    w_t = (self.embedding if self.lm_head is None else self.lm_head)[...]
+    lead = x.shape[:-1]
+    logits = _matmul_out_in(x.reshape(-1, x.shape[-1]).astype(dtype),
+                            w_t.astype(dtype), self.row_shards)
+    return logits.reshape(*lead, -1).astype(jnp.float32)
 
   def init_cache(self, batch_size: int, length: int,
                  dtype: Any = None) -> list[LayerCache]:
@@ -464,3 +545,49 @@ class Decoder(nnx.Module):
                                     index)
       new_cache.append(layer_cache)
     return self._head(x, return_hidden), new_cache
+
+
+def use_decoding_layout(model: Decoder, row_shards: int = 1) -> Decoder:
+  """Stores ``model``'s kernels ``[out, in]`` for few-row decode steps.
+
+  Meant for a model merged inside a jitted function (as the sampler does):
+  it mutates ``model`` in place, once, before the decode loop. The q/k/v
+  kernels of each layer are stacked into one ``[q + 2 kv, d]`` matrix, gate
+  and up into one ``[2 f, d]``, and the o/down kernels and an untied
+  ``lm_head`` are transposed, so that the loop's matmuls with 2..32 rows run
+  as ``skinny_matmul`` (one row, and more rows, as dots over the transposed
+  kernels). Stacking matters: two multiply-reductions of the same input would
+  share one materialized ``[N, M, K]`` broadcast, which is slower than the
+  dot. Outputs are unchanged up to float32 rounding. The copy costs one pass
+  over the weights and their memory, so use it only where few-row matmuls
+  dominate (XLA:CPU decoding); training and checkpoints keep the
+  ``[in, out]`` layout. ``row_shards``: the rows are split over this many
+  devices (data-parallel decoding), so a matmul of ``M`` rows runs
+  ``M / row_shards`` per device. Returns ``model``.
+  """
+  def out_in(dense: Dense) -> None:
+    if dense.kernel_layout == "in_out":
+      dense.kernel = nnx.Param(dense.kernel[...].T)
+      dense.kernel_layout = "out_in"
+    dense.row_shards = row_shards
+
+  for layer in model.layers:
+    attn, mlp = layer.attn, layer.mlp
+    if attn.qkv_t is None:
+      projs = (attn.q_proj, attn.k_proj, attn.v_proj)
+      attn.qkv_t = nnx.Param(jnp.concatenate(
+          [p.kernel[...].T for p in projs], axis=0))
+      if attn.q_proj.bias is not None:
+        attn.qkv_bias = nnx.Param(jnp.concatenate(
+            [p.bias[...] for p in projs], axis=0))
+    out_in(attn.o_proj)
+    if mlp.gate_up_t is None:
+      mlp.gate_up_t = nnx.Param(jnp.concatenate(
+          [mlp.gate_proj.kernel[...].T, mlp.up_proj.kernel[...].T], axis=0))
+    out_in(mlp.down_proj)
+  model.row_shards = row_shards
+  if model.head_layout == "d_v":
+    if model.lm_head is not None:
+      model.lm_head = nnx.Param(model.lm_head[...].T)
+    model.head_layout = "v_d"
+  return model
