@@ -302,7 +302,9 @@ def _sample_impl(graphdef, state, prompt_tokens, prompt_mask, prompt_keys,
                              axis=1)
   causal = jnp.arange(s)[None, :] <= jnp.arange(s)[:, None]   # [S,S]
   prefill_mask = causal[None] & prompt_mask[:, None, :]
-  cache = model.init_cache(p, length)
+  # The cache grows segment by segment (see _decode_segments): each decode
+  # loop carries exactly the slots it attends to, so no step copies a prefix.
+  cache = model.init_cache(p, s)
   logits, cache = model.cached_forward(
       prompt_tokens, _positions(prompt_mask), cache, jnp.int32(0),
       prefill_mask)
@@ -373,6 +375,9 @@ def _sample_impl(graphdef, state, prompt_tokens, prompt_mask, prompt_keys,
   carry = (jnp.int32(1), token, tokens, logps, model_logps, done, cache,
            key_mask)
   for t_end, lm in _decode_segments(s, n):
+    grow = lambda c: jnp.pad(c, ((0, 0), (0, 0), (0, lm - c.shape[2]),
+                                 (0, 0)))
+    carry = carry[:6] + (shard_rows(jax.tree.map(grow, carry[6])),) + carry[7:]
     carry = segment(carry, t_end, lm)
   t_end, _, tokens, logps, model_logps, done, _, _ = carry
   del t_end
