@@ -332,3 +332,129 @@ def test_row_sharded_sampler_refuses_bad_geometry(model):
   with pytest.raises(ValueError, match="prompt_tokens: 2 prompts x "
                      "num_samples=3 = 6 rows"):
     split(state, toks, mask, jax.random.split(jax.random.key(0), 2))
+
+
+# ------------------------------------------------- decoding matmul layout --
+
+def _wide(**overrides):
+  """A model at least SKINNY_MIN_DEPTH wide, so skinny matmuls are used."""
+  cfg = DecoderConfig.preset("tiny", hidden_size=256, num_heads=4,
+                             num_kv_heads=2, intermediate_size=384,
+                             **overrides)
+  return Decoder(cfg, rngs=nnx.Rngs(7))
+
+
+def test_skinny_matmul_matches_numpy():
+  from divrl.models.decoder import skinny_matmul
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((5, 300)).astype(np.float32)
+  w_t = rng.standard_normal((70, 300)).astype(np.float32)
+  got = np.asarray(jax.jit(skinny_matmul)(x, w_t))
+  assert got.shape == (5, 70)
+  np.testing.assert_allclose(got, x.astype(np.float64) @ w_t.T.astype(
+      np.float64), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(), dict(qkv_bias=True, tie_word_embeddings=False)])
+@pytest.mark.parametrize("rows", [1, 4, 64])
+def test_decoding_layout_keeps_the_forward(overrides, rows):
+  """Transposed/stacked kernels give the same logits (skinny and dot paths)."""
+  from divrl.models.decoder import use_decoding_layout
+  model = _wide(**overrides)
+  if overrides:   # make the biases non-zero so that their stacking counts
+    for layer in model.layers:
+      for proj in (layer.attn.q_proj, layer.attn.k_proj, layer.attn.v_proj):
+        proj.bias[...] = 0.1 * jax.random.normal(
+            jax.random.key(proj.bias[...].shape[0]), proj.bias[...].shape)
+  graphdef, state = nnx.split(model)
+  tokens = jax.random.randint(jax.random.key(1), (rows, 3), 0, 64)
+
+  @jax.jit
+  def both(state, tokens):
+    plain = nnx.merge(graphdef, state)
+    decoding = use_decoding_layout(nnx.merge(graphdef, state))
+    assert decoding.layers[0].attn.qkv_t is not None
+    return plain(tokens), decoding(tokens)
+
+  ref, got = both(state, tokens)
+  assert float(jnp.max(jnp.abs(ref))) > 0.1
+  np.testing.assert_allclose(got, ref, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(), dict(qkv_bias=True, tie_word_embeddings=False)])
+def test_skinny_decoding_draws_the_same_tokens(overrides):
+  from divrl.models.sampler import make_sampler
+  model = _wide(**overrides)
+  graphdef, state = nnx.split(model)
+  toks, mask = _left_pad([[5, 6, 7], [9, 10, 11, 12], [3], [8, 8]])
+  keys = jax.random.split(jax.random.key(3), 4)
+  outs = {}
+  for mode in ("dot", "skinny", "auto"):
+    cfg = SamplingConfig(max_new_tokens=20, num_samples=2, temperature=1.0,
+                         decode_matmul=mode)
+    outs[mode] = make_sampler(graphdef, cfg)(state, toks, mask, keys)
+  for mode in ("skinny", "auto"):
+    np.testing.assert_array_equal(outs[mode].tokens, outs["dot"].tokens)
+    np.testing.assert_allclose(outs[mode].logprobs, outs["dot"].logprobs,
+                               atol=1e-5)
+  # The draws are not degenerate (a constant row would hide a broken path).
+  assert len(np.unique(np.asarray(outs["dot"].tokens))) > 10
+
+
+def test_auto_decode_matmul_rule(model):
+  from divrl.models import decoder as decoder_lib
+  from divrl.models.sampler import _use_skinny
+  wide = _wide()
+  cfg = SamplingConfig(max_new_tokens=4)
+  assert _use_skinny(cfg, wide, 8, None) == (jax.default_backend() == "cpu")
+  assert not _use_skinny(cfg, wide, 1, None)       # one row: a mat-vec dot
+  assert not _use_skinny(cfg, wide, decoder_lib.SKINNY_MAX_ROWS + 1, None)
+  assert not _use_skinny(cfg, model, 8, None)      # 64 wide: dots are faster
+  # Rows split over 8 devices: 128 rows are 16 per device.
+  assert _use_skinny(cfg, wide, 128, (_mesh((8, 1)), ("data", "fsdp")))
+  forced = SamplingConfig(max_new_tokens=4, decode_matmul="skinny")
+  assert _use_skinny(forced, model, 1, None)
+  with pytest.raises(ValueError, match="decode_matmul"):
+    SamplingConfig(max_new_tokens=4, decode_matmul="fast")
+
+
+def test_row_sharded_skinny_sampler_matches_unsharded():
+  from divrl.models.sampler import make_sampler
+  mesh = _mesh((8, 1))
+  graphdef, state = nnx.split(_wide())
+  toks, mask = _left_pad([[5, 6, 7], [9, 10, 11, 12], [3], [8, 8]])
+  keys = jax.random.split(jax.random.key(3), 4)
+  cfg = SamplingConfig(max_new_tokens=12, num_samples=8, temperature=1.0,
+                       decode_matmul="skinny")
+  ref = make_sampler(graphdef, cfg)(state, toks, mask, keys)
+  split = make_sampler(graphdef, cfg, mesh=mesh, batch_axes=("data", "fsdp"))
+  repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  out = split(*[jax.device_put(x, repl) for x in (state, toks, mask, keys)])
+  np.testing.assert_array_equal(out.tokens, ref.tokens)
+  np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
+
+
+def test_single_query_attention_matches_einsum_path():
+  """``attend`` over a [B,K,S,D] cache with one query: same as [B,S,K,D]."""
+  model = _wide()
+  attn = model.layers[0].attn
+  b, s, k, h, d = 3, 9, attn.num_kv_heads, attn.num_heads, attn.head_dim
+  keys = jax.random.split(jax.random.key(0), 3)
+  q = jax.random.normal(keys[0], (b, 1, h, d))
+  kk = jax.random.normal(keys[1], (b, s, k, d))
+  v = jax.random.normal(keys[2], (b, s, k, d))
+  mask = jnp.asarray(np.random.default_rng(0).random((b, 1, s)) < 0.7)
+  mask = mask.at[:, :, 0].set(True)
+  ref = attn.attend(q, kk, v, mask)                                 # einsum
+  got = attn.attend(q, jnp.swapaxes(kk, 1, 2), jnp.swapaxes(v, 1, 2), mask,
+                    kv_layout="bksd")                               # reduce
+  np.testing.assert_allclose(got, ref, atol=1e-5)
+  # Masked keys have no influence.
+  v2 = jnp.where(mask[:, 0, :, None, None], v, 1e3)
+  got2 = attn.attend(q, jnp.swapaxes(kk, 1, 2), jnp.swapaxes(v2, 1, 2), mask,
+                     kv_layout="bksd")
+  np.testing.assert_allclose(got2, got, atol=1e-5)
+  with pytest.raises(ValueError, match="kv_layout"):
+    attn.attend(q, kk, v, mask, kv_layout="bdsk")
