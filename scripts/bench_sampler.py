@@ -16,10 +16,11 @@ side in this one process:
   call, prefill included;
 * prefill: the same calls with ``max_new_tokens=1``, for prompt lengths 16
   and 128;
-* a float32 matmul floor for each generation configuration: only the weight
-  matmuls of one call, compiled with XLA (``_floor_call``). HF time / floor
-  time bounds the ratio any float32 XLA sampler can reach on this machine
-  (``--no-floor`` skips it).
+* a roofline for each generation configuration (``roofline_s``): a lower
+  bound on the time of any float32 implementation, from this machine's read
+  bandwidth and matmul rate measured at the start of every pass
+  (``machine_limits``). HF time / roofline bounds the ratio any float32
+  sampler can reach here (``--no-roofline`` skips it).
 
 The reference side is HF with ``torch.set_num_threads(2)`` (all cores, as
 JAX uses). Because OpenMP thread teams can degrade badly when the cores are
@@ -122,62 +123,92 @@ def _hf_call(hf, tokens, mask, n, threads):
   return run
 
 
-def _floor_call(config, b, s, n, seed):
-  """A zero-argument function running only the sampler's weight matmuls.
+def machine_limits(repeats: int = 7) -> dict:
+  """This machine's float32 limits, measured now: read bandwidth and matmul.
 
-  The float32 dots one ``sample`` call must do at least: the prefill of
-  ``B*S`` positions through every layer's q/k/v/o, gate/up/down kernels (the
-  unembedding for the last position only), then ``N-1`` decode steps of
-  ``B`` rows through the same kernels and the unembedding, in a compiled
-  ``fori_loop``. No attention, norms, RoPE or sampling: a lower bound on the
-  time of any XLA implementation that computes these dots in float32 (only
-  an RMS rescale keeps the chained activations finite).
+  ``read_gb_s``: a jitted ``jnp.sum`` over a 512 MB float32 array (far larger
+  than any cache), best of ``repeats``. ``matmul_gflop_s``: jitted square
+  float32 matmuls of n = 1024 and 2048, best of ``repeats`` each. Both are
+  the most favourable values seen, so the roofline built on them is a lower
+  bound on time.
   """
   import jax
   import jax.numpy as jnp
 
+  def best(fn, *args):
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times.append(time.perf_counter() - t0)
+    return min(times)
+
+  big = jnp.ones((128 * 2**20,), jnp.float32)
+  read = big.size * 4 / best(jax.jit(jnp.sum), big) / 1e9
+  del big
+  flops = 0.0
+  for n in (1024, 2048):
+    a = jax.random.normal(jax.random.key(n), (n, n), jnp.float32)
+    flops = max(flops, 2 * n**3 / best(jax.jit(jnp.matmul), a, a) / 1e9)
+  return {"read_gb_s": read, "matmul_gflop_s": flops}
+
+
+def _llc_bytes() -> int | None:
+  """The last-level cache size from sysfs, or None."""
+  for index in (3, 2):
+    try:
+      with open(f"/sys/devices/system/cpu/cpu0/cache/index{index}/size") as f:
+        text = f.read().strip()
+    except OSError:
+      continue
+    scale = {"K": 2**10, "M": 2**20}.get(text[-1], 1)
+    return int(text.rstrip("KM")) * scale
+  return None
+
+
+def roofline_s(config, b: int, s: int, n: int, limits: dict) -> float:
+  """A lower bound on the time of one float32 generation call.
+
+  Each phase takes at least ``max(FLOPs / matmul rate, bytes / read
+  bandwidth)``: the prefill of ``B*S`` positions (weight matmuls, causal
+  attention, the unembedding of the last position; it reads every weight
+  once), then ``N-1`` decode steps of ``B`` rows, each reading every weight
+  matrix and the ``B x (S+t)`` cached keys and values once. Only matmul
+  FLOPs and these reads count (no norms, sampling or writes), and the rates
+  are this machine's best measured ones, so no float32 implementation can
+  be faster, as long as the weights do not fit in the caches (tiny's do;
+  its bound is not reported).
+  """
   c = config
-  d, f = c.hidden_size, c.intermediate_size
+  d, hd, f, v = c.hidden_size, c.head_dim, c.intermediate_size, c.vocab_size
+  q, kv = c.num_heads * hd, c.num_kv_heads * hd
+  layer_params = d * (q + 2 * kv) + q * d + 3 * d * f
+  weights = c.num_layers * layer_params + d * v        # matmul parameters
+  rate, bw = 1e9 * limits["matmul_gflop_s"], 1e9 * limits["read_gb_s"]
+
+  def attn_flops(rows, queries, keys):   # scores and weighted values
+    return 4 * c.num_layers * c.num_heads * hd * rows * queries * keys
+
+  pre_flops = (2 * b * s * c.num_layers * layer_params + 2 * b * d * v
+               + attn_flops(b, s, (s + 1) / 2))
+  total = max(pre_flops / rate, 4 * weights / bw)
+  for t in range(1, n):
+    keys = s + t
+    flops = 2 * b * weights + attn_flops(b, 1, keys)
+    reads = 4 * (weights + 2 * c.num_layers * b * keys * kv)
+    total += max(flops / rate, reads / bw)
+  return total
+
+
+def weight_bytes(config) -> int:
+  """Bytes of the float32 weight matrices one decode step reads."""
+  c = config
   q, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
-  keys = iter(jax.random.split(jax.random.key(seed), 8 * c.num_layers + 1))
-  mk = lambda *shape: 0.02 * jax.random.normal(next(keys), shape)
-  layers = [dict(q=mk(d, q), k=mk(d, kv), v=mk(d, kv), o=mk(q, d),
-                 g=mk(d, f), u=mk(d, f), dn=mk(f, d))
-            for _ in range(c.num_layers)]
-  head = mk(d, c.vocab_size)
-
-  def rms(x):
-    return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + 1e-6)
-
-  def layer(x, w):
-    qq, kk, vv = x @ w["q"], x @ w["k"], x @ w["v"]
-    rep = q // kv
-    x = rms(x + (qq + jnp.tile(kk + vv, (1, rep))) @ w["o"])
-    return rms(x + (jax.nn.silu(x @ w["g"]) * (x @ w["u"])) @ w["dn"])
-
-  @jax.jit
-  def run_floor(layers, head, x0):
-    x = x0.reshape(b * s, d)
-    for w in layers:
-      x = layer(x, w)
-    logits = x.reshape(b, s, d)[:, -1] @ head
-
-    def step(_, carry):
-      x, logits = carry
-      x = x + 1e-3 * logits[:, :d]     # depends on the previous step
-      for w in layers:
-        x = layer(x, w)
-      return x, x @ head
-
-    return jax.lax.fori_loop(0, n - 1, step, (x.reshape(b, s, d)[:, -1],
-                                              logits))[1]
-
-  x0 = jax.random.normal(next(keys), (b, s, d))
-
-  def run():
-    return jax.block_until_ready(run_floor(layers, head, x0))
-
-  return run
+  d = c.hidden_size
+  return 4 * (c.num_layers * (d * (q + 2 * kv) + q * d
+                              + 3 * d * c.intermediate_size)
+              + d * c.vocab_size)
 
 
 def _timed(fn):
@@ -187,7 +218,7 @@ def _timed(fn):
 
 
 def measure(model, hf, b: int, s: int, n: int, repeats: int, seed: int,
-            hf1: bool, floor: bool = False) -> dict:
+            hf1: bool, limits: dict | None = None) -> dict:
   """Warm median wall times of each side for one ``(B, S, N)``."""
   import jax
   import jax.numpy as jnp
@@ -209,14 +240,10 @@ def measure(model, hf, b: int, s: int, n: int, repeats: int, seed: int,
   sides = {"divrl": None, "hf": _hf_call(hf, t_tokens, t_mask, n, HF_THREADS)}
   if hf1:
     sides["hf1"] = _hf_call(hf, t_tokens, t_mask, n, 1)
-  if floor:
-    sides["floor"] = _floor_call(model.config, b, s, n, seed)
 
   first_s, out = _timed(divrl_runs[0])     # compiles
   assert out.tokens.shape == (b, n)
   assert bool(jnp.all(out.lengths == n)), "divrl stopped early"
-  if floor:
-    sides["floor"]()                     # compiles
   for name in sides:
     if name.startswith("hf"):
       _hf_call(hf, t_tokens, t_mask, min(n, 2),
@@ -239,9 +266,11 @@ def measure(model, hf, b: int, s: int, n: int, repeats: int, seed: int,
   res["ratio"] = res["hf_s"] / res["divrl_s"]
   if hf1:
     res["ratio_hf1"] = res["hf1_s"] / res["divrl_s"]
-  if floor:
-    res["ceiling"] = res["hf_s"] / res["floor_s"]
-    res["divrl_over_floor"] = res["divrl_s"] / res["floor_s"]
+  if limits is not None:
+    res["limits"] = limits
+    res["roofline_s"] = roofline_s(model.config, b, s, n, limits)
+    res["ceiling"] = res["hf_s"] / res["roofline_s"]
+    res["divrl_over_roofline"] = res["divrl_s"] / res["roofline_s"]
   return res
 
 
@@ -259,9 +288,9 @@ def aggregate(runs: list[dict], sides: list[str]) -> dict:
     med = statistics.median(r[f"{side}_s"] for r in runs)
     res[f"{side}_s"] = med
     res[f"{side}_tok_s"] = first["B"] * first["N"] / med
-  if "floor_s" in first:
-    res["floor_s"] = statistics.median(r["floor_s"] for r in runs)
-  for name in ("ratio", "ratio_hf1", "ceiling", "divrl_over_floor"):
+  if "roofline_s" in first:
+    res["roofline_s"] = statistics.median(r["roofline_s"] for r in runs)
+  for name in ("ratio", "ratio_hf1", "ceiling", "divrl_over_roofline"):
     if name in first:
       vals = [r[name] for r in runs]
       res[name] = statistics.median(vals)
@@ -383,31 +412,42 @@ def render(res: dict) -> str:
     row += [_ms(r["divrl_s"]), _ms(r["hf_s"])]
     lines.append("| " + " | ".join(row) + " |")
 
-  floors = [r for r in res["generate"] if "floor_s" in r]
-  if floors:
+  roofs = [r for r in res["generate"]
+           if "roofline_s" in r and r["preset"] in res.get("roofline_presets",
+                                                          ())]
+  if roofs:
+    lim = res["limits"]
     lines += [
         "",
-        "### Float32 matmul floor",
+        "### Roofline: the highest ratio this machine allows",
         "",
-        "The weight matmuls alone of one call (prefill of B·S positions, "
-        "then N-1 decode steps of B rows through every layer's q, k, v, o, "
-        "gate, up and down kernels and the unembedding) in one compiled "
-        "`fori_loop` with the same shapes: no attention, norms or sampling "
-        "(`_floor_call`). No XLA float32 implementation of the sampler can "
-        "be faster, so HF time / floor time is the highest ratio reachable "
-        "in float32 on this machine (the *ceiling*). Timed in the same "
-        "alternation as the two sides.",
+        "A lower bound on the time of any float32 implementation of one call "
+        "(`roofline_s`): the prefill and each of the N-1 decode steps take "
+        "at least max(matmul FLOPs / matmul rate, bytes read / read "
+        "bandwidth), where a decode step reads every weight matrix and the "
+        "cached keys and values once. The rates are this machine's best in "
+        "the run (`machine_limits`, measured at the start of every pass): "
+        f"read bandwidth {lim['read_gb_s_min']:.1f}–{lim['read_gb_s']:.1f} "
+        "GB/s (jitted sum over 512 MB), float32 matmul "
+        f"{lim['matmul_gflop_s_min']:.0f}–{lim['matmul_gflop_s']:.0f} "
+        "GFLOP/s (n = 1024, 2048); each pass uses its own. HF time / "
+        "roofline is the *ceiling*: no float32 sampler can beat HF by more "
+        "on this machine. Only presets whose weights exceed the last-level "
+        f"cache ({res.get('llc_mb', '?')} MB) are listed; tiny's weights fit "
+        "in it, so the bandwidth term does not bound them.",
         "",
-        "| preset | B | N | floor ms/call | divrl ms/call | divrl / floor "
-        "| HF 2t ms/call | ceiling (HF / floor) | ceiling ≥3× |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|:-:|",
+        "| preset | B | N | weights MB | roofline ms/call | divrl ms/call "
+        "| divrl / roofline | HF 2t ms/call | ceiling (HF / roofline) "
+        "| ceiling ≥3× |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|:-:|",
     ]
-    for r in floors:
+    for r in roofs:
       lines.append(
-          f"| {r['preset']} | {r['B']} | {r['N']} | {_ms(r['floor_s'])} | "
-          f"{_ms(r['divrl_s'])} | {_ratio(r, 'divrl_over_floor', 2)} | "
-          f"{_ms(r['hf_s'])} | {_ratio(r, 'ceiling', 1)} | "
-          f"{_yes(r['ceiling'])} |")
+          f"| {r['preset']} | {r['B']} | {r['N']} | "
+          f"{res['models'][r['preset']]['weight_mb']:.0f} | "
+          f"{_ms(r['roofline_s'])} | {_ms(r['divrl_s'])} | "
+          f"{_ratio(r, 'divrl_over_roofline', 2)} | {_ms(r['hf_s'])} | "
+          f"{_ratio(r, 'ceiling', 1)} | {_yes(r['ceiling'])} |")
 
   lines += ["", "### Prefill (`max_new_tokens=1`)", ""]
   head = ["preset", "B", "prompt len", "divrl ms", f"HF {HF_THREADS}t ms",
@@ -520,8 +560,8 @@ def main(argv=None) -> int:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--no-hf1", action="store_true",
                       help="skip the one-thread HF control")
-  parser.add_argument("--no-floor", action="store_true",
-                      help="skip the float32 matmul floor")
+  parser.add_argument("--no-roofline", action="store_true",
+                      help="skip measuring the machine's limits")
   parser.add_argument("--out", default=os.path.join(ROOT, "results",
                                                     "sampler.json"))
   parser.add_argument("--doc", default=os.path.join(ROOT, "results",
@@ -578,18 +618,29 @@ def main(argv=None) -> int:
       print(f"== {preset}: {params / 1e6:.2f}M parameters", flush=True)
       configs = ([("generate", b, PROMPT_LEN, n) for n in ns for b in bs]
                  + [("prefill", b, s, 1) for s in prefill_lens for b in bs])
+      llc = _llc_bytes()
+      res["llc_mb"] = None if llc is None else llc / 2**20
+      res["models"][preset]["weight_mb"] = weight_bytes(model.config) / 2**20
+      if llc is not None and weight_bytes(model.config) > llc:
+        res.setdefault("roofline_presets", []).append(preset)
       per_run = {c: [] for c in configs}
       for run in range(args.runs):
+        limits = None
+        if not args.no_roofline:
+          limits = machine_limits()
+          res.setdefault("limits_per_pass", []).append(limits)
+          print(f"machine: read {limits['read_gb_s']:.1f} GB/s, matmul "
+                f"{limits['matmul_gflop_s']:.0f} GFLOP/s", flush=True)
         for kind, b, s, n in configs:
           t0 = time.perf_counter()
           r = measure(model, hf, b, s, n, args.repeats,
                       args.seed + 1000 * run, hf1,
-                      floor=kind == "generate" and not args.no_floor)
+                      limits=limits if kind == "generate" else None)
           per_run[(kind, b, s, n)].append(r)
           extra = (f", HF1 ratio {r['ratio_hf1']:5.2f}" if hf1 else "")
           if "ceiling" in r:
-            extra += (f", floor {1e3 * r['floor_s']:9.2f} ms, ceiling "
-                      f"{r['ceiling']:5.2f}")
+            extra += (f", roofline {1e3 * r['roofline_s']:9.2f} ms, "
+                      f"ceiling {r['ceiling']:5.2f}")
           print(f"run {run} {kind:8s} {preset} B={b:3d} S={s:4d} N={n:4d}: "
                 f"divrl {1e3 * r['divrl_s']:9.2f} ms, HF "
                 f"{1e3 * r['hf_s']:9.2f} ms, ratio {r['ratio']:5.2f}{extra} "
@@ -600,6 +651,13 @@ def main(argv=None) -> int:
         res[kind].append(r)
       del model, hf
   res["growth"] = growth(res["generate"], sides)
+  if res.get("limits_per_pass"):
+    per = res["limits_per_pass"]
+    res["limits"] = {
+        "read_gb_s": max(x["read_gb_s"] for x in per),
+        "read_gb_s_min": min(x["read_gb_s"] for x in per),
+        "matmul_gflop_s": max(x["matmul_gflop_s"] for x in per),
+        "matmul_gflop_s_min": min(x["matmul_gflop_s"] for x in per)}
   res["machine"]["loadavg_end"] = list(os.getloadavg())
   res["wall_s"] = time.perf_counter() - t_start
   if args.reading:

@@ -437,7 +437,7 @@ def test_row_sharded_skinny_sampler_matches_unsharded():
 
 
 def test_single_query_attention_matches_einsum_path():
-  """``attend`` over a [B,K,S,D] cache with one query: same as [B,S,K,D]."""
+  """``attend`` over the cache layout with one query: same as [B,S,K,D]."""
   model = _wide()
   attn = model.layers[0].attn
   b, s, k, h, d = 3, 9, attn.num_kv_heads, attn.num_heads, attn.head_dim
@@ -447,14 +447,20 @@ def test_single_query_attention_matches_einsum_path():
   v = jax.random.normal(keys[2], (b, s, k, d))
   mask = jnp.asarray(np.random.default_rng(0).random((b, 1, s)) < 0.7)
   mask = mask.at[:, :, 0].set(True)
+  to_k = lambda a: jnp.transpose(a, (0, 2, 3, 1))      # [B,K,D,S]
+  to_v = lambda a: jnp.swapaxes(a, 1, 2)                 # [B,K,S,D]
   ref = attn.attend(q, kk, v, mask)                                 # einsum
-  got = attn.attend(q, jnp.swapaxes(kk, 1, 2), jnp.swapaxes(v, 1, 2), mask,
-                    kv_layout="bksd")                               # reduce
+  got = attn.attend(q, to_k(kk), to_v(v), mask, kv_layout="cache")  # reduce
   np.testing.assert_allclose(got, ref, atol=1e-5)
+  # Several queries over the cache layout take the einsum path: same values.
+  q3 = jnp.concatenate([q, 2 * q, -q], axis=1)
+  mask3 = jnp.repeat(mask, 3, axis=1)
+  np.testing.assert_allclose(
+      attn.attend(q3, to_k(kk), to_v(v), mask3, kv_layout="cache"),
+      attn.attend(q3, kk, v, mask3), atol=1e-5)
   # Masked keys have no influence.
   v2 = jnp.where(mask[:, 0, :, None, None], v, 1e3)
-  got2 = attn.attend(q, jnp.swapaxes(kk, 1, 2), jnp.swapaxes(v2, 1, 2), mask,
-                     kv_layout="bksd")
+  got2 = attn.attend(q, to_k(kk), to_v(v2), mask, kv_layout="cache")
   np.testing.assert_allclose(got2, got, atol=1e-5)
   with pytest.raises(ValueError, match="kv_layout"):
     attn.attend(q, kk, v, mask, kv_layout="bdsk")

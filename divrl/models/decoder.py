@@ -193,14 +193,33 @@ def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
 
 
 class LayerCache(NamedTuple):
-  """One layer's key/value cache, each ``[B, num_kv_heads, L, head_dim]``.
+  """One layer's key/value cache: ``k [B,K,D,L]`` and ``v [B,K,L,D]``.
 
-  Heads before slots: the attention dots take (batch, head) as their batch
-  dimensions, so this layout is read as stored; a ``[B, L, K, D]`` cache was
-  copied into it by every layer at every decode step.
+  ``K`` kv heads, ``D`` head dim, ``L`` slots. Heads lead so that the
+  attention contractions take (batch, head) as batch dimensions and read the
+  cache as stored (a ``[B,L,K,D]`` cache was copied into that layout by every
+  layer at every decode step). Keys put the slots last, so that single-query
+  scores reduce over a non-minor axis (``Attention._attend_one``).
   """
   k: Array
   v: Array
+
+  @property
+  def length(self) -> int:
+    return self.v.shape[2]
+
+
+def grow_cache(cache: list[LayerCache], length: int) -> list[LayerCache]:
+  """``cache`` with zero slots appended up to ``length`` slots."""
+  def grow(c: LayerCache) -> LayerCache:
+    extra = length - c.length
+    if extra < 0:
+      raise ValueError(f"length {length} is shorter than the cache "
+                       f"({c.length} slots)")
+    return LayerCache(
+        jnp.pad(c.k, ((0, 0), (0, 0), (0, 0), (0, extra))),
+        jnp.pad(c.v, ((0, 0), (0, 0), (0, extra), (0, 0))))
+  return [grow(c) for c in cache]
 
 
 # ----------------------------------------------------------------------------
@@ -347,44 +366,49 @@ class Attention(nnx.Module):
              kv_layout: str = "bskd") -> Array:
     """Attention of ``q [B,Sq,H,D]`` over keys and values ``kk, v``.
 
-    ``kk, v`` are ``[B,Sk,K,D]`` (``kv_layout="bskd"``) or ``[B,K,Sk,D]``
-    (``"bksd"``, the cache layout). ``mask [B,Sq,Sk]`` is True where a query
-    may attend to a key. Masked scores get the most negative float32, so
-    their softmax weight is exactly zero whenever a query has at least one
-    allowed key.
+    ``kv_layout="bskd"``: ``kk, v`` are ``[B,Sk,K,D]``; ``"cache"``: the
+    ``LayerCache`` layout, ``kk [B,K,D,Sk]`` and ``v [B,K,Sk,D]``.
+    ``mask [B,Sq,Sk]`` is True where a query may attend to a key. Masked
+    scores get the most negative float32, so their softmax weight is exactly
+    zero whenever a query has at least one allowed key.
     """
-    if kv_layout not in ("bskd", "bksd"):
-      raise ValueError(f"kv_layout must be 'bskd' or 'bksd', got "
+    specs = {"bskd": ("bskd", "bskd"), "cache": ("bkds", "bksd")}
+    if kv_layout not in specs:
+      raise ValueError(f"kv_layout must be one of {sorted(specs)}, got "
                        f"{kv_layout!r}")
     b, sq = q.shape[:2]
     h, k, hd = self.num_heads, self.num_kv_heads, self.head_dim
     g = h // k
-    big_neg = jnp.finfo(jnp.float32).min
-    if sq == 1 and kv_layout == "bksd":
+    if sq == 1 and kv_layout == "cache":
       return self.o_proj(self._attend_one(q, kk, v, mask).reshape(b, 1, -1))
+    key_spec, value_spec = specs[kv_layout]
     # Head h uses kv head h // g.
     q = q.reshape(b, sq, k, g, hd)
-    scores = jnp.einsum(f"bqkgd,{kv_layout}->bkgqs", q, kk,
+    scores = jnp.einsum(f"bqkgd,{key_spec}->bkgqs", q, kk,
                         preferred_element_type=jnp.float32)
     scores = scores / math.sqrt(hd)
+    big_neg = jnp.finfo(jnp.float32).min
     scores = jnp.where(mask[:, None, None, :, :], scores, big_neg)
     probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-    out = jnp.einsum(f"bkgqs,{kv_layout}->bqkgd", probs, v.astype(self.dtype))
+    out = jnp.einsum(f"bkgqs,{value_spec}->bqkgd", probs,
+                     v.astype(self.dtype))
     return self.o_proj(out.reshape(b, sq, h * hd))
 
   def _attend_one(self, q: Array, kk: Array, v: Array, mask: Array) -> Array:
-    """One query per row over a ``[B,K,Sk,D]`` cache: ``[B,K,G,D]``.
+    """One query per row over a cache (``kk [B,K,D,Sk]``, ``v [B,K,Sk,D]``).
 
-    The same sums as ``attend``'s einsums, written as multiply-reductions:
-    XLA:CPU ran the decode step's 2 x 32..128 tiny batched dots per layer at
-    a few GB/s, and this form 1.1-1.25x faster end to end (small25m, B=32
-    and 8; docs/performance.md).
+    Returns ``[B,K,G,D]``. The same sums as ``attend``'s einsums, written as
+    multiply-reductions over non-minor axes, which XLA:CPU vectorizes along
+    the minor one. The einsums ran as 2 x B*K tiny batched dots per layer at
+    a few GB/s; reducing the scores over the minor head dim (a ``[B,K,Sk,D]``
+    key cache) paid one horizontal sum per score. Measured end to end on
+    small25m in docs/performance.md.
     """
     b = q.shape[0]
     k, hd = self.num_kv_heads, self.head_dim
     g = self.num_heads // k
-    q = q.reshape(b, k, g, 1, hd).astype(jnp.float32)
-    scores = jnp.sum(q * kk[:, :, None].astype(jnp.float32), axis=-1)
+    q = q.reshape(b, k, g, hd, 1).astype(jnp.float32)
+    scores = jnp.sum(q * kk[:, :, None].astype(jnp.float32), axis=3)
     scores = scores / math.sqrt(hd)                            # [B,K,G,Sk]
     scores = jnp.where(mask[:, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
@@ -447,17 +471,18 @@ class Block(nnx.Module):
     are read (``Lm = L``: the whole cache).
     """
     q, kk, v = self.attn.project(self.input_norm(x), positions, inv_freq)
-    to_cache = lambda a, c: jnp.swapaxes(a, 1, 2).astype(c.dtype)
+    # [B,Sq,K,D] -> keys [B,K,D,Sq], values [B,K,Sq,D].
     ck = jax.lax.dynamic_update_slice_in_dim(
-        cache.k, to_cache(kk, cache.k), index, axis=2)
+        cache.k, jnp.transpose(kk, (0, 2, 3, 1)).astype(cache.k.dtype), index,
+        axis=3)
     cv = jax.lax.dynamic_update_slice_in_dim(
-        cache.v, to_cache(v, cache.v), index, axis=2)
+        cache.v, jnp.swapaxes(v, 1, 2).astype(cache.v.dtype), index, axis=2)
     lm = mask.shape[-1]
-    if lm < ck.shape[2]:
-      keys, values = ck[:, :, :lm], cv[:, :, :lm]
+    if lm < cache.length:
+      keys, values = ck[..., :lm], cv[:, :, :lm]
     else:
       keys, values = ck, cv
-    x = x + self.attn.attend(q, keys, values, mask, kv_layout="bksd")
+    x = x + self.attn.attend(q, keys, values, mask, kv_layout="cache")
     return x + self.mlp(self.post_attention_norm(x)), LayerCache(ck, cv)
 
 
@@ -539,9 +564,10 @@ class Decoder(nnx.Module):
                  dtype: Any = None) -> list[LayerCache]:
     """An all-zero key/value cache with ``length`` slots per sequence."""
     c = self.config
-    shape = (batch_size, c.num_kv_heads, length, c.head_dim)
+    b, k, d = batch_size, c.num_kv_heads, c.head_dim
     dtype = dtype or c.dtype
-    return [LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+    return [LayerCache(jnp.zeros((b, k, d, length), dtype),
+                       jnp.zeros((b, k, length, d), dtype))
             for _ in range(c.num_layers)]
 
   def cached_forward(self, tokens: Array, positions: Array,
@@ -571,9 +597,9 @@ class Decoder(nnx.Module):
     if len(cache) != c.num_layers:
       raise ValueError(f"cache has {len(cache)} layers, the model "
                        f"{c.num_layers}")
-    if cache and mask.shape[-1] > cache[0].k.shape[2]:
+    if cache and mask.shape[-1] > cache[0].length:
       raise ValueError(f"mask covers {mask.shape[-1]} cache slots, the cache "
-                       f"has {cache[0].k.shape[2]}")
+                       f"has {cache[0].length}")
     inv_freq = rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
     x = jnp.take(self.embedding[...], tokens, axis=0).astype(c.dtype)
     new_cache = []

@@ -7,9 +7,16 @@ function: one prefill over the ``P`` prompts, the key/value cache repeated to
 steps that stops when every row has emitted a stop token or
 ``max_new_tokens`` is reached. There is no Python work per token. Decode
 steps attend only to the cache slots written so far, rounded up to a multiple
-of 64 slots: the loop is split into a few static segments (at most 8), each
-reading a longer prefix of the cache, so attention costs about half as much
-over a long response as attending to the whole cache at every step would.
+of 64 slots: the loop is split into a few static segments (at most 8), and
+the cache grows by zero slots between segments, so each segment's loop
+carries and reads exactly the slots it attends to (about half the attention
+work of attending to the whole cache at every step, and no per-step copy).
+
+On CPU, decode steps with 2..32 rows per device run their weight matmuls as
+multiply-reductions over kernels transposed once per call
+(``SamplingConfig.decode_matmul``, ``decoder.use_decoding_layout``), which
+XLA:CPU executes faster than its few-row dots; this changes float32
+rounding only (same tokens in the tests).
 
 Prompts are **left-padded**: ``prompt_mask [P,S]`` is False on a prefix of
 padding and True on the real tokens. RoPE positions count real tokens only
@@ -375,9 +382,8 @@ def _sample_impl(graphdef, state, prompt_tokens, prompt_mask, prompt_keys,
   carry = (jnp.int32(1), token, tokens, logps, model_logps, done, cache,
            key_mask)
   for t_end, lm in _decode_segments(s, n):
-    grow = lambda c: jnp.pad(c, ((0, 0), (0, 0), (0, lm - c.shape[2]),
-                                 (0, 0)))
-    carry = carry[:6] + (shard_rows(jax.tree.map(grow, carry[6])),) + carry[7:]
+    cache = shard_rows(decoder_lib.grow_cache(carry[6], lm))
+    carry = carry[:6] + (cache,) + carry[7:]
     carry = segment(carry, t_end, lm)
   t_end, _, tokens, logps, model_logps, done, _, _ = carry
   del t_end
