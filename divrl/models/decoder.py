@@ -275,34 +275,29 @@ def skinny_matmul(x: Array, w_t: Array) -> Array:
   return jnp.sum(w_t[:, None, :] * x[None, :, :], axis=-1).T
 
 
-def _matmul_out_in(x: Array, w_t: Array, row_shards: int = 1) -> Array:
-  """``x [M,K] @ w_t.T`` for a kernel stored ``[N,K]``.
-
-  ``row_shards``: the rows are split over this many devices (the choice is
-  made on the rows one device holds).
-  """
-  if (SKINNY_MIN_ROWS <= x.shape[0] // row_shards <= SKINNY_MAX_ROWS
-      and x.shape[1] >= SKINNY_MIN_DEPTH):
-    return skinny_matmul(x, w_t)
-  return jax.lax.dot_general(x, w_t, (((1,), (1,)), ((), ())))
+def _is_skinny(x: Array, row_shards: int) -> bool:
+  """Whether ``x [M,K]`` (rows split over ``row_shards`` devices) goes
+  through ``skinny_matmul``: 2..32 rows per device and ``K >= 256``."""
+  return (SKINNY_MIN_ROWS <= x.shape[0] // row_shards <= SKINNY_MAX_ROWS
+          and x.shape[1] >= SKINNY_MIN_DEPTH)
 
 
 class Dense(nnx.Module):
-  """``x @ kernel (+ bias)`` with an annotated kernel.
+  """``x @ kernel (+ bias)`` with an annotated ``[in, out]`` kernel.
 
-  The kernel is stored ``[in, out]`` unless ``use_decoding_layout`` switched
-  this (merged, traced) module to ``[out, in]`` (``kernel_layout``).
+  ``use_decoding_layout`` may add ``kernel_t``, a transposed copy used for
+  few-row inputs (``skinny_matmul``) inside one jitted function.
   """
 
   def __init__(self, din: int, dout: int, spec: tuple, *, use_bias: bool,
                config: DecoderConfig, rngs: nnx.Rngs):
     self.dtype = config.dtype
-    self.kernel_layout = "in_out"
-    self.row_shards = 1
     self.kernel = _param(_normal(rngs, (din, dout), config.initializer_range,
                                  config.param_dtype), spec)
     self.bias = (_param(jnp.zeros((dout,), config.param_dtype), (spec[1],))
                  if use_bias else None)
+    self.kernel_t = nnx.data(None)
+    self.row_shards = 1
 
   def __call__(self, x: Array) -> Array:
     # A 2-D dot: with [B,S,d] inputs XLA:CPU writes transposed copies of the
@@ -310,11 +305,10 @@ class Dense(nnx.Module):
     # forward + backward 1.25x faster (results/rl_step.md), same values.
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1]).astype(self.dtype)
-    kernel = self.kernel[...].astype(self.dtype)
-    if self.kernel_layout == "in_out":
-      y = jnp.dot(x2, kernel)
+    if self.kernel_t is not None and _is_skinny(x2, self.row_shards):
+      y = skinny_matmul(x2, self.kernel_t[...].astype(self.dtype))
     else:
-      y = _matmul_out_in(x2, kernel, self.row_shards)
+      y = jnp.dot(x2, self.kernel[...].astype(self.dtype))
     y = y.reshape(*lead, y.shape[-1])
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
@@ -348,12 +342,11 @@ class Attention(nnx.Module):
     """Queries ``[B,S,H,D]`` and keys/values ``[B,S,K,D]`` (RoPE applied)."""
     b, s, _ = x.shape
     h, k, hd = self.num_heads, self.num_kv_heads, self.head_dim
-    if self.qkv_t is None:
+    x2 = x.reshape(b * s, -1).astype(self.dtype)
+    if self.qkv_t is None or not _is_skinny(x2, self.o_proj.row_shards):
       q, kk, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
     else:
-      qkv = _matmul_out_in(x.reshape(b * s, -1).astype(self.dtype),
-                           self.qkv_t[...].astype(self.dtype),
-                           self.o_proj.row_shards)
+      qkv = skinny_matmul(x2, self.qkv_t[...].astype(self.dtype))
       if self.qkv_bias is not None:
         qkv = qkv + self.qkv_bias[...].astype(self.dtype)
       q, kk, v = jnp.split(qkv.reshape(b, s, -1), [h * hd, (h + k) * hd],
@@ -437,13 +430,12 @@ class MLP(nnx.Module):
     self.gate_up_t = nnx.data(None)
 
   def __call__(self, x: Array) -> Array:
-    if self.gate_up_t is None:
+    dtype = self.down_proj.dtype
+    x2 = x.reshape(-1, x.shape[-1]).astype(dtype)
+    if self.gate_up_t is None or not _is_skinny(x2, self.down_proj.row_shards):
       gate, up = self.gate_proj(x), self.up_proj(x)
     else:
-      dtype = self.down_proj.dtype
-      gu = _matmul_out_in(x.reshape(-1, x.shape[-1]).astype(dtype),
-                          self.gate_up_t[...].astype(dtype),
-                          self.down_proj.row_shards)
+      gu = skinny_matmul(x2, self.gate_up_t[...].astype(dtype))
       gate, up = jnp.split(gu.reshape(*x.shape[:-1], -1), 2, axis=-1)
     return self.down_proj(jax.nn.silu(gate) * up)
 
@@ -502,17 +494,16 @@ class Decoder(nnx.Module):
     self.lm_head = (None if c.tie_word_embeddings else _param(
         _normal(rngs, (c.hidden_size, c.vocab_size), c.initializer_range,
                 c.param_dtype), (FSDP, TENSOR)))
-    # "d_v": logits = x @ unembedding(); "v_d": through _matmul_out_in with
-    # the [V, d] matrix (see use_decoding_layout).
-    self.head_layout = "d_v"
+    # Set by use_decoding_layout: the [V, d] output matrix is used for
+    # few-row inputs (the embedding itself when tied, else a copy).
+    self.skinny_head = False
+    self.lm_head_t = nnx.data(None)
     self.row_shards = 1
 
   def unembedding(self) -> Array:
     """The ``[d, V]`` output matrix (the transposed embedding when tied)."""
     if self.lm_head is None:
       return self.embedding[...].T
-    if self.head_layout == "v_d":
-      return self.lm_head[...].T
     return self.lm_head[...]
 
   def unembedding_bias(self) -> Array | None:
@@ -550,15 +541,15 @@ class Decoder(nnx.Module):
     if return_hidden:
       return x
     dtype = self.config.dtype
-    if self.head_layout == "d_v":
-      w = self.unembedding().astype(dtype)
-      return jnp.einsum("bsd,dv->bsv", x, w,
-                        preferred_element_type=jnp.float32)
-    w_t = (self.embedding if self.lm_head is None else self.lm_head)[...]
     lead = x.shape[:-1]
-    logits = _matmul_out_in(x.reshape(-1, x.shape[-1]).astype(dtype),
-                            w_t.astype(dtype), self.row_shards)
-    return logits.reshape(*lead, -1).astype(jnp.float32)
+    x2 = x.reshape(-1, x.shape[-1]).astype(dtype)
+    if self.skinny_head and _is_skinny(x2, self.row_shards):
+      w_t = (self.embedding if self.lm_head is None else self.lm_head_t)[...]
+      logits = skinny_matmul(x2, w_t.astype(dtype))
+      return logits.reshape(*lead, -1).astype(jnp.float32)
+    w = self.unembedding().astype(dtype)
+    return jnp.einsum("bsd,dv->bsv", x, w,
+                      preferred_element_type=jnp.float32)
 
   def init_cache(self, batch_size: int, length: int,
                  dtype: Any = None) -> list[LayerCache]:
@@ -611,46 +602,42 @@ class Decoder(nnx.Module):
 
 
 def use_decoding_layout(model: Decoder, row_shards: int = 1) -> Decoder:
-  """Stores ``model``'s kernels ``[out, in]`` for few-row decode steps.
+  """Adds ``[out, in]`` kernel copies to ``model`` for few-row decode steps.
 
   Meant for a model merged inside a jitted function (as the sampler does):
-  it mutates ``model`` in place, once, before the decode loop. The q/k/v
-  kernels of each layer are stacked into one ``[q + 2 kv, d]`` matrix, gate
-  and up into one ``[2 f, d]``, and the o/down kernels and an untied
-  ``lm_head`` are transposed, so that the loop's matmuls with 2..32 rows run
-  as ``skinny_matmul`` (one row, and more rows, as dots over the transposed
-  kernels). Stacking matters: two multiply-reductions of the same input would
-  share one materialized ``[N, M, K]`` broadcast, which is slower than the
-  dot. Outputs are unchanged up to float32 rounding. The copy costs one pass
-  over the weights and their memory, so use it only where few-row matmuls
-  dominate (XLA:CPU decoding); training and checkpoints keep the
-  ``[in, out]`` layout. ``row_shards``: the rows are split over this many
-  devices (data-parallel decoding), so a matmul of ``M`` rows runs
-  ``M / row_shards`` per device. Returns ``model``.
+  it mutates ``model`` in place, once, before the decode loop. Each layer
+  gets its q/k/v kernels stacked and transposed into one ``[q + 2 kv, d]``
+  matrix, gate and up into one ``[2 f, d]``, and transposed o/down kernels;
+  an untied ``lm_head`` is transposed (a tied embedding already is
+  ``[V, d]``). Matmuls with 2..32 rows per device and an input at least 256
+  wide then run as ``skinny_matmul`` over these copies; all others (one row,
+  the prefill) use the original kernels. Stacking matters: two
+  multiply-reductions of the same input would share one materialized
+  ``[N, M, K]`` broadcast, which is slower than the dot. Outputs change by
+  float32 rounding only. The copies cost one pass over the weights and their
+  memory, so use this only where few-row matmuls dominate (XLA:CPU
+  decoding); training and checkpoints never see them. ``row_shards``: the
+  rows are split over this many devices (data-parallel decoding), so a
+  matmul of ``M`` rows runs ``M / row_shards`` per device. Returns
+  ``model``.
   """
-  def out_in(dense: Dense) -> None:
-    if dense.kernel_layout == "in_out":
-      dense.kernel = nnx.Param(dense.kernel[...].T)
-      dense.kernel_layout = "out_in"
-    dense.row_shards = row_shards
+  def transposed(*denses: Dense) -> nnx.Param:
+    return nnx.Param(jnp.concatenate([d.kernel[...].T for d in denses],
+                                     axis=0))
 
   for layer in model.layers:
     attn, mlp = layer.attn, layer.mlp
-    if attn.qkv_t is None:
-      projs = (attn.q_proj, attn.k_proj, attn.v_proj)
-      attn.qkv_t = nnx.Param(jnp.concatenate(
-          [p.kernel[...].T for p in projs], axis=0))
-      if attn.q_proj.bias is not None:
-        attn.qkv_bias = nnx.Param(jnp.concatenate(
-            [p.bias[...] for p in projs], axis=0))
-    out_in(attn.o_proj)
-    if mlp.gate_up_t is None:
-      mlp.gate_up_t = nnx.Param(jnp.concatenate(
-          [mlp.gate_proj.kernel[...].T, mlp.up_proj.kernel[...].T], axis=0))
-    out_in(mlp.down_proj)
+    projs = (attn.q_proj, attn.k_proj, attn.v_proj)
+    attn.qkv_t = transposed(*projs)
+    if attn.q_proj.bias is not None:
+      attn.qkv_bias = nnx.Param(jnp.concatenate(
+          [p.bias[...] for p in projs], axis=0))
+    mlp.gate_up_t = transposed(mlp.gate_proj, mlp.up_proj)
+    for dense in (attn.o_proj, mlp.down_proj):
+      dense.kernel_t = transposed(dense)
+      dense.row_shards = row_shards
+  if model.lm_head is not None:
+    model.lm_head_t = nnx.Param(model.lm_head[...].T)
+  model.skinny_head = True
   model.row_shards = row_shards
-  if model.head_layout == "d_v":
-    if model.lm_head is not None:
-      model.lm_head = nnx.Param(model.lm_head[...].T)
-    model.head_layout = "v_d"
   return model
