@@ -20,7 +20,10 @@ side in this one process:
   bound on the time of any float32 implementation, from this machine's read
   bandwidth and matmul rate measured at the start of every pass
   (``machine_limits``). HF time / roofline bounds the ratio any float32
-  sampler can reach here (``--no-roofline`` skips it).
+  sampler can reach here (``--no-roofline`` skips it);
+* a control for the shapes where divrl decodes with ``skinny_matmul``: the
+  same sampler with ``decode_matmul="dot"`` (``--no-dot-control`` skips
+  it).
 
 The reference side is HF with ``torch.set_num_threads(2)`` (all cores, as
 JAX uses). Because OpenMP thread teams can degrade badly when the cores are
@@ -93,14 +96,14 @@ def build_models(preset: str, seed: int, tmpdir: str):
 # ----------------------------------------------------------------------------
 
 
-def _divrl_call(model, tokens, mask, key, n):
+def _divrl_call(model, tokens, mask, key, n, decode_matmul="auto"):
   """A zero-argument function running one ``sample`` call to completion."""
   import jax
 
   from divrl.models.sampler import SamplingConfig, sample
 
   config = SamplingConfig(max_new_tokens=n, num_samples=1, temperature=1.0,
-                          top_k=0, top_p=1.0)
+                          top_k=0, top_p=1.0, decode_matmul=decode_matmul)
 
   def run():
     return jax.block_until_ready(sample(model, tokens, mask, key, config))
@@ -218,7 +221,8 @@ def _timed(fn):
 
 
 def measure(model, hf, b: int, s: int, n: int, repeats: int, seed: int,
-            hf1: bool, limits: dict | None = None) -> dict:
+            hf1: bool, limits: dict | None = None,
+            dot_control: bool = False) -> dict:
   """Warm median wall times of each side for one ``(B, S, N)``."""
   import jax
   import jax.numpy as jnp
@@ -240,10 +244,15 @@ def measure(model, hf, b: int, s: int, n: int, repeats: int, seed: int,
   sides = {"divrl": None, "hf": _hf_call(hf, t_tokens, t_mask, n, HF_THREADS)}
   if hf1:
     sides["hf1"] = _hf_call(hf, t_tokens, t_mask, n, 1)
+  if dot_control:   # the same sampler with XLA dots for every decode matmul
+    sides["divrl_dot"] = _divrl_call(model, j_tokens, j_mask,
+                                     jax.random.key(seed), n, "dot")
 
   first_s, out = _timed(divrl_runs[0])     # compiles
   assert out.tokens.shape == (b, n)
   assert bool(jnp.all(out.lengths == n)), "divrl stopped early"
+  if dot_control:
+    sides["divrl_dot"]()                   # compiles
   for name in sides:
     if name.startswith("hf"):
       _hf_call(hf, t_tokens, t_mask, min(n, 2),
@@ -266,6 +275,8 @@ def measure(model, hf, b: int, s: int, n: int, repeats: int, seed: int,
   res["ratio"] = res["hf_s"] / res["divrl_s"]
   if hf1:
     res["ratio_hf1"] = res["hf1_s"] / res["divrl_s"]
+  if dot_control:
+    res["skinny_speedup"] = res["divrl_dot_s"] / res["divrl_s"]
   if limits is not None:
     res["limits"] = limits
     res["roofline_s"] = roofline_s(model.config, b, s, n, limits)
@@ -288,9 +299,11 @@ def aggregate(runs: list[dict], sides: list[str]) -> dict:
     med = statistics.median(r[f"{side}_s"] for r in runs)
     res[f"{side}_s"] = med
     res[f"{side}_tok_s"] = first["B"] * first["N"] / med
-  if "roofline_s" in first:
-    res["roofline_s"] = statistics.median(r["roofline_s"] for r in runs)
-  for name in ("ratio", "ratio_hf1", "ceiling", "divrl_over_roofline"):
+  for name in ("roofline_s", "divrl_dot_s"):
+    if name in first:
+      res[name] = statistics.median(r[name] for r in runs)
+  for name in ("ratio", "ratio_hf1", "ceiling", "divrl_over_roofline",
+               "skinny_speedup"):
     if name in first:
       vals = [r[name] for r in runs]
       res[name] = statistics.median(vals)
@@ -449,6 +462,26 @@ def render(res: dict) -> str:
           f"{_ratio(r, 'divrl_over_roofline', 2)} | {_ms(r['hf_s'])} | "
           f"{_ratio(r, 'ceiling', 1)} | {_yes(r['ceiling'])} |")
 
+  controls = [r for r in res["generate"] if "divrl_dot_s" in r]
+  if controls:
+    lines += [
+        "",
+        "### Control: XLA dots for the decode matmuls",
+        "",
+        "The same divrl sampler with `decode_matmul=\"dot\"` (every decode "
+        "matmul an XLA dot over the stored `[in, out]` kernels), timed in the "
+        "same alternation, for the shapes where `\"auto\"` uses "
+        "`skinny_matmul` (2..32 rows, model at least 256 wide).",
+        "",
+        "| preset | B | N | divrl auto ms/call | divrl dot ms/call "
+        "| dot / auto |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    for r in controls:
+      lines.append(
+          f"| {r['preset']} | {r['B']} | {r['N']} | {_ms(r['divrl_s'])} | "
+          f"{_ms(r['divrl_dot_s'])} | {_ratio(r, 'skinny_speedup', 2)} |")
+
   lines += ["", "### Prefill (`max_new_tokens=1`)", ""]
   head = ["preset", "B", "prompt len", "divrl ms", f"HF {HF_THREADS}t ms",
           "HF / divrl"]
@@ -562,6 +595,8 @@ def main(argv=None) -> int:
                       help="skip the one-thread HF control")
   parser.add_argument("--no-roofline", action="store_true",
                       help="skip measuring the machine's limits")
+  parser.add_argument("--no-dot-control", action="store_true",
+                      help="skip the decode_matmul='dot' control")
   parser.add_argument("--out", default=os.path.join(ROOT, "results",
                                                     "sampler.json"))
   parser.add_argument("--doc", default=os.path.join(ROOT, "results",
@@ -588,6 +623,8 @@ def main(argv=None) -> int:
 
   sys.path.insert(0, ROOT)
   import torch
+
+  from divrl.models.decoder import SKINNY_MIN_DEPTH
   torch.set_num_threads(HF_THREADS)
 
   t_start = time.perf_counter()
@@ -635,9 +672,15 @@ def main(argv=None) -> int:
           t0 = time.perf_counter()
           r = measure(model, hf, b, s, n, args.repeats,
                       args.seed + 1000 * run, hf1,
-                      limits=limits if kind == "generate" else None)
+                      limits=limits if kind == "generate" else None,
+                      dot_control=(kind == "generate" and b >= 2
+                                   and model.config.hidden_size
+                                   >= SKINNY_MIN_DEPTH
+                                   and not args.no_dot_control))
           per_run[(kind, b, s, n)].append(r)
           extra = (f", HF1 ratio {r['ratio_hf1']:5.2f}" if hf1 else "")
+          if "skinny_speedup" in r:
+            extra += f", dot/auto {r['skinny_speedup']:4.2f}"
           if "ceiling" in r:
             extra += (f", roofline {1e3 * r['roofline_s']:9.2f} ms, "
                       f"ceiling {r['ceiling']:5.2f}")
