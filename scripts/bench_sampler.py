@@ -184,10 +184,9 @@ def roofline_s(config, b: int, s: int, n: int, limits: dict) -> float:
   its bound is not reported).
   """
   c = config
-  d, hd, f, v = c.hidden_size, c.head_dim, c.intermediate_size, c.vocab_size
-  q, kv = c.num_heads * hd, c.num_kv_heads * hd
-  layer_params = d * (q + 2 * kv) + q * d + 3 * d * f
-  weights = c.num_layers * layer_params + d * v        # matmul parameters
+  d, hd, v = c.hidden_size, c.head_dim, c.vocab_size
+  kv = c.num_kv_heads * hd
+  layer_params, weights = _matmul_params(c)
   rate, bw = 1e9 * limits["matmul_gflop_s"], 1e9 * limits["read_gb_s"]
 
   def attn_flops(rows, queries, keys):   # scores and weighted values
@@ -204,14 +203,18 @@ def roofline_s(config, b: int, s: int, n: int, limits: dict) -> float:
   return total
 
 
+def _matmul_params(config) -> tuple[int, int]:
+  """Weight-matrix parameters ``(per layer, all with the unembedding)``."""
+  c = config
+  d, hd = c.hidden_size, c.head_dim
+  q, kv = c.num_heads * hd, c.num_kv_heads * hd
+  layer = d * (q + 2 * kv) + q * d + 3 * d * c.intermediate_size
+  return layer, c.num_layers * layer + d * c.vocab_size
+
+
 def weight_bytes(config) -> int:
   """Bytes of the float32 weight matrices one decode step reads."""
-  c = config
-  q, kv = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
-  d = c.hidden_size
-  return 4 * (c.num_layers * (d * (q + 2 * kv) + q * d
-                              + 3 * d * c.intermediate_size)
-              + d * c.vocab_size)
+  return 4 * _matmul_params(config)[1]
 
 
 def _timed(fn):

@@ -253,14 +253,24 @@ class RMSNorm(nnx.Module):
 
 # XLA:CPU runs a float32 ``[M,K] @ [K,N]`` dot with a few rows M (2..32, the
 # rows of one decode step) far below both its matmul peak and the memory
-# bound: the weight matmuls of one small25m decode step took 24.5 ms as dots
-# at M=8 and 10.2 ms as the multiply-reduce of ``skinny_matmul`` over
-# ``[N,K]`` kernels (41 vs 22 ms at M=32; docs/performance.md). One row (a
-# matrix-vector product) and many rows are faster as dots.
-# Short reductions (small K) cost more than the dot: the tiny preset
-# (K = 64) decoded 32 rows 1.5x slower this way.
+# bound. In exploratory timings (not kept in the repo) the weight matmuls of
+# one small25m decode step took 24.5 ms as dots at M=8 and 10.2 ms as the
+# multiply-reduce of ``skinny_matmul`` over ``[N,K]`` kernels (41 vs 22 ms at
+# M=32), tying at M=64; one row (a matrix-vector product) is as fast as a
+# dot. End to end, the sampler is 1.30-1.63x faster this way (control table
+# in docs/performance.md). Short reductions (small K) cost more than the
+# dot: the tiny preset (K = 64) decoded 32 rows 1.5x slower this way
+# (exploratory).
 SKINNY_MIN_ROWS, SKINNY_MAX_ROWS = 2, 32
 SKINNY_MIN_DEPTH = 256
+
+
+def is_skinny_shape(rows: int, depth: int, row_shards: int = 1) -> bool:
+  """Whether a ``[rows, depth]`` input, its rows split over ``row_shards``
+  devices, goes through ``skinny_matmul``: 2..32 rows per device and
+  ``depth >= 256``."""
+  return (SKINNY_MIN_ROWS <= rows // row_shards <= SKINNY_MAX_ROWS
+          and depth >= SKINNY_MIN_DEPTH)
 
 
 def skinny_matmul(x: Array, w_t: Array) -> Array:
@@ -276,10 +286,8 @@ def skinny_matmul(x: Array, w_t: Array) -> Array:
 
 
 def _is_skinny(x: Array, row_shards: int) -> bool:
-  """Whether ``x [M,K]`` (rows split over ``row_shards`` devices) goes
-  through ``skinny_matmul``: 2..32 rows per device and ``K >= 256``."""
-  return (SKINNY_MIN_ROWS <= x.shape[0] // row_shards <= SKINNY_MAX_ROWS
-          and x.shape[1] >= SKINNY_MIN_DEPTH)
+  """``is_skinny_shape`` of a 2-D input ``x [M,K]``."""
+  return is_skinny_shape(x.shape[0], x.shape[1], row_shards)
 
 
 class Dense(nnx.Module):

@@ -278,14 +278,10 @@ def _use_skinny(config: SamplingConfig, model: Decoder, rows: int,
   """Whether decoding uses ``decoder.use_decoding_layout``."""
   if config.decode_matmul != "auto":
     return config.decode_matmul == "skinny"
-  if model.config.hidden_size < decoder_lib.SKINNY_MIN_DEPTH:
-    return False
   platform = (jax.default_backend() if row_sharding is None
               else row_sharding[0].devices.flat[0].platform)
-  per_device = rows // _row_shards(row_sharding)
-  return (platform == "cpu" and
-          decoder_lib.SKINNY_MIN_ROWS <= per_device
-          <= decoder_lib.SKINNY_MAX_ROWS)
+  return platform == "cpu" and decoder_lib.is_skinny_shape(
+      rows, model.config.hidden_size, _row_shards(row_sharding))
 
 
 def _sample_impl(model: Decoder, prompt_tokens, prompt_mask, prompt_keys,
