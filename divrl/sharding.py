@@ -21,15 +21,21 @@ def make_mesh(shape: Sequence[int], axis_names: Sequence[str],
                        devices=devices)
 
 
+def leading_axis_spec(ndim: int, axis: str | tuple[str, ...] = "data") -> P:
+  """A ``PartitionSpec`` splitting the leading axis of an ``ndim``-D array
+  over the mesh axis (or axes) ``axis``, the rest replicated."""
+  return P(axis, *([None] * (ndim - 1)))
+
+
 def shard_batch(batch, mesh: jax.sharding.Mesh, axis: str | tuple[str, ...] =
                 "data"):
   """Places every leaf of ``batch`` sharded along its leading (batch) axis."""
   def place(x):
-    spec = P(axis, *([None] * (x.ndim - 1)))
-    return jax.device_put(x, NamedSharding(mesh, spec))
+    return jax.device_put(
+        x, NamedSharding(mesh, leading_axis_spec(x.ndim, axis)))
   return jax.tree.map(place, batch)
 
 
 def batch_spec(batch, axis: str | tuple[str, ...] = "data"):
   """``PartitionSpec``s sharding every leaf of ``batch`` on its first axis."""
-  return jax.tree.map(lambda x: P(axis, *([None] * (x.ndim - 1))), batch)
+  return jax.tree.map(lambda x: leading_axis_spec(x.ndim, axis), batch)

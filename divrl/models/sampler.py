@@ -68,6 +68,7 @@ from flax import struct
 
 from divrl.models import decoder as decoder_lib
 from divrl.models.decoder import Decoder
+from divrl.sharding import leading_axis_spec
 
 Array = jax.Array
 
@@ -259,9 +260,8 @@ def _row_constraint(row_sharding):
   mesh, axes = row_sharding
 
   def one(x):
-    spec = jax.sharding.PartitionSpec(axes, *([None] * (x.ndim - 1)))
     return jax.lax.with_sharding_constraint(
-        x, jax.sharding.NamedSharding(mesh, spec))
+        x, jax.sharding.NamedSharding(mesh, leading_axis_spec(x.ndim, axes)))
 
   return lambda tree: jax.tree.map(one, tree)
 

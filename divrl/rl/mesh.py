@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from divrl.sharding import make_mesh
+from divrl.sharding import leading_axis_spec, make_mesh
 
 AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -56,7 +56,7 @@ def make_train_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
 
 def batch_sharding(mesh: jax.sharding.Mesh, ndim: int) -> NamedSharding:
   """Leading axis over ``('data','fsdp')``, the rest replicated."""
-  return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+  return NamedSharding(mesh, leading_axis_spec(ndim, BATCH_AXES))
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
