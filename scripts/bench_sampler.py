@@ -21,6 +21,12 @@ side in this one process:
   bandwidth and matmul rate measured at the start of every pass
   (``machine_limits``). HF time / roofline bounds the ratio any float32
   sampler can reach here (``--no-roofline`` skips it);
+* a kernel bound for the same presets (``kernel_times``,
+  ``kernel_bound_s``): the weight matmuls alone of one call, each part run
+  with the fastest kernel family available here (XLA dots, ``skinny_matmul``
+  or PyTorch's ``F.linear``). HF time / bound is the highest ratio a sampler
+  built on these kernels can reach, with attention, norms and sampling for
+  free (``--no-roofline`` skips it too);
 * a control for the shapes where divrl decodes with ``skinny_matmul``: the
   same sampler with ``decode_matmul="dot"`` (``--no-dot-control`` skips
   it).
@@ -66,6 +72,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_RATIO = 3.0
 PROMPT_LEN = 16
 HF_THREADS = 2
+HEAD_COPIES = 3   # unembedding copies cycled by kernel_times (see there)
 
 
 # ----------------------------------------------------------------------------
@@ -203,6 +210,198 @@ def roofline_s(config, b: int, s: int, n: int, limits: dict) -> float:
   return total
 
 
+# ----------------------------------------------------------------------------
+# Kernel bound: the weight matmuls alone, with the fastest kernels available
+# ----------------------------------------------------------------------------
+
+
+def _weights(model) -> tuple[list[dict], "np.ndarray"]:
+  """Per-layer float32 ``[in, out]`` kernels and the ``[d, V]`` unembedding."""
+  import numpy as np
+  layers = []
+  for layer in model.layers:
+    a, m = layer.attn, layer.mlp
+    layers.append({name: np.asarray(dense.kernel[...], np.float32)
+                   for name, dense in (("q", a.q_proj), ("k", a.k_proj),
+                                       ("v", a.v_proj), ("o", a.o_proj),
+                                       ("gate", m.gate_proj),
+                                       ("up", m.up_proj),
+                                       ("down", m.down_proj))})
+  return layers, np.asarray(model.unembedding(), np.float32)
+
+
+def _xla_chains(layers, head, kernels: str):
+  """Jitted ``(x, steps) -> x`` chains of one step's weight matmuls in XLA.
+
+  ``kernels="dot"``: XLA dots over the stored ``[in, out]`` kernels, one per
+  projection. ``"skinny"``: ``skinny_matmul`` over stacked, transposed
+  kernels, as ``use_decoding_layout`` builds them. Every product feeds the
+  next step (a scalar of the k/v and logit outputs is added), so nothing is
+  dead code. Returns ``(layers_fn, head_fn)``.
+  """
+  import functools
+
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from divrl.models.decoder import skinny_matmul
+
+  if kernels == "dot":
+    ws = [{k: jnp.asarray(v) for k, v in w.items()} for w in layers]
+    h = jnp.asarray(head)
+    mm = jnp.dot
+
+    def proj(w, x):
+      return (mm(x, w["q"]), mm(x, w["k"]), mm(x, w["v"]),
+              lambda a: mm(a, w["o"]),
+              lambda y: (mm(y, w["gate"]), mm(y, w["up"])),
+              lambda z: mm(z, w["down"]))
+  else:
+    ws = [{"qkv": jnp.asarray(np.concatenate([w["q"], w["k"], w["v"]],
+                                             1).T.copy()),
+           "o": jnp.asarray(w["o"].T.copy()),
+           "gu": jnp.asarray(np.concatenate([w["gate"], w["up"]],
+                                            1).T.copy()),
+           "down": jnp.asarray(w["down"].T.copy()),
+           "nq": w["q"].shape[1], "nk": w["k"].shape[1],
+           "f": w["gate"].shape[1]} for w in layers]
+    h = jnp.asarray(head.T.copy())
+    mm = skinny_matmul
+
+    def proj(w, x):
+      nq, nk, f = w["nq"], w["nk"], w["f"]
+      qkv = mm(x, w["qkv"])
+
+      def gate_up(y):
+        gu = mm(y, w["gu"])
+        return gu[:, :f], gu[:, f:]
+      return (qkv[:, :nq], qkv[:, nq:nq + nk], qkv[:, nq + nk:],
+              lambda a: mm(a, w["o"]), gate_up, lambda z: mm(z, w["down"]))
+
+  def one_step(x, ws):
+    for w in ws:
+      q, k, v, o, gate_up, down = proj(w, x)
+      x = x + 1e-3 * o(q) + 1e-6 * (jnp.mean(k) + jnp.mean(v))
+      g, u = gate_up(x)
+      x = x + 1e-3 * down(g * u)
+    return x
+
+  static = [{k: v for k, v in w.items() if isinstance(v, int)} for w in ws]
+  arrays = [{k: v for k, v in w.items() if not isinstance(v, int)}
+            for w in ws]
+
+  @functools.partial(jax.jit, static_argnums=1)
+  def layers_fn(x, steps, arrays):
+    full = [{**a, **st} for a, st in zip(arrays, static)]
+    return jax.lax.fori_loop(0, steps, lambda i, x: one_step(x, full), x)
+
+  # Alone, one unembedding can stay in the last-level cache from one step
+  # to the next (in a decode step the layers evict it): cycle over copies.
+  heads = [h] + [h.copy() for _ in range(HEAD_COPIES - 1)]
+
+  @functools.partial(jax.jit, static_argnums=1)
+  def head_fn(x, steps, heads):
+    def body(i, x):
+      for hc in heads:
+        x = x + 1e-6 * jnp.max(mm(x, hc))
+      return x
+    return jax.lax.fori_loop(0, steps // len(heads), body, x)
+
+  return (lambda x, steps: layers_fn(x, steps, arrays),
+          lambda x, steps: head_fn(x, steps, heads))
+
+
+def _torch_chains(hf):
+  """The same chains with ``torch.nn.functional.linear`` on HF's modules."""
+  import torch
+  fl = torch.nn.functional.linear
+  mods = [(l.self_attn, l.mlp) for l in hf.model.layers]
+  heads = [hf.lm_head.weight.detach().clone() for _ in range(HEAD_COPIES)]
+
+  def layers_fn(x, steps):
+    with torch.inference_mode():
+      for _ in range(steps):
+        for a, m in mods:
+          q, k, v = (fl(x, a.q_proj.weight), fl(x, a.k_proj.weight),
+                     fl(x, a.v_proj.weight))
+          x = x + 1e-3 * fl(q, a.o_proj.weight) + 1e-6 * (k.mean() + v.mean())
+          x = x + 1e-3 * fl(fl(x, m.gate_proj.weight)
+                            * fl(x, m.up_proj.weight), m.down_proj.weight)
+    return x
+
+  def head_fn(x, steps):
+    with torch.inference_mode():
+      for _ in range(steps // len(heads)):
+        for head in heads:
+          x = x + 1e-6 * fl(x, head).max()
+    return x
+
+  return layers_fn, head_fn
+
+
+def kernel_times(model, hf, rows: int, repeats: int = 5) -> dict:
+  """Seconds of one pass of the weight matmuls over ``rows`` rows.
+
+  ``{"layers": {kernels: s}, "head": {kernels: s}}``: every layer's
+  projections (q, k, v, o, gate, up, down) and, separately, the
+  unembedding, each timed per kernel family available on this machine: XLA
+  dots (``"dot"``), ``skinny_matmul`` over stacked transposed kernels
+  (``"skinny"``, only where ``is_skinny_shape`` holds, as in the sampler)
+  and PyTorch's ``F.linear`` with its 2 threads (``"torch"``, the kernels HF
+  runs). Each is the fastest of ``repeats`` timed runs of a chain of a few
+  steps, divided by the steps, so that a bound built on these times is a
+  lower bound. No attention, norms, sampling or cache.
+  """
+  import jax
+  import numpy as np
+  import torch
+
+  from divrl.models.decoder import is_skinny_shape
+
+  c = model.config
+  layers, head = _weights(model)
+  families = {"dot": _xla_chains(layers, head, "dot"),
+              "torch": _torch_chains(hf)}
+  if is_skinny_shape(rows, c.hidden_size):
+    families["skinny"] = _xla_chains(layers, head, "skinny")
+  x0 = np.random.default_rng(rows).standard_normal(
+      (rows, c.hidden_size)).astype(np.float32)
+  steps = HEAD_COPIES * max(1, min(7, 683 // rows))
+  out = {"layers": {}, "head": {}}
+  for name, (layers_fn, head_fn) in families.items():
+    x = torch.from_numpy(x0) if name == "torch" else jax.numpy.asarray(x0)
+    for part, fn in (("layers", layers_fn), ("head", head_fn)):
+      jax.block_until_ready(fn(x, steps))      # compile / warm up
+      times = []
+      for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(x, steps))
+        times.append((time.perf_counter() - t0) / steps)
+      out[part][name] = min(times)
+  return out
+
+
+def kernel_bound_s(decode: dict, prefill: dict, n: int) -> tuple[float, dict]:
+  """The weight-matmul time of one call with the fastest kernel for each part.
+
+  ``prefill``: ``kernel_times`` at ``B*S`` rows (its layers; the prefill
+  unembeds only the last position, so the head counts at ``B`` rows);
+  ``decode``: at ``B`` rows, for each of the ``N-1`` decode steps. Returns
+  ``(seconds, {part: fastest kernel family})``.
+  """
+  best = {}
+  for part, times in (("prefill_layers", prefill["layers"]),
+                      ("decode_layers", decode["layers"]),
+                      ("head", decode["head"])):
+    best[part] = min(times, key=times.get)
+  t = (prefill["layers"][best["prefill_layers"]]
+       + decode["head"][best["head"]]
+       + (n - 1) * (decode["layers"][best["decode_layers"]]
+                    + decode["head"][best["head"]]))
+  return t, best
+
+
 def _matmul_params(config) -> tuple[int, int]:
   """Weight-matrix parameters ``(per layer, all with the unembedding)``."""
   c = config
@@ -302,11 +501,15 @@ def aggregate(runs: list[dict], sides: list[str]) -> dict:
     med = statistics.median(r[f"{side}_s"] for r in runs)
     res[f"{side}_s"] = med
     res[f"{side}_tok_s"] = first["B"] * first["N"] / med
-  for name in ("roofline_s", "divrl_dot_s"):
+  for name in ("roofline_s", "divrl_dot_s", "kernel_bound_s",
+               "kernel_decode_step_s"):
     if name in first:
       res[name] = statistics.median(r[name] for r in runs)
+  if "kernel_best" in first:
+    res["kernel_best"] = [r["kernel_best"] for r in runs]
   for name in ("ratio", "ratio_hf1", "ceiling", "divrl_over_roofline",
-               "skinny_speedup"):
+               "skinny_speedup", "kernel_ceiling",
+               "divrl_over_kernel_bound"):
     if name in first:
       vals = [r[name] for r in runs]
       res[name] = statistics.median(vals)
@@ -465,6 +668,41 @@ def render(res: dict) -> str:
           f"{_ratio(r, 'divrl_over_roofline', 2)} | {_ms(r['hf_s'])} | "
           f"{_ratio(r, 'ceiling', 1)} | {_yes(r['ceiling'])} |")
 
+  bounds = [r for r in res["generate"] if "kernel_bound_s" in r]
+  if bounds:
+    lines += [
+        "",
+        "### Kernel bound: the weight matmuls alone, fastest kernels",
+        "",
+        "The roofline assumes kernels that reach the machine's peak bandwidth "
+        "or matmul rate at every shape. This bound instead times the weight "
+        "matmuls of one call with the kernels that exist here "
+        "(`kernel_times`, measured in every pass): each layer's q, k, v, o, "
+        "gate, up and down projections, and the unembedding, as XLA dots, as "
+        "`skinny_matmul` over stacked transposed kernels (2..32 rows), and "
+        "as PyTorch `F.linear` with 2 threads (HF's own kernels); the "
+        "fastest of 5 runs of each, and for each part the fastest family. "
+        "Bound = prefill layers at B·16 rows + (N-1) decode steps at B rows "
+        "+ N unembeddings at B rows. Attention, norms, sampling and the "
+        "cache count zero, so a sampler built on these kernels is slower "
+        "than the bound, and HF / bound is the highest ratio it could "
+        "reach.",
+        "",
+        "| preset | B | N | fastest (prefill / decode / unembed) "
+        "| decode step matmuls ms | bound ms/call | divrl ms/call "
+        "| divrl / bound | HF 2t ms/call | HF / bound | ≥3× |",
+        "|---|--:|--:|---|--:|--:|--:|--:|--:|--:|:-:|",
+    ]
+    for r in bounds:
+      fams = sorted({" / ".join((kb["prefill_layers"], kb["decode_layers"],
+                                 kb["head"])) for kb in r["kernel_best"]})
+      lines.append(
+          f"| {r['preset']} | {r['B']} | {r['N']} | {'; '.join(fams)} | "
+          f"{1e3 * r['kernel_decode_step_s']:.2f} | "
+          f"{_ms(r['kernel_bound_s'])} | {_ms(r['divrl_s'])} | "
+          f"{_ratio(r, 'divrl_over_kernel_bound', 2)} | {_ms(r['hf_s'])} | "
+          f"{_ratio(r, 'kernel_ceiling', 1)} | {_yes(r['kernel_ceiling'])} |")
+
   controls = [r for r in res["generate"] if "divrl_dot_s" in r]
   if controls:
     lines += [
@@ -597,7 +835,8 @@ def main(argv=None) -> int:
   parser.add_argument("--no-hf1", action="store_true",
                       help="skip the one-thread HF control")
   parser.add_argument("--no-roofline", action="store_true",
-                      help="skip measuring the machine's limits")
+                      help="skip measuring the machine's limits and the "
+                           "kernel bound")
   parser.add_argument("--no-dot-control", action="store_true",
                       help="skip the decode_matmul='dot' control")
   parser.add_argument("--out", default=os.path.join(ROOT, "results",
@@ -671,6 +910,19 @@ def main(argv=None) -> int:
           res.setdefault("limits_per_pass", []).append(limits)
           print(f"machine: read {limits['read_gb_s']:.1f} GB/s, matmul "
                 f"{limits['matmul_gflop_s']:.0f} GFLOP/s", flush=True)
+        kernels = None
+        if limits is not None and preset in res.get("roofline_presets", ()):
+          t0 = time.perf_counter()
+          kernels = {rows: kernel_times(model, hf, rows)
+                     for rows in sorted({x for b in bs
+                                         for x in (b, b * PROMPT_LEN)})}
+          res.setdefault("kernel_times", {}).setdefault(preset, []).append(
+              {str(k): v for k, v in kernels.items()})
+          print(f"kernel times ({time.perf_counter() - t0:.0f} s): "
+                + "; ".join(f"{rows} rows " + ", ".join(
+                    f"{name} {1e3 * (t + v['head'][name]):.2f}"
+                    for name, t in v["layers"].items()) + " ms"
+                    for rows, v in kernels.items()), flush=True)
         for kind, b, s, n in configs:
           t0 = time.perf_counter()
           r = measure(model, hf, b, s, n, args.repeats,
@@ -680,6 +932,14 @@ def main(argv=None) -> int:
                                    and model.config.hidden_size
                                    >= SKINNY_MIN_DEPTH
                                    and not args.no_dot_control))
+          if kernels is not None and kind == "generate":
+            bound, best = kernel_bound_s(kernels[b], kernels[b * s], n)
+            step = kernels[b]["layers"][best["decode_layers"]] + kernels[b][
+                "head"][best["head"]]
+            r.update(kernel_bound_s=bound, kernel_best=best,
+                     kernel_decode_step_s=step,
+                     kernel_ceiling=r["hf_s"] / bound,
+                     divrl_over_kernel_bound=r["divrl_s"] / bound)
           per_run[(kind, b, s, n)].append(r)
           extra = (f", HF1 ratio {r['ratio_hf1']:5.2f}" if hf1 else "")
           if "skinny_speedup" in r:
@@ -687,6 +947,9 @@ def main(argv=None) -> int:
           if "ceiling" in r:
             extra += (f", roofline {1e3 * r['roofline_s']:9.2f} ms, "
                       f"ceiling {r['ceiling']:5.2f}")
+          if "kernel_ceiling" in r:
+            extra += (f", kernel bound {1e3 * r['kernel_bound_s']:9.2f} ms, "
+                      f"HF/bound {r['kernel_ceiling']:5.2f}")
           print(f"run {run} {kind:8s} {preset} B={b:3d} S={s:4d} N={n:4d}: "
                 f"divrl {1e3 * r['divrl_s']:9.2f} ms, HF "
                 f"{1e3 * r['hf_s']:9.2f} ms, ratio {r['ratio']:5.2f}{extra} "
