@@ -51,7 +51,6 @@ writes ``results/rl_step.json`` and ``results/rl_step.md``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import datetime
 import json
@@ -300,27 +299,6 @@ def _update_fn(trainer, objective, micro_batches: int | None = None):
                      mesh_lib.replicated(trainer.mesh),))
 
 
-@contextlib.contextmanager
-def flat_dense():
-  """Patches ``Dense`` (in this process only) to run its dot on 2-D inputs.
-
-  A diagnostic for the backward pass: ``[B,S,d] @ [d,f]`` becomes
-  ``[B*S,d] @ [d,f]`` (results are bitwise identical). Only functions traced
-  inside the context see the patch.
-  """
-  original = decoder.Dense.__call__
-
-  def call(self, x):
-    y = original(self, x.reshape(-1, x.shape[-1]))
-    return y.reshape(x.shape[:-1] + y.shape[-1:])
-
-  decoder.Dense.__call__ = call
-  try:
-    yield
-  finally:
-    decoder.Dense.__call__ = original
-
-
 def synthetic_rollout(trainer, rows: int, group: int, prompt_len: int,
                       response_len: int, seed: int = 0) -> dict[str, Any]:
   """Host arrays shaped like ``Trainer.rollout`` output (random tokens)."""
@@ -346,8 +324,7 @@ def synthetic_rollout(trainer, rows: int, group: int, prompt_len: int,
 def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
                      response_len: int, repeats: int,
                      matmuls: list[Matmul],
-                     micro_batches: tuple[int, ...],
-                     diagnose_dense: bool) -> dict[str, Any]:
+                     micro_batches: tuple[int, ...]) -> dict[str, Any]:
   """Times the update and its pieces on a synthetic batch; see docstring."""
 
   mesh = trainer.mesh
@@ -389,21 +366,10 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
       return -jnp.sum(forward(p, a)["logprob"] * adv)
     return jax.value_and_grad(loss)(params)
 
-  # Two distinct jitted functions: the second is traced under flat_dense().
   fwd_bwd = jax.jit(minimal_grad)
-  fwd_bwd_flat = jax.jit(lambda p, a: minimal_grad(p, a))
   t0 = time.perf_counter()
   ref_out = jax.block_until_ready(fwd_bwd(params, arrays))
   compile_s["forward_backward"] = time.perf_counter() - t0
-  if diagnose_dense:
-    with flat_dense():
-      t0 = time.perf_counter()
-      flat_out = jax.block_until_ready(fwd_bwd_flat(params, arrays))
-      compile_s["forward_backward_flat_dense"] = time.perf_counter() - t0
-    flat_grad_diff = max(
-        float(jnp.max(jnp.abs(x - y))) for x, y in zip(
-            jax.tree.leaves(ref_out[1]), jax.tree.leaves(flat_out[1])))
-    del flat_out
   del ref_out
 
   # Optimizer alone (clip + adamw on parameter-shaped gradients).
@@ -476,16 +442,10 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
                            "forward_backward", "optimizer", "token_stats",
                            "objective_full", "objective_minimal"]
            + [f"update_{n}" for n in variants]}
-  if diagnose_dense:
-    times["forward_backward_flat_dense"] = []
   for rep in range(repeats):
     times["matmul_flops_per_s"].append(max(m.rate(3) for m in matmuls))
     times["forward"].append(_timed(lambda: fwd(params, arrays)))
-    pair = [("forward_backward", fwd_bwd)]
-    if diagnose_dense:
-      pair.append(("forward_backward_flat_dense", fwd_bwd_flat))
-    for name, fn in (pair if rep % 2 == 0 else pair[::-1]):
-      times[name].append(_timed(lambda fn=fn: fn(params, arrays)))
+    times["forward_backward"].append(_timed(lambda: fwd_bwd(params, arrays)))
     times["optimizer"].append(
         _timed(lambda: opt_fn(fake_grads, opt_state, params)))
     times["token_stats"].append(time_inner(tok_fn, hid, w))
@@ -549,17 +509,6 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
               med["objective_full"] - med["objective_minimal"]) / upd,
       },
   }
-  if diagnose_dense:
-    speedups = [a / b for a, b in zip(times["forward_backward"],
-                                      times["forward_backward_flat_dense"])]
-    res["flat_dense"] = {
-        "forward_backward_s": med["forward_backward_flat_dense"],
-        "speedup": _median(speedups),
-        "speedup_of_medians": (med["forward_backward"]
-                               / med["forward_backward_flat_dense"]),
-        "speedup_per_rep": speedups,
-        "mfu": per_rep(flops["total"], "forward_backward_flat_dense"),
-        "max_abs_grad_diff": flat_grad_diff}
   for name in variants:
     if name.startswith("full_mb"):
       res.setdefault("micro_batches", {})[name[len("full_mb"):]] = {
@@ -639,12 +588,6 @@ def _mfu_table(r: dict[str, Any]) -> list[str]:
         f"| {label} | {shape} | {sa['positions']} | {fl / 1e9:.0f} | "
         f"{sa['median'][key]:.2f} | {_g(sa['flops_per_s'][short])} | "
         f"{_pct(sa['mfu'][short])} |")
-  if "flat_dense" in sa:
-    fd = sa["flat_dense"]
-    lines.append(
-        f"| diagnostic: forward + backward with 2-D `Dense` dots | {shape} | "
-        f"{sa['positions']} | {fb / 1e9:.0f} | {fd['forward_backward_s']:.2f}"
-        f" | {_g(fb / fd['forward_backward_s'])} | {_pct(fd['mfu'])} |")
   return lines
 
 
@@ -774,19 +717,6 @@ def reading(r: dict[str, Any]) -> list[str]:
              if ratio > 3.3 else "in line with the FLOP ratio")
   out.append(f"Forward + backward takes {ratio:.1f}x the forward (3x is the "
              f"FLOP ratio): {verdict}.")
-  if "flat_dense" in sa:
-    fd = sa["flat_dense"]
-    sp = fd["speedup"]
-    change = ("faster" if sp > 1.1 else "slower" if sp < 0.9
-              else "about as fast (no clear change)")
-    out.append(
-        "Diagnostic: with every `Dense` dot on 2-D `[B*S, d]` inputs "
-        "(patched in this process only), forward + backward is "
-        f"{change}: {sp:.2f}x the speed of the 3-D dots (median of the "
-        "interleaved per-repetition ratios: "
-        + ", ".join(f"{x:.2f}x" for x in fd["speedup_per_rep"])
-        + f"; max |grad difference| {fd['max_abs_grad_diff']:.1g}), "
-        f"{_pct(fd['mfu'])} MFU for forward + backward.")
   ov = sa["objective_overhead"]
   a, b = ov["update_difference"], ov["objective_alone"]
   out.append(
@@ -854,9 +784,6 @@ def main(argv=None) -> None:
   parser.add_argument("--micro-batches", default="",
                       help="extra train.micro_batches values to time "
                       "(comma-separated, empty for none)")
-  parser.add_argument("--no-diagnose-dense", dest="diagnose_dense",
-                      action="store_false",
-                      help="skip the forward+backward with 2-D Dense dots")
   parser.add_argument("--render-only", action="store_true")
   args = parser.parse_args(argv)
 
@@ -901,8 +828,7 @@ def main(argv=None) -> None:
             trainer, rows=args.standalone_rows, group=args.num_samples,
             prompt_len=args.standalone_prompt,
             response_len=args.standalone_response, repeats=args.repeats,
-            matmuls=matmuls, micro_batches=mbs,
-            diagnose_dense=args.diagnose_dense)
+            matmuls=matmuls, micro_batches=mbs)
         res["standalone"]["preset"] = preset
       del trainer
   finally:
