@@ -479,11 +479,8 @@ class Block(nnx.Module):
     cv = jax.lax.dynamic_update_slice_in_dim(
         cache.v, jnp.swapaxes(v, 1, 2).astype(cache.v.dtype), index, axis=2)
     lm = mask.shape[-1]
-    if lm < cache.length:
-      keys, values = ck[..., :lm], cv[:, :, :lm]
-    else:
-      keys, values = ck, cv
-    x = x + self.attn.attend(q, keys, values, mask, kv_layout="cache")
+    x = x + self.attn.attend(q, ck[..., :lm], cv[:, :, :lm], mask,
+                             kv_layout="cache")
     return x + self.mlp(self.post_attention_norm(x)), LayerCache(ck, cv)
 
 
