@@ -21,10 +21,10 @@ side in this one process:
   bandwidth and matmul rate measured at the start of every pass
   (``machine_limits``). HF time / roofline bounds the ratio any float32
   sampler can reach here (``--no-roofline`` skips it);
-* a kernel bound for the same presets (``kernel_times``,
-  ``kernel_bound_s``): the weight matmuls alone of one call, each part run
-  with the fastest kernel family available here (XLA dots, ``skinny_matmul``
-  or PyTorch's ``F.linear``). HF time / bound is the highest ratio a sampler
+* a kernel bound for the same presets (``kernel_families``,
+  ``kernel_times``, ``kernel_bound_s``): the weight matmuls alone of one
+  call, each part run with the fastest kernel family available here (XLA
+  dots, ``skinny_matmul`` or PyTorch's ``F.linear``). HF time / bound is the highest ratio a sampler
   built on these kernels can reach, with attention, norms and sampling for
   free (``--no-roofline`` skips it too);
 * a control for the shapes where divrl decodes with ``skinny_matmul``: the
@@ -145,23 +145,28 @@ def machine_limits(repeats: int = 7) -> dict:
   import jax
   import jax.numpy as jnp
 
-  def best(fn, *args):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn(*args))
-      times.append(time.perf_counter() - t0)
-    return min(times)
-
   big = jnp.ones((128 * 2**20,), jnp.float32)
-  read = big.size * 4 / best(jax.jit(jnp.sum), big) / 1e9
+  read = big.size * 4 / _best_s(jax.jit(jnp.sum), big, repeats=repeats) / 1e9
   del big
   flops = 0.0
   for n in (1024, 2048):
     a = jax.random.normal(jax.random.key(n), (n, n), jnp.float32)
-    flops = max(flops, 2 * n**3 / best(jax.jit(jnp.matmul), a, a) / 1e9)
+    t = _best_s(jax.jit(jnp.matmul), a, a, repeats=repeats)
+    flops = max(flops, 2 * n**3 / t / 1e9)
   return {"read_gb_s": read, "matmul_gflop_s": flops}
+
+
+def _best_s(fn, *args, repeats: int) -> float:
+  """Seconds of the fastest of ``repeats`` calls ``fn(*args)``, each run to
+  completion (JAX arrays are waited for), after one untimed warm-up call."""
+  import jax
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return min(times)
 
 
 def _llc_bytes() -> int | None:
@@ -263,21 +268,17 @@ def _xla_chains(layers, head, kernels: str):
            "o": jnp.asarray(w["o"].T.copy()),
            "gu": jnp.asarray(np.concatenate([w["gate"], w["up"]],
                                             1).T.copy()),
-           "down": jnp.asarray(w["down"].T.copy()),
-           "nq": w["q"].shape[1], "nk": w["k"].shape[1],
-           "f": w["gate"].shape[1]} for w in layers]
+           "down": jnp.asarray(w["down"].T.copy())} for w in layers]
     h = jnp.asarray(head.T.copy())
     mm = skinny_matmul
 
     def proj(w, x):
-      nq, nk, f = w["nq"], w["nk"], w["f"]
-      qkv = mm(x, w["qkv"])
-
-      def gate_up(y):
-        gu = mm(y, w["gu"])
-        return gu[:, :f], gu[:, f:]
-      return (qkv[:, :nq], qkv[:, nq:nq + nk], qkv[:, nq + nk:],
-              lambda a: mm(a, w["o"]), gate_up, lambda z: mm(z, w["down"]))
+      nq = w["o"].shape[1]                     # o is [d, q]
+      nk = (w["qkv"].shape[0] - nq) // 2       # qkv is [q + 2 kv, d]
+      q, k, v = jnp.split(mm(x, w["qkv"]), [nq, nq + nk], axis=1)
+      return (q, k, v, lambda a: mm(a, w["o"]),
+              lambda y: jnp.split(mm(y, w["gu"]), 2, axis=1),
+              lambda z: mm(z, w["down"]))
 
   def one_step(x, ws):
     for w in ws:
@@ -287,14 +288,9 @@ def _xla_chains(layers, head, kernels: str):
       x = x + 1e-3 * down(g * u)
     return x
 
-  static = [{k: v for k, v in w.items() if isinstance(v, int)} for w in ws]
-  arrays = [{k: v for k, v in w.items() if not isinstance(v, int)}
-            for w in ws]
-
   @functools.partial(jax.jit, static_argnums=1)
-  def layers_fn(x, steps, arrays):
-    full = [{**a, **st} for a, st in zip(arrays, static)]
-    return jax.lax.fori_loop(0, steps, lambda i, x: one_step(x, full), x)
+  def layers_fn(x, steps, ws):
+    return jax.lax.fori_loop(0, steps, lambda i, x: one_step(x, ws), x)
 
   # Alone, one unembedding can stay in the last-level cache from one step
   # to the next (in a decode step the layers evict it): cycle over copies.
@@ -308,7 +304,7 @@ def _xla_chains(layers, head, kernels: str):
       return x
     return jax.lax.fori_loop(0, steps // len(heads), body, x)
 
-  return (lambda x, steps: layers_fn(x, steps, arrays),
+  return (lambda x, steps: layers_fn(x, steps, ws),
           lambda x, steps: head_fn(x, steps, heads))
 
 
@@ -340,18 +336,33 @@ def _torch_chains(hf):
   return layers_fn, head_fn
 
 
-def kernel_times(model, hf, rows: int, repeats: int = 5) -> dict:
+def kernel_families(model, hf) -> dict:
+  """``{family: (layers_fn, head_fn)}`` for ``kernel_times``: XLA dots
+  (``"dot"``), ``skinny_matmul`` over stacked transposed kernels
+  (``"skinny"``, for models at least ``SKINNY_MIN_DEPTH`` wide) and
+  PyTorch's ``F.linear`` on HF's modules (``"torch"``, the kernels HF runs).
+  Built once per model: the weight copies are reused for every row count."""
+  from divrl.models.decoder import SKINNY_MIN_DEPTH
+
+  layers, head = _weights(model)
+  families = {"dot": _xla_chains(layers, head, "dot"),
+              "torch": _torch_chains(hf)}
+  if model.config.hidden_size >= SKINNY_MIN_DEPTH:
+    families["skinny"] = _xla_chains(layers, head, "skinny")
+  return families
+
+
+def kernel_times(families: dict, width: int, rows: int,
+                 repeats: int = 5) -> dict:
   """Seconds of one pass of the weight matmuls over ``rows`` rows.
 
-  ``{"layers": {kernels: s}, "head": {kernels: s}}``: every layer's
+  ``{"layers": {family: s}, "head": {family: s}}``: every layer's
   projections (q, k, v, o, gate, up, down) and, separately, the
-  unembedding, each timed per kernel family available on this machine: XLA
-  dots (``"dot"``), ``skinny_matmul`` over stacked transposed kernels
-  (``"skinny"``, only where ``is_skinny_shape`` holds, as in the sampler)
-  and PyTorch's ``F.linear`` with its 2 threads (``"torch"``, the kernels HF
-  runs). Each is the fastest of ``repeats`` timed runs of a chain of a few
-  steps, divided by the steps, so that a bound built on these times is a
-  lower bound. No attention, norms, sampling or cache.
+  unembedding, each timed per family of ``kernel_families`` (of a model
+  ``width`` wide); ``"skinny"`` only where ``is_skinny_shape`` holds, as in
+  the sampler. Each is the fastest of ``repeats`` timed runs of a chain of a
+  few steps, divided by the steps, so that a bound built on these times is
+  a lower bound. No attention, norms, sampling or cache.
   """
   import jax
   import numpy as np
@@ -359,26 +370,16 @@ def kernel_times(model, hf, rows: int, repeats: int = 5) -> dict:
 
   from divrl.models.decoder import is_skinny_shape
 
-  c = model.config
-  layers, head = _weights(model)
-  families = {"dot": _xla_chains(layers, head, "dot"),
-              "torch": _torch_chains(hf)}
-  if is_skinny_shape(rows, c.hidden_size):
-    families["skinny"] = _xla_chains(layers, head, "skinny")
   x0 = np.random.default_rng(rows).standard_normal(
-      (rows, c.hidden_size)).astype(np.float32)
+      (rows, width)).astype(np.float32)
   steps = HEAD_COPIES * max(1, min(7, 683 // rows))
   out = {"layers": {}, "head": {}}
   for name, (layers_fn, head_fn) in families.items():
+    if name == "skinny" and not is_skinny_shape(rows, width):
+      continue
     x = torch.from_numpy(x0) if name == "torch" else jax.numpy.asarray(x0)
     for part, fn in (("layers", layers_fn), ("head", head_fn)):
-      jax.block_until_ready(fn(x, steps))      # compile / warm up
-      times = []
-      for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(x, steps))
-        times.append((time.perf_counter() - t0) / steps)
-      out[part][name] = min(times)
+      out[part][name] = _best_s(fn, x, steps, repeats=repeats) / steps
   return out
 
 
@@ -903,6 +904,9 @@ def main(argv=None) -> int:
       if llc is not None and weight_bytes(model.config) > llc:
         res.setdefault("roofline_presets", []).append(preset)
       per_run = {c: [] for c in configs}
+      families = (kernel_families(model, hf)
+                  if not args.no_roofline
+                  and preset in res.get("roofline_presets", ()) else None)
       for run in range(args.runs):
         limits = None
         if not args.no_roofline:
@@ -911,9 +915,10 @@ def main(argv=None) -> int:
           print(f"machine: read {limits['read_gb_s']:.1f} GB/s, matmul "
                 f"{limits['matmul_gflop_s']:.0f} GFLOP/s", flush=True)
         kernels = None
-        if limits is not None and preset in res.get("roofline_presets", ()):
+        if families is not None:
           t0 = time.perf_counter()
-          kernels = {rows: kernel_times(model, hf, rows)
+          kernels = {rows: kernel_times(families, model.config.hidden_size,
+                                        rows)
                      for rows in sorted({x for b in bs
                                          for x in (b, b * PROMPT_LEN)})}
           res.setdefault("kernel_times", {}).setdefault(preset, []).append(
@@ -958,7 +963,7 @@ def main(argv=None) -> int:
         r = aggregate(runs, sides)
         r["preset"] = preset
         res[kind].append(r)
-      del model, hf
+      del model, hf, families
   res["growth"] = growth(res["generate"], sides)
   if res.get("limits_per_pass"):
     per = res["limits_per_pass"]
