@@ -20,7 +20,7 @@ of a multi-turn response) never change a result: their values are replaced
 by 0 before any arithmetic.
 
 Expected-gradient facts (checked exactly on a tabular policy in
-``tests/test_expected_gradients.py``), for the on-policy surrogate
+``tests/test_advantages.py``), for the on-policy surrogate
 ``-(1/G) sum_i A_i log pi(y_i)`` over a group of ``G`` i.i.d. samples:
 
 * RLOO: ``E[grad] = -grad J`` where ``J = E_pi[r]`` (unbiased).

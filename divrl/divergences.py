@@ -30,7 +30,7 @@ distribution of the whole sequence. With ``k1`` and an unbiased advantage
 the **full sequence** distribution, prefix term included; other estimators in
 the reward give ``coef * sum_y grad pi(y) sum_t k_t(y)``, which is not the
 gradient of a KL in general. All of this is checked by exact enumeration in
-``tests/test_expected_gradients.py`` and ``tests/test_expected_gradients_kl.py``.
+``tests/test_divergences.py``.
 
 This module also holds the ``"entropy"`` regularizer (``H = log V -
 KL(pi || uniform)`` per position).

@@ -6,6 +6,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -60,6 +61,42 @@ def make_batch(seed=0, b=12, t=7, num_groups=4, ragged=True, garbage=True,
 @pytest.fixture
 def batch():
   return make_batch()
+
+
+def _np(x):
+  return np.asarray(x, np.float64)
+
+
+def _clean(x, mask):
+  return np.where(np.asarray(mask) > 0, _np(x), 0.0)
+
+
+def _with_extras(seed=0, b=12, t=7, num_groups=4, vocab=3, ties=True,
+                 empty_rows=(0,), **kw):
+  """make_batch plus entropy (with ties), tokens, truncation, empty rows."""
+  batch = make_batch(seed, b=b, t=t, num_groups=num_groups, **kw)
+  rng = np.random.default_rng(seed + 100)
+  mask = np.asarray(batch.response_mask).copy()
+  for i in empty_rows:
+    mask[i] = False
+  ent = rng.uniform(0.0, 3.0, size=(b, t))
+  if ties:
+    ent = np.round(ent, 1)  # many exactly equal entropies
+  ent[~mask] = rng.choice([np.nan, 1e6, -5.0], size=(~mask).sum())
+  tokens = rng.integers(0, vocab, size=(b, t))
+  tokens[~mask] = rng.integers(-1000, 1000, size=(~mask).sum())
+  truncated = rng.random(b) < 0.3
+  return batch.replace(response_mask=jnp.asarray(mask),
+                       entropy=jnp.asarray(ent, jnp.float32),
+                       tokens=jnp.asarray(tokens, jnp.int32),
+                       truncated=jnp.asarray(truncated))
+
+
+# The RL tests (tests/rl/, tests/scripts/test_train.py) pre-train a tiny base
+# model once per session, cached by config hash in this directory.
+@pytest.fixture(scope="session")
+def cache_root(tmp_path_factory):
+  return tmp_path_factory.mktemp("rl_cache")
 
 
 def pytest_configure(config):

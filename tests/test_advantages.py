@@ -1,14 +1,27 @@
-"""Advantage estimators against the independent NumPy references."""
+"""Advantage estimators (divrl/advantages.py) against the independent NumPy
+references in ``tests/references/advantages.py``.
+
+GRPO and RLOO over their flags. The extended estimators: golden values on
+random ragged batches (singleton groups, all-equal rewards, an all-masked row,
+mask-0 observation tokens inside responses, garbage in every masked
+position), padding invariance, permutation equivariance, shard_map against
+one device, jit, and named errors for bad flags. Exact expected gradients of
+RLOO, Dr.GRPO and GRPO on a tabular softmax policy (DESIGN.md §3.2): every
+sequence (and every ordered group of sequences) is enumerated, so there is no
+sampling noise and the checks are equalities up to float32 rounding.
+"""
 
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from divrl import advantages
-from tests import numpy_reference as ref
+import divrl
+from divrl import advantages, registry, sharding, testing
+from tests.references import advantages as ref
 
 
 def _random_groups(seed, b=17, num_groups=6):
@@ -115,3 +128,499 @@ def test_jit_and_vmap():
   out = jax.vmap(lambda x: advantages.grpo(x, jnp.asarray(ids), g,
                                            eps=0.0))(stacked)
   np.testing.assert_allclose(out[0], out[1], rtol=1e-5, atol=1e-6)
+
+
+# --- The extended estimators -------------------------------------------------
+
+
+P = jax.sharding.PartitionSpec
+
+
+GARBAGE = np.array([np.nan, np.inf, -np.inf, 1e4, -1e4, 37.0])
+
+
+def _data(seed=0, b=16, t=8, num_groups=6, k=3, distinct=False):
+  """NumPy arrays of a ragged batch with every edge case (float32 values)."""
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(2, num_groups, size=b)
+  ids[0] = 0                      # group 0: a singleton
+  ids[[1, 9]] = 1                 # group 1: all-equal rewards, across shards
+  lengths = rng.integers(1, t + 1, size=b)
+  lengths[[4, 5, 11]] = t         # long rows that get holes
+  mask = np.arange(t)[None, :] < lengths[:, None]
+  mask[2] = False                 # an all-masked row
+  mask[4, 2:4] = False            # observation tokens inside a response
+  mask[5, 1] = False
+  mask[11, 3] = False
+  rewards = rng.normal(size=b)
+  rewards[[1, 9]] = 0.75
+  rewards[[6, 13]] = 0.0          # exact zeros (GPG's alpha)
+  if distinct:
+    rewards = rewards + 1e-2 * np.arange(b)
+  rk = rng.normal(size=(b, k))
+  rk[[1, 9]] = rk[1]
+  data = dict(
+      ids=ids.astype(np.int32), mask=mask, num_groups=num_groups,
+      rewards=rewards.astype(np.float32),
+      rewards_k=rk.astype(np.float32),
+      token_rewards=rng.normal(size=(b, t)).astype(np.float32),
+      values=rng.normal(size=(b, t)).astype(np.float32),
+      logprobs=(-rng.uniform(0.05, 3.0, size=(b, t))).astype(np.float32),
+      old_logprobs=(-rng.uniform(0.05, 3.0, size=(b, t))).astype(np.float32),
+      sum_pi_squared=rng.uniform(0.0, 1.0, size=(b, t)).astype(np.float32),
+      baseline_rewards=rng.normal(size=b).astype(np.float32),
+  )
+  for name in ("token_rewards", "values", "logprobs", "old_logprobs",
+               "sum_pi_squared"):
+    data[name][~mask] = rng.choice(GARBAGE, size=(~mask).sum())
+  return data
+
+
+def _batch(d, *, multi=False, token_rewards=True, old=True):
+  f = lambda x: jnp.asarray(x, jnp.float32)
+  return divrl.Batch(
+      logprobs=f(d["logprobs"]), response_mask=jnp.asarray(d["mask"]),
+      rewards=f(d["rewards_k"] if multi else d["rewards"]),
+      group_ids=jnp.asarray(d["ids"]),
+      old_logprobs=f(d["old_logprobs"]) if old else None,
+      token_rewards=f(d["token_rewards"]) if token_rewards else None,
+      values=f(d["values"]), sum_pi_squared=f(d["sum_pi_squared"]),
+      baseline_rewards=f(d["baseline_rewards"]), num_groups=d["num_groups"])
+
+
+def _token_rewards(d, use_token_rewards):
+  if use_token_rewards:
+    return d["token_rewards"]
+  return ref.last_token_rewards(d["rewards"], d["mask"])
+
+
+def _per_token(seq, mask):
+  return np.asarray(seq, np.float64)[:, None] * mask
+
+
+def _expected(name, kw, d, *, use_token_rewards=True, multi=False, old=True):
+  """The reference advantages [B,T] of part ``name`` with hyperparameters kw."""
+  kw = dict(kw)
+  m, ids, r = d["mask"], d["ids"], d["rewards"]
+  lengths = m.sum(axis=1)
+  tr = _token_rewards(d, use_token_rewards)
+  if name == "grpo":
+    return _per_token(ref.grpo_advantages(r, ids, **kw), m)
+  if name == "reinforce_pp":
+    return ref.reinforce_pp(tr, m, **kw)
+  if name == "reinforce_pp_baseline":
+    return ref.reinforce_pp_baseline(r, ids, m, **kw)
+  if name == "remax":
+    return ref.remax(tr, m, d["baseline_rewards"])
+  if name == "opo":
+    return _per_token(ref.opo(r, ids, lengths, **kw), m)
+  if name == "gpg":
+    return _per_token(ref.gpg(r, ids, **kw), m)
+  if name == "gdpo":
+    kw["weights"] = kw.pop("reward_weights", None)
+    return ref.gdpo(d["rewards_k"] if multi else r, ids, m, **kw)
+  if name == "passk_best":
+    return _per_token(ref.passk_best(r, ids, **kw), m)
+  if name == "otb":
+    lp = d["old_logprobs"] if old else d["logprobs"]
+    return ref.otb(tr, m, lp, d["sum_pi_squared"], ids, **kw)
+  if name == "gae":
+    whiten = kw.pop("whiten", True)
+    adv, _ = ref.gae(tr, d["values"], m, **kw)
+    return ref.masked_whiten(adv, m) if whiten else adv
+  raise AssertionError(name)
+
+
+def _part(name, kw):
+  return registry.make("advantage", {"name": name, **kw})
+
+
+# (name, hyperparameters, multi-reward batch)
+CASES = [
+    ("grpo", {"std_scope": "batch"}, False),
+    ("grpo", {"std_scope": "batch", "eps": 1e-4, "singleton": "reward",
+              "eps_placement": "var", "ddof": 0}, False),
+    ("grpo", {"std_scope": "group", "singleton": "reward"}, False),
+    ("reinforce_pp", {}, False),
+    ("reinforce_pp", {"gamma": 0.9}, False),
+    ("reinforce_pp", {"gamma": 0.7, "whiten": False}, False),
+    ("reinforce_pp_baseline", {}, False),
+    ("reinforce_pp_baseline", {"singleton": "reward"}, False),
+    ("reinforce_pp_baseline", {"singleton": "zero"}, False),
+    ("reinforce_pp_baseline", {"whiten": False}, False),
+    ("remax", {}, False),
+    ("opo", {}, False),
+    ("opo", {"singleton": "reward"}, False),
+    ("gpg", {}, False),
+    ("gpg", {"f_norm": 2.0, "singleton": "reward"}, False),
+    ("gdpo", {}, True),
+    ("gdpo", {"batch_norm": "samples", "eps": 1e-4}, True),
+    ("gdpo", {"batch_norm": "none", "reward_weights": [1.0, 0.5, -2.0],
+              "singleton": "reward"}, True),
+    ("gdpo", {"batch_norm": "tokens", "std_scope": "batch",
+              "scale_by_std": True, "reward_weights": [2.0, 1.0, 0.0]}, True),
+    ("gdpo", {"batch_norm": "samples"}, False),   # [B] rewards: K = 1
+    ("passk_best", {}, False),
+    ("passk_best", {"scale_by_std": False}, False),
+    ("passk_best", {"ddof": 0, "eps": 0.0}, False),
+    ("otb", {}, False),
+    ("otb", {"handle_zero_tail": False, "eps": 1e-6}, False),
+    ("gae", {}, False),
+    ("gae", {"gamma": 0.9, "lam": 0.95}, False),
+    ("gae", {"gamma": 0.8, "lam": 0.5, "whiten": False}, False),
+]
+
+
+TOKEN_LEVEL = {"reinforce_pp", "remax", "otb", "gae"}
+
+
+NAMES = ["grpo", "reinforce_pp", "reinforce_pp_baseline", "remax", "opo",
+         "gpg", "gdpo", "passk_best", "otb", "gae"]
+
+
+def _ids(case):
+  name, kw, _ = case
+  return name + "-" + "-".join(f"{k}={v}" for k, v in kw.items())
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_parts_match_reference(case):
+  name, kw, multi = case
+  variants = [True, False] if name in TOKEN_LEVEL else [True]
+  for seed in range(2):
+    d = _data(seed)
+    for use_tr in variants:
+      batch = _batch(d, multi=multi, token_rewards=use_tr)
+      got = np.asarray(_part(name, kw)(batch))
+      want = _expected(name, kw, d, use_token_rewards=use_tr, multi=multi)
+      assert np.all(np.isfinite(got)), (name, kw)
+      np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5,
+                                 err_msg=f"{name} {kw} token_rewards={use_tr}")
+      assert np.all(got[~d["mask"]] == 0.0)
+
+
+def test_otb_falls_back_to_logprobs_for_pi_old():
+  d = _data(3)
+  got = _part("otb", {})(_batch(d, old=False))
+  np.testing.assert_allclose(got, _expected("otb", {}, d, old=False),
+                             rtol=2e-5, atol=2e-5)
+
+
+def test_gae_returns_match_reference():
+  d = _data(4)
+  adv, ret = advantages.gae(jnp.asarray(d["token_rewards"]),
+                            jnp.asarray(d["values"]), jnp.asarray(d["mask"]),
+                            gamma=0.9, lam=0.8)
+  want_adv, want_ret = ref.gae(d["token_rewards"], d["values"], d["mask"],
+                               gamma=0.9, lam=0.8)
+  np.testing.assert_allclose(adv, want_adv, rtol=2e-5, atol=2e-5)
+  np.testing.assert_allclose(ret, want_ret, rtol=2e-5, atol=2e-5)
+
+
+# --- Hand-computed edge cases -------------------------------------------------
+
+
+def test_observation_tokens_are_skipped_by_hand():
+  mask = jnp.array([[True, False, True]])
+  tr = jnp.array([[1.0, np.nan, 2.0]])
+  g = advantages.reinforce_pp(tr, mask, gamma=0.5, whiten=False)
+  np.testing.assert_allclose(g, [[2.0, 0.0, 2.0]])
+  adv, ret = advantages.gae(jnp.array([[0.0, 9.0, 1.0]]),
+                            jnp.array([[0.5, np.inf, 0.2]]), mask)
+  # t=2: 1 + 0 - 0.2 = 0.8; t=0 (V_next = V_2): 0 + 0.2 - 0.5 + 0.8 = 0.5.
+  np.testing.assert_allclose(adv, [[0.5, 0.0, 0.8]], atol=1e-6)
+  np.testing.assert_allclose(ret, [[1.0, 0.0, 1.0]], atol=1e-6)
+
+
+def test_passk_best_ties_and_singletons_by_hand():
+  r = jnp.array([1.0, 1.0, 0.0, 0.0, 2.0, 1.0, 5.0])
+  ids = jnp.array([0, 0, 0, 1, 1, 1, 2])
+  a = advantages.passk_best(r, ids, 3, scale_by_std=False)
+  # Group 0: tie at the top -> index 0 is the top, r1 - r2 = 0.
+  # Group 1: index 4 gets 2 - 1. Group 2 is a singleton -> 0.
+  np.testing.assert_allclose(a, [0, 0, 0, 0, 1.0, 0, 0])
+  a = advantages.passk_best(r, ids, 3)
+  np.testing.assert_allclose(a[4], 1.0 / (1.0 + 1e-6), rtol=1e-6)
+
+
+def test_otb_zero_tail_by_hand():
+  # One group: row 0 has 3 valid tokens, row 1 has 1. Beyond t >= 1 row 0 is
+  # alone, so with handle_zero_tail its advantage is its return there.
+  mask = jnp.array([[1, 1, 1], [1, 0, 0]], bool)
+  tr = jnp.array([[0.0, 0.0, 1.0], [0.5, 0.0, 0.0]])
+  old = jnp.log(jnp.full((2, 3), 0.5))
+  sps = jnp.full((2, 3), 0.5)
+  ids = jnp.array([0, 0])
+  on = advantages.otb(tr, mask, old, sps, ids, 1)
+  off = advantages.otb(tr, mask, old, sps, ids, 1, handle_zero_tail=False)
+  np.testing.assert_allclose(on[0, 1:], [1.0, 1.0])
+  np.testing.assert_allclose(off[0, 1:], [0.0, 0.0], atol=1e-6)
+  # t = 0: w = 1 - 1 + 0.5 = 0.5 for both, B_0 = (1 + 0.5) / 2.
+  np.testing.assert_allclose(on[:, 0], [1.0 - 0.75, 0.5 - 0.75], atol=1e-6)
+
+
+def test_all_equal_groups_get_exactly_zero():
+  r = jnp.array([0.3, 0.3, 0.3, 1.0, 2.0], jnp.float32)
+  ids = jnp.array([0, 0, 0, 1, 1])
+  lengths = jnp.array([3.0, 1.0, 7.0, 2.0, 2.0])
+  for a in (advantages.opo(r, ids, 2, lengths), advantages.gpg(r, ids, 2),
+            advantages.passk_best(r, ids, 2),
+            advantages.grpo(r, ids, 2, std_scope="batch", eps=0.0)):
+    np.testing.assert_array_equal(np.asarray(a)[:3], 0.0)
+
+
+def test_consistency_with_existing_estimators():
+  d = _data(5)
+  batch = _batch(d)
+  # GDPO with one component and no batch normalisation is GRPO.
+  np.testing.assert_allclose(
+      _part("gdpo", {"batch_norm": "none"})(batch),
+      _part("grpo", {})(batch), rtol=1e-6, atol=1e-6)
+  # REINFORCE++-baseline without whitening is Dr.GRPO, for either singleton
+  # convention.
+  for singleton in ("zero", "reward"):
+    np.testing.assert_allclose(
+        _part("reinforce_pp_baseline", {"whiten": False,
+                                        "singleton": singleton})(batch),
+        _part("dr_grpo", {"singleton": singleton})(batch), rtol=1e-6,
+        atol=1e-6)
+  # ReMax on an outcome reward is r_i - b_i on every valid token.
+  out = _part("remax", {})(_batch(d, token_rewards=False))
+  np.testing.assert_allclose(
+      out, _per_token(d["rewards"] - d["baseline_rewards"], d["mask"]),
+      rtol=1e-6, atol=1e-6)
+  # GPG with no zero reward has alpha = 1: Dr.GRPO.
+  b2 = batch.replace(rewards=batch.rewards + 10.0)
+  np.testing.assert_allclose(_part("gpg", {})(b2), _part("dr_grpo", {})(b2),
+                             rtol=1e-5, atol=1e-5)
+
+
+# --- Invariances --------------------------------------------------------------
+
+
+def _padded(d, extra, seed):
+  """The same batch with other garbage and ``extra`` more padded columns."""
+  rng = np.random.default_rng(seed + 100)
+  out = dict(d)
+  b, t = d["mask"].shape
+  out["mask"] = np.concatenate([d["mask"], np.zeros((b, extra), bool)], 1)
+  for name in ("token_rewards", "values", "logprobs", "old_logprobs",
+               "sum_pi_squared"):
+    x = np.concatenate([d[name], np.zeros((b, extra), np.float32)], 1)
+    x[~out["mask"]] = rng.choice(GARBAGE, size=(~out["mask"]).sum())
+    out[name] = x
+  return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_padding_invariance(case):
+  name, kw, multi = case
+  d = _data(6)
+  base = np.asarray(_part(name, kw)(_batch(d, multi=multi)))
+  padded = np.asarray(_part(name, kw)(_batch(_padded(d, 3, 6), multi=multi)))
+  t = d["mask"].shape[1]
+  np.testing.assert_allclose(padded[:, :t], base, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(padded[:, t:], 0.0)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_permutation_equivariance_library(case):
+  name, kw, multi = case
+  d = _data(7, distinct=True)  # distinct rewards: passk_best has no ties
+  perm = np.random.default_rng(7).permutation(len(d["ids"]))
+  dp = {k: (v[perm] if isinstance(v, np.ndarray) else v)
+        for k, v in d.items()}
+  a = np.asarray(_part(name, kw)(_batch(d, multi=multi)))
+  ap = np.asarray(_part(name, kw)(_batch(dp, multi=multi)))
+  np.testing.assert_allclose(ap, a[perm], rtol=1e-5, atol=1e-5)
+
+
+def test_group_relabelling_invariance_library():
+  d = _data(8, distinct=True)
+  relabel = np.random.default_rng(0).permutation(d["num_groups"])
+  d2 = dict(d, ids=relabel[d["ids"]].astype(np.int32))
+  for name in NAMES:
+    np.testing.assert_allclose(_part(name, {})(_batch(d2)),
+                               _part(name, {})(_batch(d)), rtol=1e-5,
+                               atol=1e-5, err_msg=name)
+
+
+# --- Sharding and jit ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mesh():
+  assert jax.device_count() == 8, "tests/conftest.py sets 8 CPU devices"
+  return sharding.make_mesh((8,), ("data",))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+def test_shard_map_equals_single_device(mesh, case):
+  """Batch split in 8 blocks of 2 rows; groups span devices."""
+  name, kw, multi = case
+  d = _data(9)
+  # A tie at a group's top across devices: the lower global index wins.
+  d["ids"][[3, 12]] = d["ids"][3]
+  d["rewards"][[3, 12]] = 50.0
+  batch = _batch(d, multi=multi)
+  part = _part(name, kw)
+  want = part(batch)
+  spec = sharding.batch_spec(batch)
+  fn = jax.shard_map(lambda b: part(b, axis_name="data"), mesh=mesh,
+                     in_specs=(spec,), out_specs=P("data", None))
+  got = jax.jit(fn)(sharding.shard_batch(batch, mesh))
+  np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_passk_best_tie_across_devices_picks_lowest_global_index(mesh):
+  r = jnp.zeros(16).at[jnp.array([5, 13])].set(2.0).at[7].set(1.0)
+  ids = jnp.zeros(16, jnp.int32)
+  fn = jax.shard_map(
+      lambda r, i: advantages.passk_best(r, i, 1, scale_by_std=False,
+                                         axis_name="data"),
+      mesh=mesh, in_specs=(P("data"), P("data")), out_specs=P("data"))
+  got = np.asarray(jax.jit(fn)(r, ids))
+  assert got[5] == 0.0 and np.count_nonzero(got) == 0  # r1 - r2 = 0
+  r = r.at[13].set(3.0)
+  got = np.asarray(jax.jit(fn)(r, ids))
+  np.testing.assert_allclose(got, np.eye(16)[13] * 1.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jit_equals_eager(name):
+  d = _data(10)
+  multi = name == "gdpo"
+  batch = _batch(d, multi=multi)
+  part = _part(name, {})
+  np.testing.assert_allclose(jax.jit(part)(batch), part(batch), rtol=1e-6,
+                             atol=1e-6)
+
+
+def test_parts_compose_into_an_objective():
+  d = _data(11)
+  batch = _batch(d)
+  for name in NAMES:
+    obj = divrl.from_config({"advantage": name, "surrogate": "ppo_clip"})
+    loss, _ = obj(batch)
+    assert np.isfinite(float(loss)), name
+
+
+# --- Errors -------------------------------------------------------------------
+
+
+def test_bad_flags_and_missing_fields_are_named():
+  d = _data(12)
+  batch = _batch(d)
+  bad = [
+      ("grpo", {"std_scope": "global"}, "std_scope"),
+      ("gdpo", {"batch_norm": "batch"}, "batch_norm"),
+      ("gdpo", {"std_scope": "tokens"}, "std_scope"),
+      ("gdpo", {"reward_weights": [1.0, 2.0]}, "reward_weights"),
+      ("opo", {"singleton": "one"}, "singleton"),
+      ("gpg", {"singleton": "mean"}, "singleton"),
+      ("gpg", {"f_norm": 0.0}, "f_norm"),
+      ("reinforce_pp_baseline", {"singleton": "x"}, "singleton"),
+      ("reinforce_pp", {"gamma": 1.5}, "gamma"),
+      ("gae", {"gamma": -0.1}, "gamma"),
+      ("gae", {"lam": 2.0}, "lam"),
+      ("reinforce_pp", {"reward_weights": [1.0]}, "reward_weights"),
+  ]
+  for name, kw, word in bad:
+    with pytest.raises(ValueError, match=word):
+      _part(name, kw)(batch)
+  for name, field in [("remax", "baseline_rewards"), ("gae", "values"),
+                      ("otb", "sum_pi_squared")]:
+    with pytest.raises(ValueError, match=f"Batch.{field}"):
+      _part(name, {})(batch.replace(**{field: None}))
+  with pytest.raises(ValueError, match="no hyperparameter"):
+    _part("otb", {"gamma": 0.9})
+
+
+# --- Exact expected gradients on a tabular policy -----------------------------
+
+
+POLICY = testing.TabularPolicy(vocab=3, length=2)
+
+
+SEQS = POLICY.sequences()
+
+
+def _group_batch(params, idx, rewards, ref_params=None):
+  tokens = SEQS[idx]
+  return divrl.Batch(
+      logprobs=POLICY.logprobs(params, tokens),
+      response_mask=jnp.ones(tokens.shape, bool),
+      rewards=rewards[idx], group_ids=jnp.zeros(idx.shape, jnp.int32),
+      ref_logprobs=None if ref_params is None else POLICY.logprobs(
+          ref_params, tokens),
+      num_groups=1)
+
+
+def _expected_objective_grad(objective, params, rewards, group_size):
+  def loss_fn(p, idx):
+    return objective(_group_batch(p, idx, rewards))[0]
+  return testing.expected_group_gradient(POLICY, params, group_size, loss_fn)
+
+
+def _grad_j(params, rewards):
+  return jax.grad(lambda p: testing.expected_value(POLICY, p, rewards))(params)
+
+
+def _assert_tree_close(a, b, rtol=2e-4, atol=2e-6):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+def _objective(adv):
+  # seq-mean-token-sum: loss = -(1/G) sum_i A_i log pi(y_i) on-policy.
+  return divrl.from_config({"advantage": adv, "surrogate": "ppo_clip",
+                            "aggregation": "seq-mean-token-sum"})
+
+
+@pytest.mark.parametrize("group_size", [2, 3])
+def test_rloo_is_unbiased(group_size):
+  params = POLICY.init(jax.random.key(2))
+  rewards = jax.random.normal(jax.random.key(3), (9,))
+  g = _expected_objective_grad(_objective("rloo"), params, rewards, group_size)
+  _assert_tree_close(g, jax.tree.map(lambda x: -x, _grad_j(params, rewards)))
+
+
+@pytest.mark.parametrize("group_size", [2, 3])
+def test_dr_grpo_is_scaled_by_g_minus_1_over_g(group_size):
+  params = POLICY.init(jax.random.key(4))
+  rewards = jax.random.normal(jax.random.key(5), (9,))
+  g = _expected_objective_grad(_objective("dr_grpo"), params, rewards,
+                               group_size)
+  scale = -(group_size - 1) / group_size
+  _assert_tree_close(g, jax.tree.map(lambda x: scale * x,
+                                     _grad_j(params, rewards)))
+
+
+def _grpo_weight(p, group_size, eps):
+  """w_G(p) = sum_c Bin(c; G-1, p) (a(1, c) - a(0, c)), ddof=1, eps on std."""
+  def adv(x, c):
+    k = c + x
+    if k in (0, group_size):
+      return 0.0
+    mu = k / group_size
+    var = (k * (1 - mu) ** 2 + (group_size - k) * mu ** 2) / (group_size - 1)
+    return (x - mu) / (math.sqrt(var) + eps)
+  n = group_size - 1
+  return sum(math.comb(n, c) * p ** c * (1 - p) ** (n - c) *
+             (adv(1, c) - adv(0, c)) for c in range(n + 1))
+
+
+@pytest.mark.parametrize("group_size", [2, 3])
+def test_grpo_binary_reward_gradient_is_w_times_grad_j(group_size):
+  params = POLICY.init(jax.random.key(6))
+  rewards = jnp.asarray([1, 0, 0, 1, 1, 0, 0, 0, 1], jnp.float32)
+  p = float(testing.expected_value(POLICY, params, rewards))
+  eps = 1e-6
+  objective = divrl.from_config({
+      "advantage": {"name": "grpo", "eps": eps}, "surrogate": "ppo_clip",
+      "aggregation": "seq-mean-token-sum"})
+  g = _expected_objective_grad(objective, params, rewards, group_size)
+  w = _grpo_weight(p, group_size, eps)
+  assert w > 0
+  _assert_tree_close(g, jax.tree.map(lambda x: -w * x,
+                                     _grad_j(params, rewards)))

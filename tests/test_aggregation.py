@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from divrl import aggregation, registry
-from tests import numpy_reference as ref
+from tests.references import aggregation as ref
 
 
 def _loss_mask(seed=0, b=6, t=5):

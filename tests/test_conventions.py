@@ -1,7 +1,8 @@
 """The flag settings in docs/conventions.md reproduce verl, TRL and tunix.
 
 Each test compares divrl, configured as the doc says, with a NumPy emulation
-of the other library written from the anchor notes (tests/reference_libraries.py).
+of the other library written from the anchor notes
+(tests/references/libraries.py).
 """
 
 import jax.numpy as jnp
@@ -10,7 +11,7 @@ import pytest
 
 import divrl
 from divrl import advantages, aggregation, registry
-from tests import reference_libraries as lib
+from tests.references import libraries as lib
 
 
 def _rewards(seed, n_groups=4, g=4, binary=False):

@@ -1,15 +1,20 @@
-"""The composed objective: golden values, invariances, transforms, errors."""
+"""The composed objective: golden values, invariances, transforms, errors; the
+same global batch gives the same loss and gradient on 1 and 8 devices."""
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
 import divrl
-from divrl import aggregation, types
-from tests import numpy_reference as ref
-from tests.conftest import make_batch
+from divrl import aggregation, sharding, types
+from tests.conftest import _with_extras, make_batch
+from tests.references import advantages as advantages_ref
+from tests.references import aggregation as aggregation_ref
+from tests.references import divergences as divergences_ref
+from tests.references import surrogates as surrogates_ref
 
 CONFIGS = {
     "grpo": dict(advantage={"name": "grpo", "eps": 1e-6},
@@ -43,22 +48,23 @@ def _numpy_loss(name, batch):
   adv_spec = cfg["advantage"]
   adv_name = adv_spec if isinstance(adv_spec, str) else adv_spec["name"]
   if adv_name == "grpo":
-    a = ref.grpo_advantages(r, ids, eps=1e-6)
+    a = advantages_ref.grpo_advantages(r, ids, eps=1e-6)
   elif adv_name == "dr_grpo":
-    a = ref.grpo_advantages(r, ids, scale_by_std=False)
+    a = advantages_ref.grpo_advantages(r, ids, scale_by_std=False)
   else:
-    a = ref.rloo_advantages(r, ids)
+    a = advantages_ref.rloo_advantages(r, ids)
   adv = a[:, None] * mask
   eps_high = (cfg["surrogate"].get("eps_high", 0.2)
               if isinstance(cfg["surrogate"], dict) else 0.2)
-  total = ref.ppo_clip_token_loss(logp, old, adv, eps_high=eps_high)
+  total = surrogates_ref.ppo_clip_token_loss(logp, old, adv, eps_high=eps_high)
   for reg in cfg.get("regularizers", []):
-    total = total + reg["coef"] * ref.kl_estimate(logp, refl,
-                                                  reg["estimator"])
+    total = total + reg["coef"] * divergences_ref.kl_estimate(
+        logp, refl, reg["estimator"])
   agg = cfg["aggregation"]
   mode = agg if isinstance(agg, str) else agg["name"]
   norm = None if isinstance(agg, str) else agg.get("norm")
-  return ref.finalize(*ref.aggregate(total, mask, mode, norm=norm))
+  return aggregation_ref.finalize(*aggregation_ref.aggregate(total, mask, mode,
+                                                             norm=norm))
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -335,3 +341,75 @@ def test_transforms_run_before_advantages_and_coefs_override():
   with pytest.raises(ValueError, match="must return a Batch"):
     divrl.Objective(base.advantage, base.surrogate,
                     transforms=(lambda b: b.rewards,))(batch)
+
+
+# --- Sharded == single device -------------------------------------------------
+
+
+def _objective(mode, adv="grpo"):
+  return divrl.from_config({
+      "advantage": adv, "surrogate": {"name": "ppo_clip", "eps_high": 0.28},
+      "regularizers": [{"name": "kl", "estimator": "k3", "coef": 0.1}],
+      "aggregation": mode})
+
+
+def _loss_and_grad(objective, batch, **kw):
+  return jax.value_and_grad(
+      lambda lp: objective(batch.replace(logprobs=lp), **kw)[0])(batch.logprobs)
+
+
+@pytest.fixture(scope="module")
+def mesh():
+  assert jax.device_count() == 8, "tests/conftest.py sets 8 CPU devices"
+  return sharding.make_mesh((8,), ("data",))
+
+
+@pytest.mark.parametrize("mode", aggregation.MODES)
+@pytest.mark.parametrize("adv", ["grpo", "rloo"])
+def test_jit_over_sharded_batch_equals_single_device(mesh, mode, adv):
+  objective = _objective(mode, adv)
+  batch = make_batch(6, b=16, num_groups=5)
+  loss, grad = jax.jit(lambda b: _loss_and_grad(objective, b))(batch)
+  sharded = sharding.shard_batch(batch, mesh)
+  assert len(sharded.logprobs.sharding.device_set) == 8
+  loss8, grad8 = jax.jit(lambda b: _loss_and_grad(objective, b))(sharded)
+  np.testing.assert_allclose(loss8, loss, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(grad8, grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", aggregation.MODES)
+def test_shard_map_with_psum_equals_single_device(mesh, mode):
+  """Groups span devices: group statistics and aggregates are psum-ed."""
+  objective = _objective(mode)
+  batch = make_batch(7, b=16, num_groups=3)
+  loss, grad = _loss_and_grad(objective, batch)
+  spec = sharding.batch_spec(batch)
+  fn = jax.shard_map(lambda b: _loss_and_grad(objective, b, axis_name="data"),
+                     mesh=mesh, in_specs=(spec,),
+                     out_specs=(jax.sharding.PartitionSpec(),
+                                spec.logprobs))
+  loss8, grad8 = jax.jit(fn)(sharding.shard_batch(batch, mesh))
+  np.testing.assert_allclose(loss8, loss, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(grad8, grad, rtol=1e-5, atol=1e-7)
+
+
+def test_composed_objective_shard_map_equals_single_device(mesh):
+  batch = _with_extras(13, b=16, num_groups=3, ties=False)
+  objective = divrl.build(
+      "grpo", "ppo_clip", aggregation="token-mean",
+      transforms=["filter_zero_variance_groups", "ngram_repetition_penalty",
+                  {"name": "kl_in_reward", "coef": 0.05}],
+      token_weights=[{"name": "high_entropy", "rho": 0.4}],
+      regularizers=[{"name": "entropy", "coef": -0.01}])
+
+  def loss_grad(b, **kw):
+    return jax.value_and_grad(
+        lambda lp: objective(b.replace(logprobs=lp), **kw)[0])(b.logprobs)
+
+  loss, grad = loss_grad(batch)
+  spec = sharding.batch_spec(batch)
+  fn = jax.shard_map(lambda b: loss_grad(b, axis_name="data"), mesh=mesh,
+                     in_specs=(spec,), out_specs=(P(), spec.logprobs))
+  loss8, grad8 = jax.jit(fn)(sharding.shard_batch(batch, mesh))
+  np.testing.assert_allclose(loss8, loss, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(grad8, grad, rtol=1e-5, atol=1e-7)

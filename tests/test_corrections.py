@@ -1,34 +1,41 @@
-"""Options of "rollout_is" and "bypass_reinforce" not covered elsewhere.
+"""Off-policy token weights (divrl/corrections.py): "rollout_is" and
+"off_policy_sequence_mask".
 
-``batch_normalize`` (also under ``shard_map``), ``log_ratio_clip`` of the IS
-weights, and the sequence-level truncated weight of bypass REINFORCE, against
-float64 loop references written here from the formulas.
+Values against the loop references in ``tests/references/corrections.py`` on
+the datasets of ``tests/test_surrogates.py``; the options ``batch_normalize``
+(also under ``shard_map``) and ``log_ratio_clip`` of the IS weights against a
+float64 loop reference written here from the formulas.
 """
 
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from divrl import corrections, registry, sharding, surrogates
+from divrl import corrections, registry, sharding
 from tests.conftest import make_batch
+from tests.references import corrections as ref
+from tests.test_surrogates import (DATASETS, WEIGHT_CASES, _batch, _call,
+                                   _case_id, _close, _data, _ratio_inputs, f32)
 
-f32 = lambda x: jnp.asarray(x, jnp.float32)
+
+@pytest.mark.parametrize("dataset", list(DATASETS))
+@pytest.mark.parametrize("case", WEIGHT_CASES, ids=_case_id)
+def test_token_weight_values_match_reference(case, dataset):
+  name, kw, want_fn = case
+  d = _data(seed=1 + hash(dataset) % 1000, **DATASETS[dataset])
+  w, _ = _call("token_weight", name, _batch(d), **kw)
+  _close(w, want_fn(d), d.mask)
+  assert np.all(np.asarray(w)[~d.mask] == 0), "padding must get weight 0"
 
 
-def _data(seed, b=8, t=6, gap=0.4):
-  rng = np.random.default_rng(seed)
-  lengths = rng.integers(1, t + 1, size=b)
-  lengths[-1] = 0
-  mask = (np.arange(t)[None] < lengths[:, None]).astype(np.float64)
-  l = -rng.uniform(0.05, 3.0, size=(b, t))
-  o = l + rng.normal(0, gap, size=(b, t))
-  r = o + rng.normal(0, gap, size=(b, t))
-  a = rng.normal(size=(b, t))
-  r32 = lambda x: np.asarray(np.asarray(x, np.float32), np.float64)
-  return r32(l), r32(o), r32(r), r32(a), mask
+def test_off_policy_mask_falls_back_to_behaviour_logprobs():
+  d = _data(seed=4)
+  w, _ = _call("token_weight", "off_policy_sequence_mask",
+               _batch(d, with_roll=False), delta=0.0)
+  _close(w, ref.off_policy_sequence_mask(d.logp, d.old, d.adv, d.mask,
+                                         delta=0.0), d.mask)
 
 
 def _ref_is(o, r, mask, *, level, mode, threshold=2.0, lo=0.5, hi=5.0,
@@ -65,7 +72,7 @@ def _ref_is(o, r, mask, *, level, mode, threshold=2.0, lo=0.5, hi=5.0,
     {"normalize": True}, {"mode": "mask", "normalize": True},
     {"clip": 0.3, "threshold": 1e6}, {"clip": None, "threshold": 1.5}])
 def test_rollout_is_options(level, kw):
-  _, o, r, _, m = _data(0)
+  _, o, r, _, m = _ratio_inputs(0)
   kw = {"mode": "truncate", **kw}
   got = corrections.rollout_is_weights(
       f32(o), f32(r), f32(m), level=level, mode=kw["mode"],
@@ -95,23 +102,3 @@ def test_rollout_is_batch_normalize_sharded_equals_single_device(level):
   np.testing.assert_allclose(got, want, rtol=1e-6)
   m = np.asarray(batch.mask) > 0
   assert not np.allclose(np.asarray(want)[m], 1.0)
-
-
-def test_bypass_reinforce_sequence_level_value_and_gradient():
-  l, _, r, a, m = _data(1, gap=0.2)
-  b, t = l.shape
-  w = np.zeros((b, t))
-  for i in range(b):
-    ts = [j for j in range(t) if m[i, j] > 0]
-    s = math.exp(min(max(sum(l[i, j] - r[i, j] for j in ts), -20.0), 20.0))
-    for j in ts:
-      w[i, j] = min(s, 1.1)
-  fn = lambda x: surrogates.bypass_reinforce(x, f32(r), f32(a), f32(m),
-                                             level="sequence",
-                                             max_ratio=1.1)[0]
-  v = m > 0
-  np.testing.assert_allclose(np.asarray(fn(f32(l)))[v], (-w * a * l)[v],
-                             rtol=1e-5)
-  g = jax.grad(lambda x: jnp.sum(jnp.where(f32(m) > 0, fn(x), 0.0)))(f32(l))
-  np.testing.assert_allclose(np.asarray(g)[v], (-w * a)[v], rtol=1e-5)
-  assert 0 < np.mean(w[v] == 1.1) < 1  # truncation binds on some rows

@@ -1,44 +1,26 @@
-"""Independent NumPy references for the surrogate library and corrections.
+"""Independent NumPy references for ``divrl/surrogates.py``.
 
 Written from the formulas in the task brief and the anchor notes
-(``/work/shared/reference/anchors_verl_trl.md`` §1.3, §1.8, §2.3), never from
+(``/work/shared/reference/anchors_verl_trl.md`` §1.3, §2.3), never from
 the JAX code: plain Python loops over ``(i, t)`` in float64. Inputs are
 ``[B,T]`` arrays ``logp`` (current), ``old`` (pi_old), ``adv`` (advantages),
 ``mask`` (response mask, 0/1) and optionally ``roll`` (pi_roll). Sequence
 losses return the sequence value on every valid token and 0 on padding; token
 losses return 0 on padding too, so comparisons can be restricted to the mask.
 Analytic gradients ``d loss[i,t] summed / d logp[i,t]`` are given where a test
-needs them (``*_grad``).
+needs them (``*_grad``). ``ppo_clip_token_loss`` and ``ppo_clip_fraction``
+take unmasked ``[B,T]`` arrays (and ``[B]`` advantages, broadcast).
 """
 
 import math
 
 import numpy as np
 
+from tests.references._common import _clamp, _n, _shape, _valid
+
 
 def _f(x):
     return np.asarray(x, dtype=np.float64)
-
-
-def _clamp(x, lo, hi):
-    if lo is not None and x < lo:
-        return lo
-    if hi is not None and x > hi:
-        return hi
-    return x
-
-
-def _shape(logp):
-    b, t = np.shape(logp)
-    return b, t
-
-
-def _valid(mask, i, t):
-    return mask[i][t] > 0
-
-
-def _n(mask, i):
-    return sum(1.0 for t in range(len(mask[i])) if mask[i][t] > 0)
 
 
 def _sigmoid(x):
@@ -119,6 +101,35 @@ def ppo_clip_grad(logp, old, adv, mask, *, eps_low=0.2, eps_high=0.2,
             out[i, t] = ppo_token_grad(_exp(d), adv[i][t], eps_low, eps_high,
                                        clip_ratio_c, delta)
     return out
+
+
+def _ppo_terms(logp, old_logp, adv, eps_low, eps_high, log_ratio_clip):
+    logp = np.asarray(logp, dtype=np.float64)
+    delta = logp - np.asarray(old_logp, dtype=np.float64)
+    if log_ratio_clip is not None:
+        delta = np.clip(delta, -log_ratio_clip, log_ratio_clip)
+    rho = np.exp(delta)
+    adv = np.asarray(adv, dtype=np.float64)
+    if adv.ndim == 1:
+        adv = adv[:, None]
+    adv = np.broadcast_to(adv, logp.shape)
+    unclipped = -adv * rho
+    clipped = -adv * np.clip(rho, 1.0 - eps_low, 1.0 + eps_high)
+    return unclipped, clipped
+
+
+def ppo_clip_token_loss(logp, old_logp, adv, *, eps_low=0.2, eps_high=0.2, log_ratio_clip=20.0):
+    """PPO clipped token loss [B,T].
+    delta = clip(logp-old_logp, -c, c) (if c not None); rho = exp(delta);
+    L = max(-adv*rho, -adv*clip(rho, 1-eps_low, 1+eps_high)); adv [B] broadcast to [B,T]."""
+    u, c = _ppo_terms(logp, old_logp, adv, eps_low, eps_high, log_ratio_clip)
+    return np.maximum(u, c)
+
+
+def ppo_clip_fraction(logp, old_logp, adv, *, eps_low=0.2, eps_high=0.2, log_ratio_clip=20.0):
+    """[B,T] float: 1.0 where -adv*clip(rho) > -adv*rho (strictly), else 0.0."""
+    u, c = _ppo_terms(logp, old_logp, adv, eps_low, eps_high, log_ratio_clip)
+    return (c > u).astype(np.float64)
 
 
 # -- GSPO / LUSPO --------------------------------------------------------------
@@ -489,48 +500,13 @@ def kl_cov(logp, old, adv, mask, *, ratio=2e-4, kappa=0.1):
     return out, top
 
 
-# -- Token weights (corrections) ----------------------------------------------
+def _self_test():
+    # PPO: rho = e^0.5 > 1.2 with adv=1 -> clipped branch -1.2 is larger; adv=-1 -> unclipped e^0.5
+    lp, olp = np.array([[0.5, 0.5]]), np.zeros((1, 2))
+    np.testing.assert_allclose(ppo_clip_token_loss(lp, olp, np.array([[1.0, -1.0]])), [[-1.2, np.exp(0.5)]])
+    np.testing.assert_allclose(ppo_clip_fraction(lp, olp, np.array([1.0])), [[1.0, 1.0]])
+    print("references.surrogates self-test: all checks passed")
 
 
-def rollout_is(old, roll, mask, *, level="token", mode="truncate",
-               threshold=2.0, mask_low=0.5, mask_high=5.0):
-    b, t_ = np.shape(old)
-    w = np.zeros((b, t_))
-    for i in range(b):
-        if level == "sequence":
-            s = 0.0
-            for t in range(t_):
-                if _valid(mask, i, t):
-                    s += mask[i][t] * (old[i][t] - roll[i][t])
-            seq_w = math.exp(_clamp(s, -20.0, 20.0))
-        for t in range(t_):
-            if not _valid(mask, i, t):
-                continue
-            if level == "token":
-                x = math.exp(_clamp(old[i][t] - roll[i][t], -20.0, 20.0))
-            else:
-                x = seq_w
-            if mode == "truncate":
-                w[i, t] = min(x, threshold)
-            else:
-                w[i, t] = x if mask_low <= x <= mask_high else 0.0
-    return w
-
-
-def off_policy_sequence_mask(logp, samp, adv, mask, *, delta=0.5):
-    """M_i = 1 if mean_t A >= 0 or mean_t (l_samp - l) <= delta, else 0."""
-    b, t_ = _shape(logp)
-    out = np.zeros((b, t_))
-    for i in range(b):
-        n = _n(mask, i)
-        s, sa = 0.0, 0.0
-        for t in range(t_):
-            if _valid(mask, i, t):
-                s += samp[i][t] - logp[i][t]
-                sa += adv[i][t]
-        drift = s / max(n, 1.0)
-        abar = sa / max(n, 1.0)
-        for t in range(t_):
-            if _valid(mask, i, t):
-                out[i, t] = 1.0 if (abar >= 0 or drift <= delta) else 0.0
-    return out
+if __name__ == "__main__":
+    _self_test()

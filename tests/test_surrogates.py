@@ -1,17 +1,22 @@
-"""The surrogate library and the off-policy corrections.
+"""The surrogate library (divrl/surrogates.py).
 
-Values against the loop references in ``tests/reference_surrogates.py``
-(including +-50 log-prob gaps, empty rows and on-policy inputs), gradients
-(stop-gradient definitions), the GSPO sequence/token equivalence, Clip-Cov's
-random selection, sharded == single device for Clip-Cov / KL-Cov, ``jit``,
-and hyperparameter validation.
+PPO clip against the NumPy references; every surrogate's values against the
+loop references in ``tests/references/surrogates.py`` (including +-50
+log-prob gaps, empty rows and on-policy inputs), gradients (stop-gradient
+definitions), the GSPO sequence/token equivalence, Clip-Cov's random
+selection, sharded == single device for Clip-Cov / KL-Cov, ``jit``,
+hyperparameter validation, and the sequence-level truncated weight of bypass
+REINFORCE.
 
 Registered names covered: "ppo_clip", "bypass_ppo", "gspo_seq",
 "gspo_token", "luspo", "gmpo", "cispo", "sapo", "dppo_tv", "dppo_kl", "dro",
-"reinforce", "bypass_reinforce", "vespo", "clip_cov", "kl_cov" (surrogates)
-and "rollout_is", "off_policy_sequence_mask" (token weights).
+"reinforce", "bypass_reinforce", "vespo", "clip_cov", "kl_cov". The token
+weights "rollout_is" and "off_policy_sequence_mask" share the inputs, ``jit``
+and validation tables here; their values are checked in
+``tests/test_corrections.py``.
 """
 
+import math
 import types
 
 import jax
@@ -21,14 +26,64 @@ import pytest
 
 import divrl
 from divrl import corrections  # noqa: F401  (registers the token weights)
-from divrl import registry, sharding
-from tests import reference_surrogates as ref
+from divrl import registry, sharding, surrogates
 from tests.conftest import make_batch
+from tests.references import corrections as corrections_ref
+from tests.references import surrogates as ref
 
-P = jax.sharding.PartitionSpec
+
+# -- PPO clip ------------------------------------------------------------------
+
+
+def _inputs(seed=0, b=5, t=6, gap=1.0):
+  rng = np.random.default_rng(seed)
+  logp = -rng.uniform(0.1, 3, size=(b, t))
+  old = logp + rng.normal(0, gap, size=(b, t))
+  adv = rng.normal(size=(b, t))
+  return logp, old, adv
+
+
+@pytest.mark.parametrize("eps_low,eps_high,clip", [(0.2, 0.2, 20.0),
+                                                   (0.2, 0.28, 20.0),
+                                                   (0.1, 0.5, None),
+                                                   (0.2, 0.2, 0.5)])
+def test_ppo_clip_matches_reference(eps_low, eps_high, clip):
+  logp, old, adv = _inputs()
+  loss, diag = surrogates.ppo_clip(
+      jnp.asarray(logp, jnp.float32), jnp.asarray(old, jnp.float32),
+      jnp.asarray(adv, jnp.float32), eps_low=eps_low, eps_high=eps_high,
+      log_ratio_clip=clip)
+  kw = dict(eps_low=eps_low, eps_high=eps_high, log_ratio_clip=clip)
+  np.testing.assert_allclose(loss, ref.ppo_clip_token_loss(logp, old, adv, **kw),
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(diag["clipfrac"],
+                             ref.ppo_clip_fraction(logp, old, adv, **kw))
+  assert 0 < float(np.mean(diag["clipfrac"])) < 1  # both branches exercised
+
+
+def test_ppo_clip_gradient():
+  logp, old, adv = (jnp.asarray(x, jnp.float32) for x in _inputs(gap=0.5))
+  g = jax.grad(lambda l: jnp.sum(surrogates.ppo_clip(l, old, adv)[0]))(logp)
+  rho = jnp.exp(logp - old)
+  clipped = surrogates.ppo_clip(logp, old, adv)[1]["clipfrac"] > 0
+  np.testing.assert_allclose(g, jnp.where(clipped, 0.0, -adv * rho),
+                             rtol=1e-5, atol=1e-6)
+  # On-policy the gradient is -A (the REINFORCE gradient).
+  g0 = jax.grad(lambda l: jnp.sum(surrogates.ppo_clip(
+      l, jax.lax.stop_gradient(l), adv)[0]))(logp)
+  np.testing.assert_allclose(g0, -adv, rtol=1e-6)
+
+
+def test_ppo_clip_rejects_negative_eps():
+  x = jnp.zeros((1, 1))
+  with pytest.raises(ValueError, match="eps_low"):
+    surrogates.ppo_clip(x, x, x, eps_low=-0.1)
 
 
 # -- inputs --------------------------------------------------------------------
+
+
+P = jax.sharding.PartitionSpec
 
 
 def _data(seed=0, b=6, t=7, gap=0.5, extreme=False, seq_adv=False,
@@ -91,7 +146,9 @@ def _close(got, want, mask, rtol=1e-4, atol=1e-5):
 
 # -- values --------------------------------------------------------------------
 
+
 W = ref.weighted_reinforce
+
 
 SURROGATE_CASES = [
     ("ppo_clip", {}, lambda d: ref.ppo_clip(d.logp, d.old, d.adv, d.mask)),
@@ -163,23 +220,27 @@ SURROGATE_CASES = [
      ref.ppo_clip(d.logp, d.old, d.adv, d.mask, log_ratio_clip=None)),
 ]
 
+
 WEIGHT_CASES = [
-    ("rollout_is", {}, lambda d: ref.rollout_is(d.old, d.roll, d.mask)),
-    ("rollout_is", {"level": "sequence"}, lambda d: ref.rollout_is(
+    ("rollout_is", {}, lambda d: corrections_ref.rollout_is(d.old, d.roll,
+                                                            d.mask)),
+    ("rollout_is", {"level": "sequence"}, lambda d: corrections_ref.rollout_is(
         d.old, d.roll, d.mask, level="sequence")),
-    ("rollout_is", {"mode": "mask"}, lambda d: ref.rollout_is(
+    ("rollout_is", {"mode": "mask"}, lambda d: corrections_ref.rollout_is(
         d.old, d.roll, d.mask, mode="mask")),
     ("rollout_is", {"level": "sequence", "mode": "mask", "mask_low": 0.2,
-                    "mask_high": 3.0}, lambda d: ref.rollout_is(
+                    "mask_high": 3.0}, lambda d: corrections_ref.rollout_is(
         d.old, d.roll, d.mask, level="sequence", mode="mask", mask_low=0.2,
         mask_high=3.0)),
-    ("rollout_is", {"threshold": 1.1}, lambda d: ref.rollout_is(
+    ("rollout_is", {"threshold": 1.1}, lambda d: corrections_ref.rollout_is(
         d.old, d.roll, d.mask, threshold=1.1)),
-    ("off_policy_sequence_mask", {}, lambda d: ref.off_policy_sequence_mask(
-        d.logp, d.roll, d.adv, d.mask)),
+    ("off_policy_sequence_mask", {}, lambda d:
+     corrections_ref.off_policy_sequence_mask(d.logp, d.roll, d.adv, d.mask)),
     ("off_policy_sequence_mask", {"delta": 0.0}, lambda d:
-     ref.off_policy_sequence_mask(d.logp, d.roll, d.adv, d.mask, delta=0.0)),
+     corrections_ref.off_policy_sequence_mask(d.logp, d.roll, d.adv, d.mask,
+                                              delta=0.0)),
 ]
+
 
 DATASETS = {
     "moderate": dict(gap=0.5),
@@ -210,16 +271,6 @@ def test_surrogate_values_match_reference(case, dataset):
     assert np.all(np.isfinite(np.asarray(value)[d.mask]))
 
 
-@pytest.mark.parametrize("dataset", list(DATASETS))
-@pytest.mark.parametrize("case", WEIGHT_CASES, ids=_case_id)
-def test_token_weight_values_match_reference(case, dataset):
-  name, kw, want_fn = case
-  d = _data(seed=1 + hash(dataset) % 1000, **DATASETS[dataset])
-  w, _ = _call("token_weight", name, _batch(d), **kw)
-  _close(w, want_fn(d), d.mask)
-  assert np.all(np.asarray(w)[~d.mask] == 0), "padding must get weight 0"
-
-
 def test_references_exercise_both_branches():
   """Sanity: the moderate data clips some tokens and leaves others."""
   d = _data(gap=0.5)
@@ -229,7 +280,8 @@ def test_references_exercise_both_branches():
   w = ref.dppo_weight(d.logp, d.old, d.adv, kind="tv", delta_low=0.05,
                       delta_high=0.05)
   assert 0 < np.mean(w[d.mask] == 0) < 1
-  m = ref.off_policy_sequence_mask(d.logp, d.roll, d.adv, d.mask, delta=0.0)
+  m = corrections_ref.off_policy_sequence_mask(d.logp, d.roll, d.adv, d.mask,
+                                               delta=0.0)
   assert 0 < np.mean(m[d.mask]) < 1
 
 
@@ -239,14 +291,6 @@ def test_vespo_without_rollout_logprobs_uses_no_sampler_factor():
   w = ref.vespo_weight(d.logp, d.old, d.adv, d.mask, None)
   _close(loss, W(d.logp, d.adv, w, d.mask), d.mask)
   _close(diag["weight"], w, d.mask)
-
-
-def test_off_policy_mask_falls_back_to_behaviour_logprobs():
-  d = _data(seed=4)
-  w, _ = _call("token_weight", "off_policy_sequence_mask",
-               _batch(d, with_roll=False), delta=0.0)
-  _close(w, ref.off_policy_sequence_mask(d.logp, d.old, d.adv, d.mask,
-                                         delta=0.0), d.mask)
 
 
 def test_sequence_losses_ignore_padding_garbage():
@@ -299,7 +343,7 @@ def test_objective_is_invariant_to_padding_garbage(name):
   assert np.all(np.asarray(g1)[~np.asarray(dirty.response_mask)] == 0)
 
 
-# -- sequence losses through the objective ---------------------------------------
+# -- sequence losses through the objective -------------------------------------
 
 
 def _objective_loss_and_grad(name, batch, aggregation, key=None, **kw):
@@ -370,7 +414,7 @@ def test_gspo_seq_and_gspo_token_agree_for_sequence_constant_advantages():
   assert not np.allclose(g1, g2, atol=1e-4)
 
 
-# -- gradients -------------------------------------------------------------------
+# -- gradients -----------------------------------------------------------------
 
 
 def _grad(kind, name, batch, key=None, **kw):
@@ -544,7 +588,8 @@ def test_kl_cov_gradient_adds_kappa_sign_on_selected_tokens():
   _close(g, want, d.mask, rtol=1e-5, atol=1e-6)
 
 
-# -- Clip-Cov selection ------------------------------------------------------------
+# -- Clip-Cov selection --------------------------------------------------------
+
 
 COV_KW = {"ratio": 0.15, "lb": -100.0, "ub": 100.0}
 
@@ -649,7 +694,7 @@ def test_cov_selection_sharded_equals_single_device(mesh, spec, mode):
   np.testing.assert_allclose(grad8, grad, rtol=1e-5, atol=1e-7)
 
 
-# -- jit -------------------------------------------------------------------------
+# -- jit -----------------------------------------------------------------------
 
 
 def _first_per_name(cases):
@@ -677,7 +722,8 @@ def test_jit_matches_eager(kind, case):
   np.testing.assert_allclose(jitted, eager, rtol=1e-6, atol=1e-7)
 
 
-# -- validation ------------------------------------------------------------------
+# -- validation ----------------------------------------------------------------
+
 
 BAD = [
     ("surrogate", "ppo_clip", {"clip_ratio_c": 1.0}, "clip_ratio_c"),
@@ -744,3 +790,42 @@ def test_missing_rollout_logprobs_is_named(kind, name):
 def test_unknown_hyperparameter_is_named():
   with pytest.raises(ValueError, match="clip_ratio"):
     divrl.build("grpo", {"name": "gspo_token", "clip_ratio": 3.0})
+
+
+# -- bypass REINFORCE, sequence level ------------------------------------------
+
+
+f32 = lambda x: jnp.asarray(x, jnp.float32)
+
+
+def _ratio_inputs(seed, b=8, t=6, gap=0.4):
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(1, t + 1, size=b)
+  lengths[-1] = 0
+  mask = (np.arange(t)[None] < lengths[:, None]).astype(np.float64)
+  l = -rng.uniform(0.05, 3.0, size=(b, t))
+  o = l + rng.normal(0, gap, size=(b, t))
+  r = o + rng.normal(0, gap, size=(b, t))
+  a = rng.normal(size=(b, t))
+  r32 = lambda x: np.asarray(np.asarray(x, np.float32), np.float64)
+  return r32(l), r32(o), r32(r), r32(a), mask
+
+
+def test_bypass_reinforce_sequence_level_value_and_gradient():
+  l, _, r, a, m = _ratio_inputs(1, gap=0.2)
+  b, t = l.shape
+  w = np.zeros((b, t))
+  for i in range(b):
+    ts = [j for j in range(t) if m[i, j] > 0]
+    s = math.exp(min(max(sum(l[i, j] - r[i, j] for j in ts), -20.0), 20.0))
+    for j in ts:
+      w[i, j] = min(s, 1.1)
+  fn = lambda x: surrogates.bypass_reinforce(x, f32(r), f32(a), f32(m),
+                                             level="sequence",
+                                             max_ratio=1.1)[0]
+  v = m > 0
+  np.testing.assert_allclose(np.asarray(fn(f32(l)))[v], (-w * a * l)[v],
+                             rtol=1e-5)
+  g = jax.grad(lambda x: jnp.sum(jnp.where(f32(m) > 0, fn(x), 0.0)))(f32(l))
+  np.testing.assert_allclose(np.asarray(g)[v], (-w * a)[v], rtol=1e-5)
+  assert 0 < np.mean(w[v] == 1.1) < 1  # truncation binds on some rows

@@ -1,14 +1,15 @@
-"""Independent NumPy references for the extended advantage estimators.
+"""Independent NumPy references for ``divrl/advantages.py``.
 
 Written from the formulas in the task brief and the cited papers (plain Python
 loops, float64), never calling JAX or divrl code. Masks are 0/1; a position
 is *valid* where ``mask > 0``. These references are the golden values of
-``tests/test_advantages_library.py``.
+``tests/test_advantages.py`` (and of the composed objectives in
+``tests/test_objective.py``, ``tests/test_masks.py`` and
+``tests/test_shaping.py``).
 """
 
 import numpy as np
 
-from tests import numpy_reference as _np_ref
 
 WHITEN_EPS = 1e-8
 
@@ -70,6 +71,69 @@ def clean_token_rewards(token_rewards, mask):
     return np.where(mask > 0, tr, 0.0)
 
 
+# --- 0. GRPO and RLOO with group statistics ---------------------------------
+
+
+def _grpo_group_scope(rewards, group_ids, *, eps=1e-6, ddof=1,
+                      eps_placement="std", singleton="zero", scale_by_std=True):
+    """GRPO group-normalised advantages, shape [B].
+
+    n>1:  mean_g = mean(r_group), var_g = sum((r_j-mean_g)^2)/(n-ddof)
+          not scale_by_std: A_i = r_i - mean_g                (Dr.GRPO)
+          "std": A_i = (r_i-mean_g)/(sqrt(var_g)+eps)
+          "var": A_i = (r_i-mean_g)/sqrt(var_g+eps)
+    n==1: singleton="zero" -> 0; "reward" -> mean=0, std=1, i.e.
+          r_i/(1+eps) ("std"), r_i/sqrt(1+eps) ("var"), r_i if not scale_by_std.
+    """
+    r = np.asarray(rewards, dtype=np.float64)
+    out = np.zeros_like(r)
+    for idx in _groups(group_ids).values():
+        n = len(idx)
+        if n == 1:
+            i = idx[0]
+            if singleton == "zero":
+                out[i] = 0.0
+            elif singleton == "reward":
+                if not scale_by_std:
+                    out[i] = r[i]
+                elif eps_placement == "std":
+                    out[i] = r[i] / (1.0 + eps)
+                elif eps_placement == "var":
+                    out[i] = r[i] / np.sqrt(1.0 + eps)
+                else:
+                    raise ValueError(eps_placement)
+            else:
+                raise ValueError(singleton)
+            continue
+        mean = sum(r[j] for j in idx) / n
+        var = sum((r[j] - mean) ** 2 for j in idx) / (n - ddof)
+        for i in idx:
+            if not scale_by_std:
+                out[i] = r[i] - mean
+            elif eps_placement == "std":
+                out[i] = (r[i] - mean) / (np.sqrt(var) + eps)
+            elif eps_placement == "var":
+                out[i] = (r[i] - mean) / np.sqrt(var + eps)
+            else:
+                raise ValueError(eps_placement)
+    return out
+
+
+def rloo_advantages(rewards, group_ids, *, singleton="zero"):
+    """RLOO advantages [B]: n>1: A_i = r_i - mean_{j in group, j!=i} r_j.
+    n==1: "zero" -> 0, "reward" -> r_i."""
+    r = np.asarray(rewards, dtype=np.float64)
+    out = np.zeros_like(r)
+    for idx in _groups(group_ids).values():
+        n = len(idx)
+        for i in idx:
+            if n == 1:
+                out[i] = {"zero": 0.0, "reward": r[i]}[singleton]
+            else:
+                out[i] = r[i] - sum(r[j] for j in idx if j != i) / (n - 1)
+    return out
+
+
 # --- 1. GRPO with the batch std -----------------------------------------------
 
 
@@ -83,7 +147,7 @@ def grpo_advantages(rewards, group_ids, *, eps=1e-6, ddof=1,
     ("zero") or mean 0 ("reward"). A zero scale gives 0.
     """
     if std_scope == "group":
-        return _np_ref.grpo_advantages(
+        return _grpo_group_scope(
             rewards, group_ids, eps=eps, ddof=ddof, eps_placement=eps_placement,
             singleton=singleton, scale_by_std=scale_by_std)
     assert std_scope == "batch"
@@ -331,3 +395,19 @@ def gae(token_rewards, values, mask, *, gamma=1.0, lam=1.0):
             ret[i, t] = a + v[i, t]
             v_next, a_next = v[i, t], a
     return adv, ret
+
+
+def _self_test():
+    s = 1 / np.sqrt(2)
+    np.testing.assert_allclose(grpo_advantages([1.0, 0.0], [0, 0], eps=0.0), [s, -s], rtol=1e-12)
+    np.testing.assert_allclose(grpo_advantages([1.0, 0.0, 5.0], [3, 3, 7]), [0.5 / (s + 1e-6), -0.5 / (s + 1e-6), 0.0], rtol=1e-12)
+    np.testing.assert_allclose(grpo_advantages([2.0], [0], singleton="reward", eps_placement="var"), [2 / np.sqrt(1 + 1e-6)])
+    np.testing.assert_allclose(grpo_advantages([1.0, 0.0], [0, 0], ddof=0, eps=0.0), [1.0, -1.0])
+    np.testing.assert_allclose(grpo_advantages([1.0, 0.0], [0, 0], scale_by_std=False), [0.5, -0.5])
+    np.testing.assert_allclose(rloo_advantages([1.0, 2.0, 3.0], [5, 5, 5]), [-1.5, 0.0, 1.5])
+    np.testing.assert_allclose(rloo_advantages([4.0], [1], singleton="reward"), [4.0])
+    print("references.advantages self-test: all checks passed")
+
+
+if __name__ == "__main__":
+    _self_test()

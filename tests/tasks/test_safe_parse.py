@@ -1,11 +1,16 @@
-"""divrl.tasks.safe_parse: values, precedence, limits and error handling."""
+"""divrl.tasks.safe_parse: values, precedence, limits and error handling;
+hostile inputs to the parsers."""
 
+import time
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
+from divrl.tasks import math_word
 from divrl.tasks import safe_parse
+from tests.tasks.test_base import PAYLOADS
+
 
 F = Fraction
 
@@ -162,3 +167,23 @@ def test_parse_number_rejected(text):
 def test_format_fraction():
   assert safe_parse.format_fraction(F(72)) == "72"
   assert safe_parse.format_fraction(F(-6, 8)) == "-3/4"
+
+
+@pytest.mark.parametrize("payload", list(PAYLOADS))
+def test_hostile_input_to_the_parsers(payload):
+  generous = safe_parse.Limits(max_length=200_000, max_depth=100,
+                               max_nodes=safe_parse.MAX_NODES_CAP)
+  for limits in (safe_parse.DEFAULT_LIMITS, generous):
+    start = time.perf_counter()
+    result = safe_parse.parse(PAYLOADS[payload], limits)
+    assert time.perf_counter() - start < 1.0
+    assert (result.error is None) == (result.tree is not None)
+    if limits is safe_parse.DEFAULT_LIMITS:
+      assert not result.ok and result.error
+    elif result.ok:  # e.g. depth 100 is within the generous limits
+      assert payload in ("short_nested", "short_chain")
+      repr(result)  # a tree at the caps is still safe to walk recursively
+  start = time.perf_counter()
+  assert not safe_parse.parse_number(PAYLOADS[payload]).ok
+  assert not math_word.answer_value(PAYLOADS[payload][:10_000])[0]
+  assert time.perf_counter() - start < 1.0

@@ -1,4 +1,4 @@
-"""Worker for tests/test_rl_multiprocess.py: one of N jax.distributed
+"""Worker for tests/rl/test_trainer.py: one of N jax.distributed
 processes (gloo CPU collectives on 127.0.0.1) running the small RL config."""
 
 import json
@@ -21,9 +21,10 @@ def main():
   jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}",
                              num_processes=num_processes,
                              process_id=process_id)
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-      __file__))))
-  from tests.test_rl import small_config  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))))
+  # pylint: disable-next=g-import-not-at-top
+  from tests.rl.test_trainer import small_config
   from divrl.rl.trainer import Trainer  # pylint: disable=g-import-not-at-top
   c = small_config(workdir, cache_root, num_minibatches=2)
   c.mesh.data = jax.device_count()
