@@ -1,61 +1,45 @@
-"""divrl: verified, composable policy-gradient objectives for RL post-training in JAX."""
+"""divrl: verified, composable policy-gradient objectives for RL post-training in JAX.
 
-from divrl import advantages
-from divrl import aggregation
-from divrl import controllers
-from divrl import corrections
-from divrl import divergences
-from divrl import diversity
-from divrl import groups
-from divrl import masks
-from divrl import ops
-from divrl import recipes
-from divrl import registry
-from divrl import rejection
-from divrl import resampling
-from divrl import shaping
-from divrl import sharding
-from divrl import surrogates
-from divrl import testing
-from divrl import value
-from divrl.aggregation import Aggregate
-from divrl.objective import Objective
-from divrl.objective import Regularizer
-from divrl.objective import build
-from divrl.objective import from_config
-from divrl.objective import regularizer
-from divrl.registry import register
-from divrl.types import Batch
-from divrl.types import validate
+Submodules and the names below are imported on first use, so that light
+modules such as ``divrl.config`` (what experiment files import) do not pull in
+JAX.
+"""
 
-__all__ = [
-    "advantages",
-    "aggregation",
-    "controllers",
-    "corrections",
-    "divergences",
-    "diversity",
-    "groups",
-    "masks",
-    "ops",
-    "recipes",
-    "registry",
-    "rejection",
-    "resampling",
-    "shaping",
-    "sharding",
-    "surrogates",
-    "testing",
-    "value",
-    "Aggregate",
-    "Objective",
-    "Regularizer",
-    "build",
-    "from_config",
-    "regularizer",
-    "register",
-    "Batch",
-    "validate",
-]
+import importlib
 
+# Public names defined in submodules: name -> module.
+_EXPORTS = {
+    "Aggregate": "divrl.aggregation",
+    "Objective": "divrl.objective",
+    "Regularizer": "divrl.objective",
+    "build": "divrl.objective",
+    "from_config": "divrl.objective",
+    "regularizer": "divrl.objective",
+    "declare": "divrl.registry",
+    "register": "divrl.registry",
+    "State": "divrl.registry",
+    "Batch": "divrl.types",
+    "validate": "divrl.types",
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+  if name in _EXPORTS:
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+  else:
+    try:
+      value = importlib.import_module(f"divrl.{name}")
+    except ModuleNotFoundError as e:
+      if e.name != f"divrl.{name}":
+        raise
+      raise AttributeError(f"module 'divrl' has no attribute {name!r}"
+                           ) from None
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_EXPORTS))

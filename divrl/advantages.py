@@ -39,7 +39,8 @@ import jax
 import jax.numpy as jnp
 
 from divrl import groups
-from divrl.registry import register
+from divrl.registry import State, defaults_from, register
+from divrl.sequences import on_last_token, per_token, sequence_lengths
 from divrl.types import Batch, behaviour_logprobs
 
 Array = jax.Array
@@ -218,23 +219,6 @@ def masked_whiten(x: Array, mask: Array, *, eps: float = WHITEN_EPS,
   return jnp.where(valid, (x - mean) * jax.lax.rsqrt(var + eps), 0.0) * m
 
 
-def last_token_rewards(rewards: Array, mask: Array) -> Array:
-  """Places sequence rewards ``[B]`` on the last valid token: ``[B,T]``.
-
-  The last valid token is the last position with ``mask > 0``; a row without
-  valid tokens gets zeros. This is how the token-level estimators read a
-  scalar outcome reward when ``Batch.token_rewards`` is absent.
-  """
-  chex.assert_rank([rewards, mask], [1, 2])
-  chex.assert_equal_shape_prefix([rewards, mask], 1)
-  t = mask.shape[1]
-  valid = mask > 0
-  last = t - 1 - jnp.argmax(valid[:, ::-1], axis=1)
-  onehot = (jnp.arange(t)[None, :] == last[:, None]) & jnp.any(
-      valid, axis=1, keepdims=True)
-  return jnp.where(onehot, rewards[:, None], jnp.zeros((), rewards.dtype))
-
-
 def discounted_returns(token_rewards: Array, mask: Array, *,
                        gamma: float = 1.0) -> Array:
   """Discounted reward-to-go over valid tokens, ``[B,T]``.
@@ -336,7 +320,7 @@ def reinforce_pp_baseline(rewards: Array, group_ids: Array, num_groups: int,
   chex.assert_equal_shape_prefix([rewards, mask], 1)
   s = grpo(rewards, group_ids, num_groups, singleton=singleton,
            scale_by_std=False, axis_name=axis_name)
-  x = jnp.where(mask > 0, s[:, None], 0.0) * mask.astype(s.dtype)
+  x = per_token(s, mask)
   if whiten:
     return masked_whiten(x, mask, axis_name=axis_name)
   return x
@@ -442,7 +426,7 @@ def otb(token_rewards: Array, mask: Array, old_logprobs: Array,
                        group_ids)
   base = jnp.where((n <= 1)[:, None], zero, base)
   if handle_zero_tail:
-    length = jnp.sum(valid, axis=1).astype(dtype)
+    length = sequence_lengths(mask, dtype)
     longest = groups.broadcast(
         groups.group_max(length, group_ids, num_groups, axis_name), group_ids)
     is_longest = length == longest
@@ -623,9 +607,14 @@ def passk_best(rewards: Array, group_ids: Array, num_groups: int, *,
     using Reinforcement Learning", arXiv:2503.19595.
 
   Inspired by the paper's pass@k gradient (the leave-one-out credit of the
-  max); we reproduce verl's ``grpo_passk`` (``scale_by_std`` is its
-  ``norm_adv_by_std_in_grpo``), except that verl rejects groups of one and
-  leaves ties to ``torch.topk``.
+  max over the whole group, i.e. ``k = n``); we reproduce verl's
+  ``grpo_passk`` (``scale_by_std`` is its ``norm_adv_by_std_in_grpo``),
+  except that verl rejects groups of one and leaves ties to ``torch.topk``.
+  Dividing by the group std (the default here, as in verl, where
+  ``norm_adv_by_std_in_grpo`` defaults to True) is verl's choice, not the
+  paper's; ``scale_by_std=False`` gives the paper's credit. This is not
+  "Pass@k Training" (Chen et al., arXiv:2508.10751), which gives every
+  sample of a group an analytic pass@k advantage.
 
   Args:
     rewards: ``[B]`` float sequence rewards.
@@ -728,79 +717,101 @@ def gdpo(rewards: Array, group_ids: Array, num_groups: int, mask: Array, *,
     scale = jnp.sqrt(var) + batch_eps
     s = jnp.where(scale > 0, (s - mean) / jnp.where(scale > 0, scale, 1.0),
                   0.0)
-  x = jnp.where(mask > 0, s[:, None], 0.0) * mask.astype(s.dtype)
+  x = per_token(s, mask)
   if batch_norm == "tokens":
     return masked_whiten(x, mask, axis_name=axis_name)
   return x
 
 
+# --- Carried state: an EMA of the reward std ---------------------------------
+
+
+def ema_std_grpo(rewards: Array, group_ids: Array, num_groups: int,
+                 std: Array, *, eps: float = 1e-6, singleton: str = "zero",
+                 axis_name=None) -> Array:
+  """GRPO's group-centred reward over a *tracked* std: ``(r - mean_g) /
+  (std + eps)``.
+
+  ``std`` is a scalar carried across steps (``ema_std_update``) instead of
+  the group's own std, so groups with a small spread are not blown up and
+  the scale of the advantages moves slowly.
+
+  Inspired by EMA-GRPO of Feng et al., "OneThinker: All-in-one Reasoning
+  Model for Image and Video", arXiv:2512.03043, which tracks a moving
+  average of the reward std per task. We choose one task (divrl batches
+  carry no task id), the unbiased std of the whole batch's rewards as the
+  per-step measurement, and an Adam-style bias correction of the average
+  (``ema_std_update``).
+
+  Args:
+    rewards: ``[B]`` float sequence rewards.
+    group_ids: ``[B]`` int group ids.
+    num_groups: static upper bound on the group ids.
+    std: scalar, the tracked reward std.
+    eps: added to ``std``.
+    singleton: what a group of one gets, as in ``grpo``.
+    axis_name: mesh axis for ``psum`` inside ``shard_map``.
+
+  Returns:
+    ``[B]`` advantages.
+  """
+  chex.assert_rank(std, 0)
+  dev = grpo(rewards, group_ids, num_groups, singleton=singleton,
+             scale_by_std=False, axis_name=axis_name)
+  return dev / (std.astype(dev.dtype) + eps)
+
+
+def ema_std_init() -> dict[str, Array]:
+  """The carry of ``ema_std_grpo``: an empty moving average."""
+  return {"ema": jnp.zeros((), jnp.float32),
+          "weight": jnp.zeros((), jnp.float32)}
+
+
+def ema_std_update(carry: dict[str, Array], batch: Batch, *,
+                   decay: float = 0.9, reward_weights=None,
+                   axis_name=None) -> dict[str, Array]:
+  """One step of the reward-std average: ``ema <- decay ema + (1 - decay)
+  std(r)``, ``weight <- decay weight + (1 - decay)``.
+
+  ``std(r)`` is the unbiased std of the batch's scalar rewards (``psum``
+  over ``axis_name``); the tracked value is ``ema / weight`` (bias
+  corrected, so the first step gives the first batch's std exactly).
+  """
+  if not 0.0 <= decay < 1.0:
+    raise ValueError(f"decay must lie in [0, 1), got {decay}.")
+  r = scalar_rewards(batch.rewards, reward_weights)
+  _, var = groups.batch_moments(r, ddof=1, axis_name=axis_name)
+  return {"ema": decay * carry["ema"] + (1.0 - decay) * jnp.sqrt(var),
+          "weight": decay * carry["weight"] + (1.0 - decay)}
+
+
+def tracked_std(carry: dict[str, Array]) -> Array:
+  """The bias-corrected average ``ema / weight`` (0 before any update)."""
+  w = carry["weight"]
+  return jnp.where(w > 0, carry["ema"] / jnp.where(w > 0, w, 1.0), 0.0)
+
+
 # --- Batch adapters ---------------------------------------------------------
 
 
-def scalar_rewards(rewards: Array, weights=None) -> Array:
+def scalar_rewards(rewards: Array, reward_weights=None) -> Array:
   """Sequence rewards ``[B]`` from ``[B]`` or ``[B,K]`` (weighted sum).
 
   This is the "sum then normalise" multi-reward convention (TRL's default).
+  ``reward_weights`` (``K`` floats, default all 1) weight the components.
   """
   if rewards.ndim == 1:
-    if weights is not None:
+    if reward_weights is not None:
       raise ValueError("reward_weights given but rewards have no component"
                        " axis (shape [B]).")
     return rewards
   k = rewards.shape[-1]
-  w = jnp.ones((k,), rewards.dtype) if weights is None else jnp.asarray(
-      weights, rewards.dtype)
+  w = (jnp.ones((k,), rewards.dtype) if reward_weights is None
+       else jnp.asarray(reward_weights, rewards.dtype))
   if w.shape != (k,):
     raise ValueError(f"reward_weights must have {k} entries (one per reward"
                      f" component), got shape {tuple(w.shape)}.")
   return rewards @ w
-
-
-def per_token(sequence_values: Array, mask: Array) -> Array:
-  """Broadcasts ``[B]`` values over tokens and zeroes padding: ``[B,T]``."""
-  return sequence_values[:, None] * mask
-
-
-@register("advantage", "grpo")
-def grpo_part(batch: Batch, *, axis_name=None, eps: float = 1e-6,
-              ddof: int = 1, eps_placement: str = "std",
-              singleton: str = "zero", scale_by_std: bool = True,
-              std_scope: str = "group", reward_weights=None) -> Array:
-  """GRPO advantages per token; see ``grpo``."""
-  r = scalar_rewards(batch.rewards, reward_weights)
-  adv = grpo(r, batch.group_ids, batch.groups, eps=eps, ddof=ddof,
-             eps_placement=eps_placement, singleton=singleton,
-             scale_by_std=scale_by_std, std_scope=std_scope,
-             axis_name=axis_name)
-  return per_token(adv, batch.mask)
-
-
-@register("advantage", "dr_grpo")
-def dr_grpo_part(batch: Batch, *, axis_name=None, singleton: str = "zero",
-                 reward_weights=None) -> Array:
-  """Dr.GRPO advantages per token: ``r_i - mean_g`` (arXiv:2503.20783)."""
-  r = scalar_rewards(batch.rewards, reward_weights)
-  adv = grpo(r, batch.group_ids, batch.groups, singleton=singleton,
-             scale_by_std=False, axis_name=axis_name)
-  return per_token(adv, batch.mask)
-
-
-@register("advantage", "rloo")
-def rloo_part(batch: Batch, *, axis_name=None, singleton: str = "zero",
-              reward_weights=None) -> Array:
-  """RLOO advantages per token; see ``rloo``."""
-  r = scalar_rewards(batch.rewards, reward_weights)
-  adv = rloo(r, batch.group_ids, batch.groups, singleton=singleton,
-             axis_name=axis_name)
-  return per_token(adv, batch.mask)
-
-
-def _needs(batch: Batch, field: str, part: str) -> Array:
-  x = getattr(batch, field)
-  if x is None:
-    raise ValueError(f"the {part!r} advantage needs Batch.{field}, which is"
-                     " None.")
-  return x
 
 
 def token_rewards_of(batch: Batch, reward_weights=None) -> Array:
@@ -817,13 +828,49 @@ def token_rewards_of(batch: Batch, reward_weights=None) -> Array:
                        " token_rewards.")
     return jnp.where(batch.response_mask > 0, batch.token_rewards,
                      jnp.zeros((), batch.token_rewards.dtype))
-  return last_token_rewards(scalar_rewards(batch.rewards, reward_weights),
-                            batch.response_mask)
+  return on_last_token(scalar_rewards(batch.rewards, reward_weights),
+                       batch.response_mask)
+
+
+@register("advantage", "grpo")
+@defaults_from(grpo, scalar_rewards)
+def grpo_part(batch: Batch, *, axis_name=None, eps, ddof, eps_placement,
+              singleton, scale_by_std, std_scope, reward_weights) -> Array:
+  """GRPO advantages per token; see ``grpo``."""
+  r = scalar_rewards(batch.rewards, reward_weights)
+  adv = grpo(r, batch.group_ids, batch.groups, eps=eps, ddof=ddof,
+             eps_placement=eps_placement, singleton=singleton,
+             scale_by_std=scale_by_std, std_scope=std_scope,
+             axis_name=axis_name)
+  return per_token(adv, batch.response_mask)
+
+
+@register("advantage", "dr_grpo")
+@defaults_from(grpo, scalar_rewards)
+def dr_grpo_part(batch: Batch, *, axis_name=None, singleton,
+                 reward_weights) -> Array:
+  """Dr.GRPO advantages per token: ``r_i - mean_g`` (arXiv:2503.20783)."""
+  r = scalar_rewards(batch.rewards, reward_weights)
+  adv = grpo(r, batch.group_ids, batch.groups, singleton=singleton,
+             scale_by_std=False, axis_name=axis_name)
+  return per_token(adv, batch.response_mask)
+
+
+@register("advantage", "rloo")
+@defaults_from(rloo, scalar_rewards)
+def rloo_part(batch: Batch, *, axis_name=None, singleton,
+              reward_weights) -> Array:
+  """RLOO advantages per token; see ``rloo``."""
+  r = scalar_rewards(batch.rewards, reward_weights)
+  adv = rloo(r, batch.group_ids, batch.groups, singleton=singleton,
+             axis_name=axis_name)
+  return per_token(adv, batch.response_mask)
 
 
 @register("advantage", "reinforce_pp")
-def reinforce_pp_part(batch: Batch, *, axis_name=None, gamma: float = 1.0,
-                      whiten: bool = True, reward_weights=None) -> Array:
+@defaults_from(reinforce_pp, scalar_rewards)
+def reinforce_pp_part(batch: Batch, *, axis_name=None, gamma, whiten,
+                      reward_weights) -> Array:
   """REINFORCE++ advantages per token; see ``reinforce_pp``."""
   return reinforce_pp(token_rewards_of(batch, reward_weights),
                       batch.response_mask, gamma=gamma, whiten=whiten,
@@ -831,9 +878,9 @@ def reinforce_pp_part(batch: Batch, *, axis_name=None, gamma: float = 1.0,
 
 
 @register("advantage", "reinforce_pp_baseline")
-def reinforce_pp_baseline_part(batch: Batch, *, axis_name=None,
-                               singleton: str = "zero", whiten: bool = True,
-                               reward_weights=None) -> Array:
+@defaults_from(reinforce_pp_baseline, scalar_rewards)
+def reinforce_pp_baseline_part(batch: Batch, *, axis_name=None, singleton,
+                               whiten, reward_weights) -> Array:
   """REINFORCE++ with a group-mean baseline, per token.
 
   See ``reinforce_pp_baseline``.
@@ -844,46 +891,49 @@ def reinforce_pp_baseline_part(batch: Batch, *, axis_name=None,
                                whiten=whiten, axis_name=axis_name)
 
 
-@register("advantage", "remax")
-def remax_part(batch: Batch, *, axis_name=None, reward_weights=None) -> Array:
-  """ReMax advantages per token; see ``remax``.
-
-  Needs ``Batch.baseline_rewards``.
-  """
+@register("advantage", "remax", reads=("baseline_rewards",))
+@defaults_from(scalar_rewards)
+def remax_part(batch: Batch, *, axis_name=None, reward_weights) -> Array:
+  """ReMax advantages per token; see ``remax``. Reads the reward of the
+  greedy decode of each prompt, ``Batch.baseline_rewards``."""
   del axis_name  # no batch statistics
-  base = _needs(batch, "baseline_rewards", "remax")
   return remax(token_rewards_of(batch, reward_weights), batch.response_mask,
-               base)
+               batch.baseline_rewards)
 
 
 @register("advantage", "opo")
-def opo_part(batch: Batch, *, axis_name=None, singleton: str = "zero",
-             reward_weights=None) -> Array:
+@defaults_from(opo, scalar_rewards)
+def opo_part(batch: Batch, *, axis_name=None, singleton,
+             reward_weights) -> Array:
   """OPO advantages per token (length-weighted baseline); see ``opo``."""
   r = scalar_rewards(batch.rewards, reward_weights)
-  lengths = jnp.sum((batch.response_mask > 0).astype(r.dtype), axis=1)
-  adv = opo(r, batch.group_ids, batch.groups, lengths, singleton=singleton,
-            axis_name=axis_name)
-  return per_token(adv, batch.mask)
+  adv = opo(r, batch.group_ids, batch.groups,
+            sequence_lengths(batch.response_mask, r.dtype),
+            singleton=singleton, axis_name=axis_name)
+  return per_token(adv, batch.response_mask)
 
 
 @register("advantage", "gpg")
-def gpg_part(batch: Batch, *, axis_name=None, f_norm: float = 1.0,
-             singleton: str = "zero", reward_weights=None) -> Array:
+@defaults_from(gpg, scalar_rewards)
+def gpg_part(batch: Batch, *, axis_name=None, f_norm, singleton,
+             reward_weights) -> Array:
   """GPG advantages per token; see ``gpg``."""
   r = scalar_rewards(batch.rewards, reward_weights)
   adv = gpg(r, batch.group_ids, batch.groups, f_norm=f_norm,
             singleton=singleton, axis_name=axis_name)
-  return per_token(adv, batch.mask)
+  return per_token(adv, batch.response_mask)
 
 
-@register("advantage", "gdpo")
-def gdpo_part(batch: Batch, *, axis_name=None, reward_weights=None,
-              batch_norm: str = "tokens", batch_eps: float = 1e-4,
-              eps: float = 1e-6, ddof: int = 1, eps_placement: str = "std",
-              singleton: str = "zero", scale_by_std: bool = True,
-              std_scope: str = "group") -> Array:
-  """GDPO advantages per token (normalise, sum, normalise); see ``gdpo``."""
+@register("advantage", "gdpo", reads=("reward_components",))
+@defaults_from(gdpo)
+def gdpo_part(batch: Batch, *, axis_name=None, reward_weights, batch_norm,
+              batch_eps, eps, ddof, eps_placement, singleton, scale_by_std,
+              std_scope) -> Array:
+  """GDPO advantages per token (normalise, sum, normalise); see ``gdpo``.
+
+  Reads ``K`` reward components (``Batch.rewards`` of shape ``[B,K]``); with
+  ``[B]`` rewards it is the single-component case.
+  """
   return gdpo(batch.rewards, batch.group_ids, batch.groups,
               batch.response_mask, reward_weights=reward_weights,
               batch_norm=batch_norm, batch_eps=batch_eps, eps=eps, ddof=ddof,
@@ -893,43 +943,61 @@ def gdpo_part(batch: Batch, *, axis_name=None, reward_weights=None,
 
 
 @register("advantage", "passk_best")
-def passk_best_part(batch: Batch, *, axis_name=None, scale_by_std: bool = True,
-                    eps: float = 1e-6, ddof: int = 1,
-                    reward_weights=None) -> Array:
+@defaults_from(passk_best, scalar_rewards)
+def passk_best_part(batch: Batch, *, axis_name=None, scale_by_std, eps, ddof,
+                    reward_weights) -> Array:
   """Pass@k best-sample advantages per token; see ``passk_best``."""
   r = scalar_rewards(batch.rewards, reward_weights)
   adv = passk_best(r, batch.group_ids, batch.groups, scale_by_std=scale_by_std,
                    eps=eps, ddof=ddof, axis_name=axis_name)
-  return per_token(adv, batch.mask)
+  return per_token(adv, batch.response_mask)
 
 
-@register("advantage", "otb")
-def otb_part(batch: Batch, *, axis_name=None, handle_zero_tail: bool = True,
-             eps: float = 1e-8, reward_weights=None) -> Array:
+@register("advantage", "otb", reads=("sum_pi_squared",))
+@defaults_from(otb, scalar_rewards)
+def otb_part(batch: Batch, *, axis_name=None, handle_zero_tail, eps,
+             reward_weights) -> Array:
   """Optimal-token-baseline advantages per token; see ``otb``.
 
-  Needs ``Batch.sum_pi_squared``; ``pi_old`` comes from
+  Reads ``Batch.sum_pi_squared`` (of ``pi_old``: the prepare stage runs on
+  the behaviour policy's statistics); ``pi_old`` comes from
   ``Batch.old_logprobs``, else ``stop_gradient(logprobs)``.
   """
-  sps = _needs(batch, "sum_pi_squared", "otb")
-  old = behaviour_logprobs(batch)
   return otb(token_rewards_of(batch, reward_weights), batch.response_mask,
-             old, sps, batch.group_ids, batch.groups,
-             handle_zero_tail=handle_zero_tail, eps=eps, axis_name=axis_name)
+             behaviour_logprobs(batch), batch.sum_pi_squared, batch.group_ids,
+             batch.groups, handle_zero_tail=handle_zero_tail, eps=eps,
+             axis_name=axis_name)
 
 
-@register("advantage", "gae")
-def gae_part(batch: Batch, *, axis_name=None, gamma: float = 1.0,
-             lam: float = 1.0, whiten: bool = True,
-             reward_weights=None) -> Array:
+@register("advantage", "gae", reads=("values",))
+@defaults_from(gae, scalar_rewards)
+def gae_part(batch: Batch, *, axis_name=None, gamma, lam, whiten: bool = True,
+             reward_weights) -> Array:
   """GAE advantages per token, whitened over the batch; see ``gae``.
 
-  Needs ``Batch.values``. ``whiten=True`` applies ``masked_whiten`` to the
-  advantages (verl); the returns are not used by the policy objective.
+  Reads the critic's ``Batch.values``. ``whiten=True`` applies
+  ``masked_whiten`` to the advantages (verl); the critic is trained on the
+  returns by the ``"value_loss"`` regularizer.
   """
-  values = _needs(batch, "values", "gae")
-  adv, _ = gae(token_rewards_of(batch, reward_weights), values,
+  adv, _ = gae(token_rewards_of(batch, reward_weights), batch.values,
                batch.response_mask, gamma=gamma, lam=lam)
   if whiten:
     return masked_whiten(adv, batch.response_mask, axis_name=axis_name)
   return adv * batch.mask
+
+
+@register("advantage", "ema_std_grpo",
+          state=State(init=ema_std_init, update=ema_std_update))
+@defaults_from(ema_std_grpo, ema_std_update, scalar_rewards)
+def ema_std_grpo_part(batch: Batch, *, carry, axis_name=None, eps, singleton,
+                      decay, reward_weights) -> Array:
+  """GRPO over a moving average of the reward std (carried state).
+
+  See ``ema_std_grpo``; ``decay`` sets the average's memory
+  (``ema_std_update``).
+  """
+  del decay  # used by the carry update
+  r = scalar_rewards(batch.rewards, reward_weights)
+  adv = ema_std_grpo(r, batch.group_ids, batch.groups, tracked_std(carry),
+                     eps=eps, singleton=singleton, axis_name=axis_name)
+  return per_token(adv, batch.response_mask)

@@ -179,13 +179,16 @@ def micro_batched_value_and_grad(
     return Aggregate(num, den), metrics, g
 
   first = jax.tree.map(lambda x: x[0], micro_batches)
-  rest = jax.tree.map(lambda x: x[1:], micro_batches)
   carry0 = one(params, first)
+  if jax.tree.leaves(micro_batches)[0].shape[0] == 1:
+    total, metrics, grads = carry0  # one micro-batch: no loop to compile
+  else:
+    rest = jax.tree.map(lambda x: x[1:], micro_batches)
 
-  def step(carry, mb):
-    return combine(carry, one(params, mb)), None
+    def step(carry, mb):
+      return combine(carry, one(params, mb)), None
 
-  (total, metrics, grads), _ = jax.lax.scan(step, carry0, rest)
+    (total, metrics, grads), _ = jax.lax.scan(step, carry0, rest)
   scale = jnp.where(total.denominator > 0, total.denominator, 1.0)
   grads = jax.tree.map(lambda g: g / scale, grads)
   return finalize(total), grads, finalize_tree(metrics)

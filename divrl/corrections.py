@@ -24,10 +24,10 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from divrl.registry import register
-from divrl.surrogates import (behaviour_logprobs, log_ratio, rollout_logprobs,
-                              sequence_mean, sequence_sum)
-from divrl.types import Batch
+from divrl.registry import defaults_from, register
+from divrl.sequences import sequence_mean, sequence_sum
+from divrl.surrogates import log_ratio
+from divrl.types import Batch, behaviour_logprobs
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
@@ -123,19 +123,17 @@ def rollout_is_weights(old_logprobs: Array, rollout_logprobs: Array,
   return sg(w)
 
 
-@register("token_weight", "rollout_is")
-def rollout_is(batch: Batch, advantages: Array, *, axis_name=None,
-               level: str = "token", mode: str = "truncate",
-               threshold: float = 2.0, mask_low: float = 0.5,
-               mask_high: float = 5.0, log_ratio_clip: float | None = 20.0,
-               batch_normalize: bool = False) -> Array:
+@register("token_weight", "rollout_is", reads=("rollout_logprobs",))
+@defaults_from(rollout_is_weights)
+def rollout_is_part(batch: Batch, advantages: Array, *, axis_name=None, level,
+                    mode, threshold, mask_low, mask_high, log_ratio_clip,
+                    batch_normalize) -> Array:
   """Train/inference IS weight ``sg(pi_old / pi_roll)``, truncated (TIS) or
   masked (IcePop); see ``rollout_is_weights``. Needs
   ``Batch.rollout_logprobs``; ``pi_old`` is ``Batch.old_logprobs`` (or the
   detached current log-probs when on-policy)."""
   del advantages
-  roll = rollout_logprobs(batch, "rollout_is")
-  return rollout_is_weights(behaviour_logprobs(batch), roll,
+  return rollout_is_weights(behaviour_logprobs(batch), batch.rollout_logprobs,
                             batch.response_mask, level=level, mode=mode,
                             threshold=threshold, mask_low=mask_low,
                             mask_high=mask_high,
@@ -184,8 +182,8 @@ def off_policy_sequence_mask_weights(logprobs: Array,
 
 
 @register("token_weight", "off_policy_sequence_mask")
-def off_policy_sequence_mask(batch: Batch, advantages: Array, *,
-                             delta: float = 0.5) -> Array:
+def off_policy_sequence_mask_part(batch: Batch, advantages: Array, *,
+                                  delta: float = 0.5) -> Array:
   """DeepSeek-V3.2 off-policy sequence mask (TRL
   ``off_policy_mask_threshold``); see ``off_policy_sequence_mask_weights``.
   The sampling log-probs are ``Batch.rollout_logprobs`` when given, else

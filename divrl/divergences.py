@@ -52,8 +52,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from divrl.advantages import last_token_rewards
-from divrl.registry import register
+from divrl.sequences import on_last_token
+from divrl.registry import defaults_from, register
 from divrl.types import Batch, behaviour_logprobs, scalar_rewards_of
 
 Array = jax.Array
@@ -61,7 +61,25 @@ Array = jax.Array
 ESTIMATORS = ("k1", "abs", "k2", "k3")
 
 
-def _base_estimate(u: Array, estimator: str) -> Array:
+def kl_estimator(u: Array, estimator: str = "k3") -> Array:
+  """The sampled estimators of ``KL(p || q)`` from ``u = log p(y) - log q(y)``.
+
+  For ``y`` sampled from ``p`` (the table in the module docstring):
+  ``k1 = u``, ``abs = |u|``, ``k2 = u^2 / 2``, ``k3 = exp(-u) - 1 + u``
+  (Schulman 2020). ``k1`` and ``k3`` are unbiased for ``KL(p || q)``; ``k3``
+  is non-negative with lower variance when ``p`` is close to ``q``; ``k2``
+  is biased (its expectation is ``KL`` to second order). This one table
+  serves the KL regularizers here, the rollout rejection criteria
+  (``divrl.rejection``: ``p`` = the sampler, ``q`` = ``pi_old``) and the KL
+  metrics (``divrl.metrics.kl_to_base``).
+
+  Args:
+    u: log-ratios ``log p - log q`` at samples of ``p``, any shape.
+    estimator: ``"k1"``, ``"abs"``, ``"k2"`` or ``"k3"``.
+
+  Returns:
+    The per-sample estimates, same shape as ``u``.
+  """
   if estimator == "k1":
     return u
   if estimator == "abs":
@@ -75,9 +93,8 @@ def _base_estimate(u: Array, estimator: str) -> Array:
       f" {estimator!r}.")
 
 
-
 def kl_estimate(logprobs: Array, ref_logprobs: Array,
-                estimator: str = "k3", *,
+                estimator: str, *,
                 log_ratio_clip: float | None = None,
                 value_clip: float | None = None) -> Array:
   """Per-token sampled KL estimate ``[B,T]`` (see the module table).
@@ -105,17 +122,17 @@ def kl_estimate(logprobs: Array, ref_logprobs: Array,
   if log_ratio_clip is not None:
     u = jnp.clip(u, -log_ratio_clip, log_ratio_clip)
   plus = estimator.endswith("+")
-  value = _base_estimate(u, estimator[:-1] if plus else estimator)
+  value = kl_estimator(u, estimator[:-1] if plus else estimator)
   if value_clip is not None:
     value = jnp.clip(value, -value_clip, value_clip)
   if plus:
-    k2 = _base_estimate(u, "k2")
+    k2 = kl_estimator(u, "k2")
     return k2 - jax.lax.stop_gradient(k2) + jax.lax.stop_gradient(value)
   return value
 
 
 def importance_corrected_kl(logprobs: Array, ref_logprobs: Array,
-                            old_logprobs: Array, estimator: str = "k3", *,
+                            old_logprobs: Array, estimator: str, *,
                             detach_ratio: bool = False,
                             is_log_ratio_clip: float | None = 20.0,
                             log_ratio_clip: float | None = None,
@@ -161,13 +178,12 @@ def importance_corrected_kl(logprobs: Array, ref_logprobs: Array,
                              value_clip=value_clip)
 
 
-@register("regularizer", "kl")
-def kl_part(batch: Batch, *, estimator: str = "k3",
-            log_ratio_clip: float | None = None,
-            value_clip: float | None = None, is_correction: bool = False,
-            detach_ratio: bool = False,
-            is_log_ratio_clip: float | None = 20.0) -> Array:
-  """KL to the reference placed in the loss; needs ``batch.ref_logprobs``.
+@register("regularizer", "kl", reads=("ref_logprobs",))
+@defaults_from(kl_estimate, importance_corrected_kl)
+def kl_part(batch: Batch, *, estimator: str = "k3", log_ratio_clip, value_clip,
+            is_correction: bool = False, detach_ratio,
+            is_log_ratio_clip) -> Array:
+  """KL to the reference placed in the loss; reads ``Batch.ref_logprobs``.
 
   ``kl_estimate`` (plain) or, with ``is_correction=True``,
   ``importance_corrected_kl`` against ``pi_old`` (``Batch.old_logprobs``, or
@@ -180,9 +196,6 @@ def kl_part(batch: Batch, *, estimator: str = "k3",
   ``use_bias_correction_kl``, ``is_correction=True, detach_ratio=False,
   is_log_ratio_clip=None``.
   """
-  if batch.ref_logprobs is None:
-    raise ValueError("the 'kl' regularizer needs Batch.ref_logprobs, which is"
-                     " None.")
   if is_correction:
     return importance_corrected_kl(
         batch.logprobs, batch.ref_logprobs, behaviour_logprobs(batch), estimator,
@@ -208,15 +221,16 @@ def kl_penalized_rewards(rewards: Array, token_rewards: Array | None,
   m = mask.astype(kl.dtype)
   penalty = coef * jnp.where(mask > 0, kl, 0.0) * m
   if token_rewards is None:
-    token_rewards = last_token_rewards(rewards, mask)
+    token_rewards = on_last_token(rewards, mask)
   token_rewards = jnp.where(mask > 0, token_rewards, 0.0) - penalty
   return rewards - jnp.sum(penalty, axis=-1), token_rewards
 
 
-@register("transform", "kl_in_reward")
-def kl_in_reward(batch: Batch, *, coef: float = 0.0, estimator: str = "k1",
-                 log_ratio_clip: float | None = None,
-                 value_clip: float | None = None, coefs=None) -> Batch:
+@register("transform", "kl_in_reward", reads=("ref_logprobs",))
+@defaults_from(kl_estimate)
+def kl_in_reward_part(batch: Batch, *, coef: float = 0.0,
+                      estimator: str = "k1", log_ratio_clip, value_clip,
+                      coefs=None) -> Batch:
   """KL to the reference subtracted from the rewards (verl use_kl_in_reward).
 
   ``kl_t = k(log pi_old_t - log ref_t)`` with ``pi_old`` = ``Batch.old_logprobs``
@@ -241,9 +255,6 @@ def kl_in_reward(batch: Batch, *, coef: float = 0.0, estimator: str = "k1",
     ValueError: if ``Batch.ref_logprobs`` is None or ``Batch.rewards`` is not
       ``[B]``.
   """
-  if batch.ref_logprobs is None:
-    raise ValueError("the 'kl_in_reward' transform needs Batch.ref_logprobs,"
-                     " which is None.")
   scalar_rewards_of(batch, "kl_in_reward")
   if coefs is not None and "kl_in_reward" in coefs:
     coef = coefs["kl_in_reward"]
@@ -257,7 +268,7 @@ def kl_in_reward(batch: Batch, *, coef: float = 0.0, estimator: str = "k1",
                        token_rewards=token_rewards)
 
 
-@register("regularizer", "entropy")
+@register("regularizer", "entropy", reads=("entropy",))
 def entropy_part(batch: Batch) -> Array:
   """The per-token policy entropy ``H_t`` (``Batch.entropy``) as a regularizer.
 
@@ -277,11 +288,8 @@ def entropy_part(batch: Batch) -> Array:
   Raises:
     ValueError: if ``Batch.entropy`` is None.
   """
-  if batch.entropy is None:
-    raise ValueError("the 'entropy' regularizer needs Batch.entropy, which is"
-                     " None.")
   return batch.entropy
 
 
 # The call-time ``coefs`` key that overrides ``kl_in_reward``'s ``coef``.
-kl_in_reward.coef_keys = ("kl_in_reward",)
+kl_in_reward_part.coef_keys = ("kl_in_reward",)

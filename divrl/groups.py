@@ -1,6 +1,9 @@
 """Group statistics over ragged groups given by integer ids.
 
-Every function takes a static ``num_groups`` and an optional ``axis_name``.
+The one home of divrl's group math: sums, counts, extrema, moments,
+log-sum-exp, ranks with ties, and quantiles (per group, or of the valid
+entries of a whole batch). Every group function takes a static
+``num_groups`` and an optional ``axis_name``.
 Under ``jax.jit`` with a sharded batch the reductions are global already;
 inside ``shard_map`` pass the mesh axis the batch is split on, and the
 per-group sums are ``psum``-ed so every shard sees whole-group statistics
@@ -9,6 +12,9 @@ per-group sums are ``psum``-ed so every shard sees whole-group statistics
 
 from __future__ import annotations
 
+import fractions
+
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -90,3 +96,198 @@ def batch_moments(x: Array, *, weights: Array | None = None, ddof: int = 0,
   dof = n - ddof
   var = jnp.where(dof > 0, ss / jnp.where(dof > 0, dof, 1.0), 0.0)
   return mean, var
+
+
+def all_gather(x: Array, axis_name=None) -> Array:
+  """``x`` concatenated over the devices of ``axis_name`` (leading axis,
+  device order); ``x`` itself when ``axis_name`` is None."""
+  if axis_name is None:
+    return x
+  return jax.lax.all_gather(x, axis_name, axis=0, tiled=True)
+
+
+def global_index(batch_size: int, axis_name=None) -> Array:
+  """``[B]`` int32 position of each local row in the global batch.
+
+  Inside ``shard_map`` the batch is split into contiguous blocks over
+  ``axis_name``, so the global index is ``axis_index * B_local + i``.
+  """
+  index = jnp.arange(batch_size, dtype=jnp.int32)
+  if axis_name is not None:
+    index = index + jax.lax.axis_index(axis_name).astype(jnp.int32) * (
+        batch_size)
+  return index
+
+
+def group_logsumexp(x: Array, group_ids: Array, num_groups: int,
+                    axis_name=None) -> Array:
+  """Per-group ``log sum_j exp(x_j)`` ``[num_groups]`` (``-inf`` if empty).
+
+  Stable: the group maximum is subtracted before ``exp``.
+  """
+  m = group_max(x, group_ids, num_groups, axis_name)
+  safe = jnp.where(jnp.isfinite(m), m, 0.0)
+  s = group_sum(jnp.exp(x - broadcast(safe, group_ids)), group_ids,
+                num_groups, axis_name)
+  return jnp.where(s > 0, jnp.log(jnp.where(s > 0, s, 1.0)) + safe, -jnp.inf)
+
+
+RANK_TIES = ("ordinal", "average", "min", "max")
+
+
+def group_ranks(x: Array, group_ids: Array, num_groups: int, *,
+                ties: str = "ordinal", valid: Array | None = None,
+                axis_name=None) -> tuple[Array, Array]:
+  """Ascending 0-based ranks of ``x [B]`` within each group, and group sizes.
+
+  With ``L_i = #{j in g(i) : x_j < x_i}`` and ``E_i = #{j in g(i) : x_j =
+  x_i}`` (``i`` included) over the *valid* members of the group:
+
+  * ``ties="ordinal"``: ``L_i`` plus the number of equal members with a
+    lower global batch index (a permutation of ``0..n_g-1``);
+  * ``"average"``: the midrank ``L_i + (E_i - 1) / 2`` (SciPy's ``rankdata``
+    minus 1);
+  * ``"min"``: ``L_i``; ``"max"``: ``L_i + E_i - 1``.
+
+  ``valid [B]`` bool excludes rows (e.g. empty responses) from every other
+  row's rank and from the group size; an excluded row gets rank 0. Inside
+  ``shard_map`` pass ``axis_name``: values and ids are all-gathered over it
+  (a rank needs every member of the group), so memory is ``O(B_local *
+  B_global)``.
+
+  Returns:
+    ``(rank [B] float32, size [B] float32)``: the rank, and the number of
+    valid members of the row's group.
+  """
+  chex.assert_rank([x, group_ids], 1)
+  chex.assert_equal_shape([x, group_ids])
+  if ties not in RANK_TIES:
+    raise ValueError(f"ties must be one of {RANK_TIES}, got {ties!r}.")
+  b = x.shape[0]
+  ok = jnp.ones((b,), bool) if valid is None else valid.astype(bool)
+  chex.assert_shape(ok, (b,))
+  idx = global_index(b, axis_name)
+  all_x, all_ids = all_gather(x, axis_name), all_gather(group_ids, axis_name)
+  all_ok, all_idx = all_gather(ok, axis_name), all_gather(idx, axis_name)
+  peer = (group_ids[:, None] == all_ids[None, :]) & all_ok[None, :]
+  lower = jnp.sum(peer & (all_x[None, :] < x[:, None]), axis=1)
+  same = peer & (all_x[None, :] == x[:, None])
+  equal = jnp.sum(same, axis=1)
+  if ties == "ordinal":
+    rank = lower + jnp.sum(same & (all_idx[None, :] < idx[:, None]), axis=1)
+  elif ties == "min":
+    rank = lower
+  elif ties == "max":
+    rank = lower + jnp.maximum(equal - 1, 0)
+  else:
+    rank = lower + jnp.maximum(equal - 1, 0) / 2.0
+  size = broadcast(group_count(group_ids, num_groups, axis_name,
+                               weights=ok.astype(jnp.float32)), group_ids)
+  return jnp.where(ok, rank, 0).astype(jnp.float32), size
+
+
+# Quantile levels that are fractions with a denominator up to this bound get
+# an exact (integer arithmetic) virtual index; see ``quantile_index``.
+_MAX_DENOMINATOR = 32768
+# Fallback only: float32 virtual indices this close to an integer are snapped.
+_SNAP = 1e-6
+
+
+def quantile_index(q: float, n: Array):
+  """NumPy's virtual index ``p = q (n - 1)`` as ``(floor(p), p - floor(p))``.
+
+  When ``q`` is (within 1e-12) a fraction ``a / d`` with ``d <= 32768``, e.g.
+  every level with up to four decimals, ``p`` is computed exactly in int32
+  arithmetic (``n - 1 = A d + b``, ``p = a A + (a b) / d``), so an integral
+  ``p`` is recognised for any sample size. Otherwise ``p`` is computed in
+  float32 and snapped to an integer within a relative 1e-6 (exact only for
+  small ``n``). NumPy computes ``p`` in float64; where that rounds an exactly
+  integral ``p`` by an ulp the linear interpolation returns the order
+  statistic up to a last-bit difference, which this matches.
+
+  Args:
+    q: the level, a Python float in ``[0, 1]``.
+    n: int array of sample counts (any shape).
+
+  Returns:
+    ``(lo int32, frac float32)`` with ``0 <= frac < 1``, shaped like ``n``.
+  """
+  n1 = jnp.maximum(n - 1, 0).astype(jnp.int32)
+  frac_q = fractions.Fraction(q).limit_denominator(_MAX_DENOMINATOR)
+  if abs(float(frac_q) - q) <= 1e-12:
+    num, den = frac_q.numerator, frac_q.denominator
+    a, b = n1 // den, n1 % den
+    nb = num * b
+    lo = num * a + nb // den
+    frac = (nb % den).astype(jnp.float32) / float(den)
+    return lo.astype(jnp.int32), frac
+  p = jnp.asarray(q, jnp.float32) * n1.astype(jnp.float32)
+  r = jnp.round(p)
+  p = jnp.where(jnp.abs(p - r) <= _SNAP * jnp.maximum(p, 1.0), r, p)
+  lo = jnp.floor(p)
+  return lo.astype(jnp.int32), (p - lo).astype(jnp.float32)
+
+
+def sorted_valid(values: Array, valid: Array):
+  """``(sorted values with invalid ones last as +inf, number valid)``."""
+  flat = values.reshape(-1).astype(jnp.float32)
+  ok = valid.reshape(-1)
+  n = jnp.sum(ok.astype(jnp.int32))
+  s = jnp.sort(jnp.where(ok, flat, jnp.inf))
+  return s, n
+
+
+def _interpolate(v_lo: Array, v_hi: Array, f: Array) -> Array:
+  """NumPy's two-sided linear interpolation between order statistics."""
+  diff = v_hi - v_lo
+  interp = jnp.where(f < 0.5, v_lo + diff * f, v_hi - diff * (1.0 - f))
+  return jnp.where(f > 0, jnp.clip(interp, v_lo, v_hi), v_lo)
+
+
+def masked_quantile(values: Array, valid: Array, q: float) -> Array:
+  """The ``q``-quantile of ``values[valid]``, linear interpolation.
+
+  The convention is NumPy's default (``method="linear"``, type 7 of Hyndman
+  and Fan): with the ``n`` valid values sorted as ``v_0 <= ... <= v_{n-1}``
+  and the virtual index ``p = q (n - 1)``, the quantile is ``v_lo + (p - lo)
+  (v_hi - v_lo)`` with ``lo = floor(p)``, ``hi = ceil(p)``. ``p`` is computed
+  exactly for the usual levels (see ``quantile_index``), and the
+  interpolation uses NumPy's two-sided form (``v_hi - (1 - f) (v_hi - v_lo)``
+  for ``f >= 0.5``). Returns NaN when no value is valid. Jit-able; ``n`` may
+  be traced.
+  """
+  chex.assert_equal_shape([values, valid])
+  s, n = sorted_valid(values, valid)
+  lo, f = quantile_index(q, n)
+  hi = jnp.minimum(lo + 1, jnp.maximum(n - 1, 0))
+  return jnp.where(n > 0, _interpolate(s[lo], s[hi], f), jnp.nan)
+
+
+def group_quantile(x: Array, group_ids: Array, num_groups: int, q: float, *,
+                   valid: Array | None = None, axis_name=None) -> Array:
+  """Per-group ``q``-quantile of ``x [B]``, ``[num_groups]`` (NaN if empty).
+
+  The convention of ``masked_quantile`` (NumPy's ``method="linear"``) within
+  each group's valid members. Rows are sorted by ``(group, value)`` once;
+  inside ``shard_map`` they are all-gathered over ``axis_name`` first.
+  """
+  chex.assert_rank([x, group_ids], 1)
+  chex.assert_equal_shape([x, group_ids])
+  ok = (jnp.ones(x.shape, bool) if valid is None else valid.astype(bool))
+  all_x = all_gather(x, axis_name).astype(jnp.float32)
+  all_ids = all_gather(group_ids, axis_name)
+  all_ok = all_gather(ok, axis_name)
+  # Invalid rows sort to the end of their group (+inf) and are not counted.
+  order = jnp.lexsort((jnp.where(all_ok, all_x, jnp.inf), all_ids))
+  s = jnp.where(all_ok, all_x, jnp.inf)[order]
+  n = jax.ops.segment_sum(all_ok.astype(jnp.int32), all_ids,
+                          num_segments=num_groups)
+  size = jax.ops.segment_sum(jnp.ones_like(all_ids), all_ids,
+                             num_segments=num_groups)
+  start = jnp.cumsum(size) - size
+  lo, f = quantile_index(q, n)
+  hi = jnp.minimum(lo + 1, jnp.maximum(n - 1, 0))
+  last = s.shape[0] - 1
+  v_lo = s[jnp.clip(start + lo, 0, last)]
+  v_hi = s[jnp.clip(start + hi, 0, last)]
+  return jnp.where(n > 0, _interpolate(v_lo, v_hi, f), jnp.nan)

@@ -17,93 +17,16 @@ the tokens of all shards (``all_gather``) and group statistics are
 
 from __future__ import annotations
 
-import fractions
-
 import chex
 import jax
 import jax.numpy as jnp
 
 from divrl import groups
 from divrl.advantages import scalar_rewards
-from divrl.registry import register
+from divrl.registry import defaults_from, register
 from divrl.types import Batch
 
 Array = jax.Array
-
-# Quantile levels that are fractions with a denominator up to this bound get
-# an exact (integer arithmetic) virtual index; see ``_quantile_index``.
-_MAX_DENOMINATOR = 32768
-# Fallback only: float32 virtual indices this close to an integer are snapped.
-_SNAP = 1e-6
-
-
-def _all_gather(x: Array, axis_name) -> Array:
-  if axis_name is None:
-    return x
-  return jax.lax.all_gather(x, axis_name, axis=0, tiled=True)
-
-
-def _quantile_index(q: float, n: Array):
-  """NumPy's virtual index ``p = q (n - 1)`` as ``(floor(p), p - floor(p))``.
-
-  When ``q`` is (within 1e-12) a fraction ``a / d`` with ``d <= 32768``, e.g.
-  every ``rho`` with up to four decimals, ``p`` is computed exactly in int32
-  arithmetic (``n - 1 = A d + b``, ``p = a A + (a b) / d``), so an integral
-  ``p`` is recognised for any batch size. Otherwise ``p`` is computed in
-  float32 and snapped to an integer within a relative 1e-6 (exact only for
-  small ``n``). NumPy computes ``p`` in float64; where that rounds an exactly
-  integral ``p`` by an ulp the linear interpolation returns the order
-  statistic up to a last-bit difference, which this matches.
-
-  Returns:
-    ``(lo int32, frac float32)`` with ``0 <= frac < 1``.
-  """
-  n1 = jnp.maximum(n - 1, 0).astype(jnp.int32)
-  frac_q = fractions.Fraction(q).limit_denominator(_MAX_DENOMINATOR)
-  if abs(float(frac_q) - q) <= 1e-12:
-    num, den = frac_q.numerator, frac_q.denominator
-    a, b = n1 // den, n1 % den
-    nb = num * b
-    lo = num * a + nb // den
-    frac = (nb % den).astype(jnp.float32) / float(den)
-    return lo.astype(jnp.int32), frac
-  p = jnp.asarray(q, jnp.float32) * n1.astype(jnp.float32)
-  r = jnp.round(p)
-  p = jnp.where(jnp.abs(p - r) <= _SNAP * jnp.maximum(p, 1.0), r, p)
-  lo = jnp.floor(p)
-  return lo.astype(jnp.int32), (p - lo).astype(jnp.float32)
-
-
-def _sorted_valid(values: Array, valid: Array):
-  flat = values.reshape(-1).astype(jnp.float32)
-  ok = valid.reshape(-1)
-  n = jnp.sum(ok.astype(jnp.int32))
-  s = jnp.sort(jnp.where(ok, flat, jnp.inf))
-  return s, n
-
-
-def masked_quantile(values: Array, valid: Array, q: float) -> Array:
-  """The ``q``-quantile of ``values[valid]``, linear interpolation.
-
-  The convention is NumPy's default (``method="linear"``, type 7 of Hyndman
-  and Fan): with the ``n`` valid values sorted as ``v_0 <= ... <= v_{n-1}``
-  and the virtual index ``p = q (n - 1)``, the quantile is ``v_lo + (p - lo)
-  (v_hi - v_lo)`` with ``lo = floor(p)``, ``hi = ceil(p)``. ``p`` is computed
-  exactly for the usual levels (see ``_quantile_index``), and the
-  interpolation uses NumPy's two-sided form (``v_hi - (1 - f) (v_hi - v_lo)``
-  for ``f >= 0.5``). Returns NaN when no value is valid. Jit-able; ``n`` may
-  be traced.
-  """
-  chex.assert_equal_shape([values, valid])
-  s, n = _sorted_valid(values, valid)
-  lo, f = _quantile_index(q, n)
-  hi = jnp.minimum(lo + 1, jnp.maximum(n - 1, 0))
-  v_lo, v_hi = s[lo], s[hi]
-  diff = v_hi - v_lo
-  interp = jnp.where(f < 0.5, v_lo + diff * f, v_hi - diff * (1.0 - f))
-  interp = jnp.where(f > 0, jnp.clip(interp, v_lo, v_hi), v_lo)
-  return jnp.where(n > 0, interp, jnp.nan)
-
 
 def high_entropy_mask(entropy: Array, mask: Array, rho: float = 0.2, *,
                       axis_name=None) -> Array:
@@ -146,24 +69,22 @@ def high_entropy_mask(entropy: Array, mask: Array, rho: float = 0.2, *,
   h = jnp.where(valid, h, 0.0)
   if rho == 1.0:
     return valid.astype(jnp.float32)
-  s, n = _sorted_valid(_all_gather(h, axis_name), _all_gather(valid,
-                                                              axis_name))
-  lo, f = _quantile_index(1.0 - rho, n)
+  s, n = groups.sorted_valid(groups.all_gather(h, axis_name),
+                             groups.all_gather(valid, axis_name))
+  lo, f = groups.quantile_index(1.0 - rho, n)
   threshold = s[lo + (f > 0).astype(jnp.int32)]
   return (valid & (h >= threshold)).astype(jnp.float32)
 
 
-@register("token_weight", "high_entropy")
-def high_entropy(batch: Batch, advantages: Array, *, axis_name=None,
-                 rho: float = 0.2) -> Array:
+@register("token_weight", "high_entropy", reads=("entropy",))
+@defaults_from(high_entropy_mask)
+def high_entropy_part(batch: Batch, advantages: Array, *, axis_name=None,
+                      rho) -> Array:
   """Top-``rho`` entropy token mask (arXiv:2506.01939, TRL
   ``top_entropy_quantile``); see ``high_entropy_mask``. Needs
   ``Batch.entropy``. The default ``rho = 0.2`` is the paper's setting (TRL's
   default ``top_entropy_quantile = 1.0`` keeps every token, i.e. is off)."""
   del advantages
-  if batch.entropy is None:
-    raise ValueError("the 'high_entropy' token weight needs Batch.entropy,"
-                     " which is None.")
   return high_entropy_mask(batch.entropy, batch.response_mask, rho,
                            axis_name=axis_name)
 
@@ -176,8 +97,8 @@ def _zero_rows(mask: Array, drop: Array) -> Array:
   return jnp.where(drop[:, None], jnp.zeros((), mask.dtype), mask)
 
 
-@register("transform", "mask_truncated")
-def mask_truncated(batch: Batch) -> Batch:
+@register("transform", "mask_truncated", reads=("truncated",))
+def mask_truncated_part(batch: Batch) -> Batch:
   """Masks out responses that hit the length limit (overlong filtering).
 
   Rows with ``Batch.truncated`` get ``response_mask = 0``: they add nothing
@@ -188,9 +109,6 @@ def mask_truncated(batch: Batch) -> Batch:
   Reference: Yu et al., "DAPO: An Open-Source LLM Reinforcement Learning
   System at Scale", arXiv:2503.14476 (overlong filtering).
   """
-  if batch.truncated is None:
-    raise ValueError("the 'mask_truncated' transform needs Batch.truncated,"
-                     " which is None.")
   chex.assert_shape(batch.truncated, (batch.batch_size,))
   return batch.replace(response_mask=_zero_rows(batch.response_mask,
                                                 batch.truncated))
@@ -213,9 +131,9 @@ def zero_variance_groups(rewards: Array, group_ids: Array, num_groups: int, *,
 
 
 @register("transform", "filter_zero_variance_groups")
-def filter_zero_variance_groups(batch: Batch, *, axis_name=None,
-                                atol: float = 0.0,
-                                reward_weights=None) -> Batch:
+@defaults_from(zero_variance_groups, scalar_rewards)
+def filter_zero_variance_groups_part(batch: Batch, *, axis_name=None, atol,
+                                     reward_weights) -> Batch:
   """DAPO dynamic sampling as weights: degenerate groups get mask 0.
 
   A group whose (scalar, see ``advantages.scalar_rewards``) rewards are all

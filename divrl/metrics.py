@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from divrl.divergences import kl_estimator
+
 Array = jax.Array
 
 DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -439,8 +441,8 @@ def kl_to_base(logprobs: Array, base_logprobs: Array, mask: Array, *,
   lp = jnp.where(valid, logprobs.astype(dtype), 0.0)
   base = jnp.where(valid, base_logprobs.astype(dtype), 0.0)
   u = lp - base  # 0 on padding, so both estimators below are 0 there
-  k1 = jnp.sum(u, axis=-1)
-  k3 = jnp.sum(jnp.expm1(-u) + u, axis=-1)
+  k1 = jnp.sum(kl_estimator(u, "k1"), axis=-1)
+  k3 = jnp.sum(kl_estimator(u, "k3"), axis=-1)
   if not reduce:
     return KLToBase(k1, k3)
   nonempty = jnp.any(valid, axis=-1).astype(dtype)

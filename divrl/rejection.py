@@ -7,8 +7,10 @@ With the log-ratio ``d_t = log pi_old(y_t) - log pi_roll(y_t)`` per token:
 * ``k1`` criteria bound a ratio to ``[lo, hi]``: per token ``exp(d_t)``;
   per sequence ``exp(sum_t d_t)`` (``seq_sum``) or the geometric mean
   ``exp(mean_t d_t)`` (``seq_mean``).
-* ``k2 = d^2 / 2`` and ``k3 = exp(d) - 1 - d`` (both ``>= 0``) must not exceed
-  ``hi``, per token, or summed / averaged / maximised over the sequence.
+* ``k2 = d^2 / 2`` and ``k3 = exp(d) - 1 - d`` (both ``>= 0``; the sampled
+  estimators of ``KL(pi_roll || pi_old)`` of ``divergences.kl_estimator``
+  with ``u = -d``) must not exceed ``hi``, per token, or summed / averaged /
+  maximised over the sequence.
 
 Token criteria zero the rejected tokens' mask; sequence criteria zero the whole
 row. Every criterion must pass. The exact threshold semantics of verl are not
@@ -21,7 +23,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from divrl.registry import register
+from divrl.divergences import kl_estimator
+from divrl.registry import defaults_from, register
 from divrl.types import Batch, behaviour_logprobs
 
 Array = jax.Array
@@ -32,9 +35,8 @@ CRITERIA = ("token_k1", "token_k2", "token_k3", "seq_sum_k1", "seq_sum_k2",
 
 
 def _k(d: Array, kind: str) -> Array:
-  if kind == "k2":
-    return 0.5 * d * d
-  return jnp.expm1(d) - d  # k3
+  """``k2`` or ``k3`` of ``KL(pi_roll || pi_old)`` at the sampled tokens."""
+  return kl_estimator(-d, kind)  # u = log pi_roll - log pi_old = -d
 
 
 def rejection_mask(old_logprobs: Array, rollout_logprobs: Array, mask: Array,
@@ -84,17 +86,15 @@ def rejection_mask(old_logprobs: Array, rollout_logprobs: Array, mask: Array,
   return m * ok.astype(jnp.float32)[:, None]
 
 
-@register("transform", "rollout_rejection")
+@register("transform", "rollout_rejection", reads=("rollout_logprobs",))
+@defaults_from(rejection_mask)
 def rollout_rejection_part(batch: Batch, *, criteria: tuple = ("token_k1",),
-                           lo: float = 0.5, hi: float = 2.0) -> Batch:
+                           lo, hi) -> Batch:
   """Zeroes the mask of rejected tokens/sequences; needs rollout log-probs.
 
   ``criteria`` is a sequence of ``CRITERIA`` names (or one name, or a
   comma-separated string as in verl); one ``lo``/``hi`` pair applies to all.
   """
-  if batch.rollout_logprobs is None:
-    raise ValueError("rollout_rejection needs Batch.rollout_logprobs, which is"
-                     " None.")
   if isinstance(criteria, str):
     criteria = tuple(c.strip() for c in criteria.split(","))
   old = behaviour_logprobs(batch)

@@ -15,7 +15,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from divrl.registry import register
+from divrl.registry import defaults_from, register
 from divrl.types import Batch, scalar_rewards_of
 
 Array = jax.Array
@@ -55,8 +55,8 @@ def pf_ppo_indices(key: Array, rewards: Array, *, mode: str = "pow",
 
 
 @register("transform", "pf_ppo")
-def pf_ppo_part(batch: Batch, *, key: Array, mode: str = "pow",
-                power: float = 2.0) -> Batch:
+@defaults_from(pf_ppo_indices)
+def pf_ppo_part(batch: Batch, *, key: Array, mode, power) -> Batch:
   """Resamples the rows of ``batch``; see ``pf_ppo_indices``."""
   idx = pf_ppo_indices(key, scalar_rewards_of(batch, "pf_ppo"), mode=mode, power=power)
   return jax.tree.map(lambda x: x[idx], batch)

@@ -18,17 +18,12 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from divrl.registry import register
+from divrl.registry import defaults_from, register
+from divrl.sequences import sequence_lengths
 from divrl.types import Batch
 from divrl.types import scalar_rewards_of
 
 Array = jax.Array
-
-
-def response_lengths(mask: Array) -> Array:
-  """``|y_i| = #{t : m_it > 0}`` as float32 ``[B]``."""
-  chex.assert_rank(mask, 2)
-  return jnp.sum((mask > 0).astype(jnp.float32), axis=1)
 
 
 # --- DAPO overlong penalty --------------------------------------------------
@@ -61,15 +56,16 @@ def overlong_penalty_values(lengths: Array, *, max_length: int,
 
 
 @register("transform", "overlong_penalty")
-def overlong_penalty(batch: Batch, *, max_length: int = 20480,
-                     cache_length: int = 4096, factor: float = 1.0) -> Batch:
+@defaults_from(overlong_penalty_values)
+def overlong_penalty_part(batch: Batch, *, max_length: int = 20480,
+                          cache_length: int = 4096, factor) -> Batch:
   """Adds DAPO's soft overlong punishment to the rewards.
 
   See ``overlong_penalty_values``. ``|y|`` counts valid tokens. Defaults are the
   DAPO paper's (``L_max = 20480``, ``L_cache = 4096``); set them to the
   generation limit of your task."""
   r = scalar_rewards_of(batch, "overlong_penalty")
-  pen = overlong_penalty_values(response_lengths(batch.response_mask),
+  pen = overlong_penalty_values(sequence_lengths(batch.response_mask),
                                 max_length=max_length,
                                 cache_length=cache_length, factor=factor)
   return batch.replace(rewards=r + pen.astype(r.dtype))
@@ -110,12 +106,11 @@ def cosine_length_values(correct: Array, lengths: Array, *, max_length: int,
 
 
 @register("transform", "cosine_length_reward")
-def cosine_length_reward(batch: Batch, *, max_length: int = 1000,
-                         threshold: float = 0.5,
-                         min_value_correct: float = 0.5,
-                         max_value_correct: float = 1.0,
-                         min_value_wrong: float = -1.0,
-                         max_value_wrong: float = -0.5) -> Batch:
+@defaults_from(cosine_length_values)
+def cosine_length_reward_part(batch: Batch, *, max_length: int = 1000,
+                              threshold: float = 0.5, min_value_correct,
+                              max_value_correct, min_value_wrong,
+                              max_value_wrong) -> Batch:
   """*Replaces* the reward by the cosine length-scaled reward.
 
   See ``cosine_length_values``. A response is correct iff its reward is ``>
@@ -123,7 +118,7 @@ def cosine_length_reward(batch: Batch, *, max_length: int = 1000,
   is then discarded. Put additive shapings after this transform."""
   r = scalar_rewards_of(batch, "cosine_length_reward")
   values = cosine_length_values(r > threshold,
-                                response_lengths(batch.response_mask),
+                                sequence_lengths(batch.response_mask),
                                 max_length=max_length,
                                 min_value_correct=min_value_correct,
                                 max_value_correct=max_value_correct,
@@ -202,14 +197,11 @@ def ngram_repetition_values(tokens: Array, mask: Array, *, n: int = 3,
   return jnp.where(total > 0, penalty * (1.0 - frac), 0.0)
 
 
-@register("transform", "ngram_repetition_penalty")
-def ngram_repetition_penalty(batch: Batch, *, n: int = 3,
-                             penalty: float = -1.0) -> Batch:
+@register("transform", "ngram_repetition_penalty", reads=("tokens",))
+@defaults_from(ngram_repetition_values)
+def ngram_repetition_penalty_part(batch: Batch, *, n, penalty) -> Batch:
   """Adds the n-gram repetition penalty of ``Batch.tokens`` to the rewards;
   see ``ngram_repetition_values``."""
-  if batch.tokens is None:
-    raise ValueError("the 'ngram_repetition_penalty' transform needs"
-                     " Batch.tokens, which is None.")
   r = scalar_rewards_of(batch, "ngram_repetition_penalty")
   pen = ngram_repetition_values(batch.tokens, batch.response_mask, n=n,
                                 penalty=penalty)

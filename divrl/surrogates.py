@@ -35,7 +35,9 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from divrl.registry import register
+from divrl.registry import defaults_from, register
+from divrl.sequences import (sequence_lengths, sequence_mean, sequence_sum,
+                             valid)
 from divrl.types import Batch
 from divrl.types import behaviour_logprobs  # noqa: F401  (re-exported)
 
@@ -56,14 +58,6 @@ def log_ratio(logprobs: Array, old_logprobs: Array,
   """
   d = logprobs - old_logprobs
   return d if clip is None else jnp.clip(d, -clip, clip)
-
-
-def rollout_logprobs(batch: Batch, part: str) -> Array:
-  """``batch.rollout_logprobs``; raises ValueError naming ``part`` if None."""
-  if batch.rollout_logprobs is None:
-    raise ValueError(f"{part!r} needs Batch.rollout_logprobs (the sampler's"
-                     " log-probs), which is None.")
-  return batch.rollout_logprobs
 
 
 def _check_2d(*xs: Array) -> None:
@@ -87,31 +81,6 @@ def _check_clip(log_ratio_clip) -> None:
   if log_ratio_clip is not None and not log_ratio_clip > 0:
     raise ValueError(f"log_ratio_clip must be > 0 or None, got"
                      f" {log_ratio_clip}.")
-
-
-def _valid(mask: Array) -> Array:
-  return mask > 0
-
-
-def sequence_mean(x: Array, mask: Array) -> Array:
-  """Mean of ``x [B,T]`` over the valid tokens of each row, ``[B,1]``.
-
-  Padded entries are selected away with ``where`` before the sum, so garbage
-  there reaches neither the value nor the gradient. Empty rows give 0.
-  """
-  v = _valid(mask)
-  n = jnp.sum(v, axis=-1, keepdims=True).astype(x.dtype)
-  s = jnp.sum(jnp.where(v, x, 0.0), axis=-1, keepdims=True)
-  return s / jnp.maximum(n, 1.0)
-
-
-def sequence_sum(x: Array, mask: Array) -> Array:
-  """Sum of ``x [B,T]`` over the valid tokens of each row, ``[B,1]``."""
-  return jnp.sum(jnp.where(_valid(mask), x, 0.0), axis=-1, keepdims=True)
-
-
-def _lengths(mask: Array, dtype) -> Array:
-  return jnp.sum(_valid(mask), axis=-1, keepdims=True).astype(dtype)
 
 
 def _f32(x: Array) -> Array:
@@ -190,11 +159,9 @@ def ppo_clip(logprobs: Array, old_logprobs: Array, advantages: Array, *,
 
 
 @register("surrogate", "ppo_clip")
-def ppo_clip_part(batch: Batch, advantages: Array, *, eps_low: float = 0.2,
-                  eps_high: float = 0.2,
-                  log_ratio_clip: float | None = 20.0,
-                  clip_ratio_c: float | None = None,
-                  delta: float | None = None):
+@defaults_from(ppo_clip)
+def ppo_clip_part(batch: Batch, advantages: Array, *, eps_low, eps_high,
+                  log_ratio_clip, clip_ratio_c, delta):
   """PPO clip against ``pi_old``; see ``ppo_clip``."""
   return ppo_clip(batch.logprobs, behaviour_logprobs(batch), advantages,
                   eps_low=eps_low, eps_high=eps_high,
@@ -247,7 +214,7 @@ def gspo_sequence(logprobs: Array, old_logprobs: Array, advantages: Array,
     log_s = jnp.minimum(log_s, max_log_ratio)
   s = jnp.broadcast_to(jnp.exp(log_s), logprobs.shape)
   loss, clipfrac = _clipped_pg(s, sg(advantages), eps_low, eps_high)
-  return (jnp.where(_valid(mask), loss, 0.0),
+  return (jnp.where(valid(mask), loss, 0.0),
           {"clipfrac": clipfrac, "seq_ratio": sg(s)})
 
 
@@ -263,9 +230,13 @@ def gspo_token(logprobs: Array, old_logprobs: Array, advantages: Array,
   ``s_i grad l_it``. ``L_it = max(-A_it s_it, -A_it clip(s_it, 1 - eps_low,
   1 + eps_high))``, which allows token-level advantages. With
   sequence-constant ``A`` and ``seq-mean-token-mean`` it has the value and
-  the gradient of ``gspo_sequence``. verl's ``gspo`` forces
-  ``seq-mean-token-mean``; use it to reproduce verl (and TRL's experimental
-  GSPO-token).
+  the gradient of ``gspo_sequence``. The aggregation is the objective's, as
+  for every surrogate. verl's ``compute_policy_loss_gspo`` in v0.6.0 to
+  v0.9.0 and on main of Aug 2026 passes ``seq-mean-token-mean`` whatever its
+  ``loss_agg_mode`` says: use ``seq-mean-token-mean`` to reproduce those
+  versions (and TRL's experimental GSPO-token). A verl release that honours
+  ``loss_agg_mode`` (0.9.1 is reported to) is reproduced by the divrl
+  aggregation of the same name.
 
   References:
     Zheng et al., "Group Sequence Policy Optimization", arXiv:2507.18071
@@ -287,14 +258,14 @@ def gspo_token(logprobs: Array, old_logprobs: Array, advantages: Array,
     log_st = jnp.minimum(log_st, max_log_ratio)
   s = jnp.exp(log_st)
   loss, clipfrac = _clipped_pg(s, sg(advantages), eps_low, eps_high)
-  return (jnp.where(_valid(mask), loss, 0.0),
+  return (jnp.where(valid(mask), loss, 0.0),
           {"clipfrac": clipfrac, "seq_ratio": sg(s)})
 
 
 @register("surrogate", "gspo_seq")
-def gspo_seq_part(batch: Batch, advantages: Array, *, eps_low: float = 3e-4,
-                  eps_high: float = 4e-4,
-                  max_log_ratio: float | None = None):
+@defaults_from(gspo_sequence)
+def gspo_seq_part(batch: Batch, advantages: Array, *, eps_low, eps_high,
+                  max_log_ratio):
   """GSPO, sequence ratio with full gradient (TRL); see ``gspo_sequence``."""
   return gspo_sequence(batch.logprobs, behaviour_logprobs(batch), advantages,
                        batch.mask, eps_low=eps_low, eps_high=eps_high,
@@ -302,9 +273,9 @@ def gspo_seq_part(batch: Batch, advantages: Array, *, eps_low: float = 3e-4,
 
 
 @register("surrogate", "gspo_token")
-def gspo_token_part(batch: Batch, advantages: Array, *,
-                    eps_low: float = 3e-4, eps_high: float = 4e-4,
-                    max_log_ratio: float | None = 10.0):
+@defaults_from(gspo_token)
+def gspo_token_part(batch: Batch, advantages: Array, *, eps_low, eps_high,
+                    max_log_ratio):
   """GSPO-token, straight-through sequence ratio (verl); see ``gspo_token``."""
   return gspo_token(batch.logprobs, behaviour_logprobs(batch), advantages,
                     batch.mask, eps_low=eps_low, eps_high=eps_high,
@@ -335,12 +306,13 @@ def luspo(logprobs: Array, old_logprobs: Array, advantages: Array,
   loss, diag = gspo_sequence(logprobs, old_logprobs, advantages, mask,
                              eps_low=eps_low, eps_high=eps_high,
                              max_log_ratio=max_log_ratio)
-  return loss * _lengths(mask, loss.dtype), diag
+  return loss * sequence_lengths(mask, loss.dtype)[:, None], diag
 
 
 @register("surrogate", "luspo")
-def luspo_part(batch: Batch, advantages: Array, *, eps_low: float = 3e-4,
-               eps_high: float = 4e-4, max_log_ratio: float | None = None):
+@defaults_from(luspo)
+def luspo_part(batch: Batch, advantages: Array, *, eps_low, eps_high,
+               max_log_ratio):
   """Length-scaled GSPO sequence loss (TRL); see ``luspo``."""
   return luspo(batch.logprobs, behaviour_logprobs(batch), advantages,
                batch.mask, eps_low=eps_low, eps_high=eps_high,
@@ -362,8 +334,11 @@ def gmpo(logprobs: Array, old_logprobs: Array, advantages: Array,
   ``geo_mean`` takes a plain mean over sequences, which
   ``seq-mean-token-mean`` reproduces (rows without valid tokens are dropped
   rather than counted as 0). ``eps_low`` / ``eps_high`` are log-space bounds:
-  the default 0.4 is the paper's ``(e^-0.4, e^0.4)`` and TRL's experimental
-  GMPO; verl passes its ``clip_ratio`` (0.2) here.
+  the default 0.4 is the paper's ``(e^-0.4, e^0.4)``, verl's GMPO example
+  and TRL's experimental GMPO. verl's ``geo_mean`` passes
+  ``clip_ratio_low`` as ``eps_low`` and ``clip_ratio_high`` as ``eps_high``
+  (each falls back to ``clip_ratio``; all default to 0.2 in verl's actor
+  config).
 
   References:
     Zhao et al., "Geometric-Mean Policy Optimization", arXiv:2507.20673.
@@ -381,15 +356,16 @@ def gmpo(logprobs: Array, old_logprobs: Array, advantages: Array,
   dt = sgn * jnp.minimum(sgn * d, sgn * dc)
   r = jnp.exp(sequence_mean(dt, mask))
   abar = sequence_mean(adv, mask)
-  loss = jnp.where(_valid(mask), -abar * r, 0.0)
+  loss = jnp.where(valid(mask), -abar * r, 0.0)
   clipfrac = (sgn * d > sgn * dc).astype(jnp.float32)
   return loss, {"clipfrac": clipfrac,
                 "seq_ratio": sg(jnp.broadcast_to(r, logprobs.shape))}
 
 
 @register("surrogate", "gmpo")
-def gmpo_part(batch: Batch, advantages: Array, *, eps_low: float = 0.4,
-              eps_high: float = 0.4, log_ratio_clip: float | None = None):
+@defaults_from(gmpo)
+def gmpo_part(batch: Batch, advantages: Array, *, eps_low, eps_high,
+              log_ratio_clip):
   """Geometric-mean policy optimisation (verl ``geo_mean``); see ``gmpo``."""
   return gmpo(batch.logprobs, behaviour_logprobs(batch), advantages,
               batch.mask, eps_low=eps_low, eps_high=eps_high,
@@ -450,10 +426,9 @@ def cispo(logprobs: Array, old_logprobs: Array, advantages: Array, *,
 
 
 @register("surrogate", "cispo")
-def cispo_part(batch: Batch, advantages: Array, *, bound: str = "two_sided",
-               eps_low: float = 0.2, eps_high: float = 0.2,
-               max_ratio: float = 5.0,
-               log_ratio_clip: float | None = 20.0):
+@defaults_from(cispo)
+def cispo_part(batch: Batch, advantages: Array, *, bound, eps_low, eps_high,
+               max_ratio, log_ratio_clip):
   """Clipped IS-weight policy optimisation (verl / TRL); see ``cispo``."""
   return cispo(batch.logprobs, behaviour_logprobs(batch), advantages,
                bound=bound, eps_low=eps_low, eps_high=eps_high,
@@ -491,8 +466,9 @@ def sapo(logprobs: Array, old_logprobs: Array, advantages: Array, *,
 
 
 @register("surrogate", "sapo")
-def sapo_part(batch: Batch, advantages: Array, *, tau_pos: float = 1.0,
-              tau_neg: float = 1.05, log_ratio_clip: float | None = 20.0):
+@defaults_from(sapo)
+def sapo_part(batch: Batch, advantages: Array, *, tau_pos, tau_neg,
+              log_ratio_clip):
   """Soft adaptive policy optimisation (verl / TRL); see ``sapo``."""
   return sapo(batch.logprobs, behaviour_logprobs(batch), advantages,
               tau_pos=tau_pos, tau_neg=tau_neg, log_ratio_clip=log_ratio_clip)
@@ -567,9 +543,9 @@ def dppo(logprobs: Array, old_logprobs: Array, advantages: Array, *,
 
 
 @register("surrogate", "dppo_tv")
-def dppo_tv_part(batch: Batch, advantages: Array, *, delta_low: float = 0.2,
-                 delta_high: float = 0.2, max_ratio: float = 3.0,
-                 log_ratio_clip: float | None = 20.0):
+@defaults_from(dppo)
+def dppo_tv_part(batch: Batch, advantages: Array, *, delta_low, delta_high,
+                 max_ratio, log_ratio_clip):
   """DPPO with the binary total-variation mask (verl); see ``dppo``."""
   return dppo(batch.logprobs, behaviour_logprobs(batch), advantages,
               divergence="tv", delta_low=delta_low, delta_high=delta_high,
@@ -577,9 +553,9 @@ def dppo_tv_part(batch: Batch, advantages: Array, *, delta_low: float = 0.2,
 
 
 @register("surrogate", "dppo_kl")
-def dppo_kl_part(batch: Batch, advantages: Array, *, delta_low: float = 0.2,
-                 delta_high: float = 0.2, max_ratio: float = 3.0,
-                 log_ratio_clip: float | None = 20.0):
+@defaults_from(dppo)
+def dppo_kl_part(batch: Batch, advantages: Array, *, delta_low, delta_high,
+                 max_ratio, log_ratio_clip):
   """DPPO with the binary KL mask (verl); see ``dppo``."""
   return dppo(batch.logprobs, behaviour_logprobs(batch), advantages,
               divergence="kl", delta_low=delta_low, delta_high=delta_high,
@@ -642,9 +618,9 @@ def vespo(logprobs: Array, old_logprobs: Array, advantages: Array,
 
 
 @register("surrogate", "vespo")
-def vespo_part(batch: Batch, advantages: Array, *, k_pos: float = 2.0,
-               lambda_pos: float = 3.0, k_neg: float = 3.0,
-               lambda_neg: float = 2.0):
+@defaults_from(vespo)
+def vespo_part(batch: Batch, advantages: Array, *, k_pos, lambda_pos, k_neg,
+               lambda_neg):
   """Gamma-kernel sequence-weighted REINFORCE (TRL); see ``vespo``. Uses
   ``Batch.rollout_logprobs`` for the sampler mismatch when present."""
   return vespo(batch.logprobs, behaviour_logprobs(batch), advantages,
@@ -684,8 +660,9 @@ def dro(logprobs: Array, old_logprobs: Array, advantages: Array, *,
 
 
 @register("surrogate", "dro")
+@defaults_from(dro)
 def dro_part(batch: Batch, advantages: Array, *, beta: float | None = None,
-             log_ratio_clip: float | None = None) -> Array:
+             log_ratio_clip) -> Array:
   """REINFORCE with a quadratic penalty to ``pi_old`` (verl ``dro``);
   see ``dro``. ``beta`` has no default and must be given."""
   return dro(batch.logprobs, behaviour_logprobs(batch), advantages,
@@ -736,7 +713,7 @@ def truncated_is_weight(logprobs: Array, base_logprobs: Array, mask: Array,
   if level == "sequence":
     d = jnp.broadcast_to(sequence_sum(d, mask), d.shape)
   w = jnp.minimum(jnp.exp(log_ratio(d, 0.0, log_ratio_clip)), max_ratio)
-  return jnp.where(_valid(mask), w, 0.0)
+  return jnp.where(valid(mask), w, 0.0)
 
 
 def bypass_reinforce(logprobs: Array, rollout_logprobs: Array,
@@ -768,32 +745,28 @@ def bypass_reinforce(logprobs: Array, rollout_logprobs: Array,
   return -sg(advantages) * logprobs * w, {"weight": w}
 
 
-@register("surrogate", "bypass_reinforce")
-def bypass_reinforce_part(batch: Batch, advantages: Array, *,
-                          max_ratio: float = 2.0, level: str = "token",
-                          log_ratio_clip: float | None = 20.0):
+@register("surrogate", "bypass_reinforce", reads=("rollout_logprobs",))
+@defaults_from(bypass_reinforce)
+def bypass_reinforce_part(batch: Batch, advantages: Array, *, max_ratio, level,
+                          log_ratio_clip):
   """REINFORCE with ``sg(min(pi/pi_roll, C))``; see ``bypass_reinforce``.
   Needs ``Batch.rollout_logprobs``."""
-  roll = rollout_logprobs(batch, "bypass_reinforce")
-  return bypass_reinforce(batch.logprobs, roll, advantages, batch.mask,
+  return bypass_reinforce(batch.logprobs, batch.rollout_logprobs, advantages, batch.mask,
                           max_ratio=max_ratio, level=level,
                           log_ratio_clip=log_ratio_clip)
 
 
-@register("surrogate", "bypass_ppo")
-def bypass_ppo_part(batch: Batch, advantages: Array, *,
-                    eps_low: float = 0.2, eps_high: float = 0.2,
-                    log_ratio_clip: float | None = 20.0,
-                    clip_ratio_c: float | None = None,
-                    delta: float | None = None):
+@register("surrogate", "bypass_ppo", reads=("rollout_logprobs",))
+@defaults_from(ppo_clip)
+def bypass_ppo_part(batch: Batch, advantages: Array, *, eps_low, eps_high,
+                    log_ratio_clip, clip_ratio_c, delta):
   """PPO clip with the ratio to the sampler, ``pi / pi_roll`` (verl bypass
   mode, "When Speed Kills Stability: Demystifying RL Collapse from the
   Training-Inference Mismatch", arXiv:2512.23075);
   see ``ppo_clip``. Needs ``Batch.rollout_logprobs``; ignores
   ``Batch.old_logprobs``. verl's bypass ``ppo_clip`` is its vanilla loss,
   so ``clip_ratio_c=3.0`` reproduces it."""
-  roll = rollout_logprobs(batch, "bypass_ppo")
-  return ppo_clip(batch.logprobs, roll, advantages, eps_low=eps_low,
+  return ppo_clip(batch.logprobs, batch.rollout_logprobs, advantages, eps_low=eps_low,
                   eps_high=eps_high, log_ratio_clip=log_ratio_clip,
                   clip_ratio_c=clip_ratio_c, delta=delta)
 
@@ -849,7 +822,7 @@ def token_covariance(logprobs: Array, advantages: Array, mask: Array, *,
   log-prob and the advantage that drives the entropy change (arXiv:2505.22617).
   """
   _check_2d(logprobs, advantages, mask)
-  v = _valid(mask)
+  v = valid(mask)
   a = jnp.where(v, sg(advantages), 0.0)
   l = jnp.where(v, sg(logprobs), 0.0)
   stats = jnp.stack([jnp.sum(v).astype(jnp.float32), jnp.sum(_f32(a)),
@@ -909,7 +882,7 @@ def clip_cov(logprobs: Array, old_logprobs: Array, advantages: Array,
   adv = sg(advantages)
   rho = jnp.exp(log_ratio(logprobs, sg(old_logprobs), log_ratio_clip))
   loss, clipfrac = _clipped_pg(rho, adv, eps_low, eps_high)
-  v = _valid(mask)
+  v = valid(mask)
   cov = token_covariance(logprobs, advantages, mask, axis_name=axis_name)
   cand = v & (clipfrac == 0) & (cov > lb) & (cov < ub)
   g_cand = _global_flat(cand, axis_name)
@@ -924,10 +897,9 @@ def clip_cov(logprobs: Array, old_logprobs: Array, advantages: Array,
 
 
 @register("surrogate", "clip_cov")
-def clip_cov_part(batch: Batch, advantages: Array, *, key=None,
-                  axis_name=None, eps_low: float = 0.2, eps_high: float = 0.2,
-                  ratio: float = 2e-4, lb: float = 1.0, ub: float = 5.0,
-                  log_ratio_clip: float | None = None):
+@defaults_from(clip_cov)
+def clip_cov_part(batch: Batch, advantages: Array, *, key=None, axis_name=None,
+                  eps_low, eps_high, ratio, lb, ub, log_ratio_clip):
   """PPO clip with random high-covariance tokens detached (verl
   ``clip_cov``); see ``clip_cov``. Needs a PRNG key."""
   return clip_cov(batch.logprobs, behaviour_logprobs(batch), advantages,
@@ -968,7 +940,7 @@ def kl_cov(logprobs: Array, old_logprobs: Array, advantages: Array,
   adv = sg(advantages)
   d = log_ratio(logprobs, sg(old_logprobs), log_ratio_clip)
   rho = jnp.exp(d)
-  v = _valid(mask)
+  v = valid(mask)
   cov = token_covariance(logprobs, advantages, mask, axis_name=axis_name)
   g_cov = _global_flat(cov, axis_name)
   g_valid = _global_flat(v, axis_name)
@@ -982,9 +954,9 @@ def kl_cov(logprobs: Array, old_logprobs: Array, advantages: Array,
 
 
 @register("surrogate", "kl_cov")
-def kl_cov_part(batch: Batch, advantages: Array, *, axis_name=None,
-                ratio: float = 2e-4, kappa: float = 0.1,
-                log_ratio_clip: float | None = None):
+@defaults_from(kl_cov)
+def kl_cov_part(batch: Batch, advantages: Array, *, axis_name=None, ratio,
+                kappa, log_ratio_clip):
   """Unclipped ratio loss with a KL penalty on the top-covariance tokens
   (verl ``kl_cov``); see ``kl_cov``."""
   return kl_cov(batch.logprobs, behaviour_logprobs(batch), advantages,

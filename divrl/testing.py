@@ -4,7 +4,7 @@ A tabular autoregressive softmax policy over all ``V**T`` sequences of length
 ``T`` lets one compute expectations exactly, with no sampling noise: the
 expected gradient of a sampled surrogate, ``E_{y ~ pi}[grad L(theta; y)]``
 with the samples held fixed, can be compared with the analytic gradient of the
-objective a paper states (DESIGN.md §3, step 2). Use it for new losses too::
+objective a paper states (the verification ladder, docs/design.md section 3, step 2). Use it for new losses too::
 
   policy = TabularPolicy(vocab=3, length=2)
   params = policy.init(jax.random.key(0))

@@ -1,12 +1,13 @@
 """The batch pytree that every objective reads, and its validation.
 
-Shapes (see DESIGN.md §2): ``B`` sequences, ``T`` response tokens, ``K`` reward
+Shapes (docs/design.md section 2): ``B`` sequences, ``T`` response tokens, ``K`` reward
 components, ``D`` embedding width. Groups are given by integer ``group_ids``
 with a static ``num_groups``, so groups may be ragged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -21,40 +22,71 @@ Array = jax.Array
 class Batch:
   """One batch of sampled responses, as the objective layer sees it.
 
+  Core fields (always set):
+
   Attributes:
     logprobs: ``[B,T]`` float. Log-probability of each response token under the
-      policy being trained (differentiable).
+      policy (differentiable in the update). In the prepare stage (transforms,
+      advantages) this is the behaviour policy; in the update stage (token
+      weights, surrogate, regularizers) the parameters being trained.
     response_mask: ``[B,T]`` bool, int or float. 1 (or a non-negative weight)
       on response tokens that enter the loss, 0 on padding.
     rewards: ``[B]`` or ``[B,K]`` float. Sequence rewards, or ``K`` reward
-      components per sequence.
+      components per sequence (declared input ``"reward_components"``).
     group_ids: ``[B]`` integer in ``[0, num_groups)``. Samples with the same id
       come from the same prompt.
-    old_logprobs: optional ``[B,T]``. Log-probs of the behaviour policy that
-      the trainer recomputed (``pi_old``). ``None`` means on-policy:
-      ``stop_gradient(logprobs)`` is used.
-    ref_logprobs: optional ``[B,T]``. Log-probs under the reference policy.
-    rollout_logprobs: optional ``[B,T]``. Log-probs reported by the sampler
+
+  Optional fields (``None`` unless a part declares it reads them; see
+  ``INPUTS``). Per-token statistics of the policy (``entropy`` to
+  ``vocab_mean_logprob`` and the exact divergences) belong to the same policy
+  as ``logprobs``: the trainer computes them in the scoring forward for the
+  prepare stage and again, from the current parameters, for the update.
+
+  Attributes:
+    old_logprobs: ``[B,T]``. Log-probs of the behaviour policy that the trainer
+      recomputed (``pi_old``). ``None`` means on-policy: ``stop_gradient
+      (logprobs)`` is used.
+    ref_logprobs: ``[B,T]``. Log-probs under the reference policy.
+    rollout_logprobs: ``[B,T]``. Log-probs reported by the sampler
       (``pi_roll``), for train/inference mismatch corrections.
-    entropy: optional ``[B,T]``. Per-token entropy of the policy.
-    embeddings: optional ``[B,D]``. A per-sequence embedding (diversity).
-    sample_source: optional ``[B]`` integer flag, e.g. 0 = on-policy sample,
-      1 = replayed or off-policy sample.
-    advantages: optional ``[B,T]``. Precomputed advantages. Objectives compute
-      them from whole groups when absent; set them before splitting a batch
-      into micro-batches (see ``Objective.with_advantages``).
-    token_rewards: optional ``[B,T]``. Per-token rewards for token-level
-      estimators (REINFORCE++, ReMax, GAE, OTB). When ``None`` those
-      estimators place the scalar reward on the last valid token.
-    values: optional ``[B,T]``. Critic values ``V(s_t)`` for GAE.
-    baseline_rewards: optional ``[B]``. Reward of a baseline response, e.g.
-      the greedy decode of ReMax.
-    sum_pi_squared: optional ``[B,T]``. ``sum_v pi_old(v | prefix)^2`` per
-      token, for the optimal token baseline (``divrl.ops`` computes it).
-    truncated: optional ``[B]`` bool. True where the response hit the length
-      limit without a stop token.
-    tokens: optional ``[B,T]`` integer response token ids (reward shaping
-      such as n-gram repetition penalties).
+    entropy: ``[B,T]``. Entropy ``H_t = -sum_v pi(v) log pi(v)`` of the
+      policy's next-token distribution at each response position.
+    top_p_entropy: ``[B,T]``. Entropy of the policy's next-token distribution
+      restricted to its top-``p`` nucleus and renormalised (``p`` is the
+      trainer's ``statistics.top_p``; see ``divrl.ops.token_statistics``).
+    sum_pi_squared: ``[B,T]``. ``sum_v pi(v | prefix)^2`` per token (the
+      optimal token baseline reads it in the prepare stage, i.e. of
+      ``pi_old``).
+    vocab_mean_logprob: ``[B,T]``. ``(1/V) sum_v log pi(v | prefix)``, the
+      log-prob averaged over the vocabulary (uniform-policy values).
+    reverse_kl: ``[B,T]``. Exact ``KL(pi || ref)`` of the next-token
+      distributions at each position, summed over the whole vocabulary.
+    forward_kl: ``[B,T]``. Exact ``KL(ref || pi)`` per position.
+    js: ``[B,T]``. Exact Jensen-Shannon divergence between ``pi`` and ``ref``
+      per position (natural log, at most ``log 2``).
+    embeddings: ``[B,D]``. A per-sequence embedding (diversity); the trainer
+      gives the policy's final hidden state averaged over the response tokens.
+    sample_source: ``[B]`` integer: 0 for a sample of the policy, 1 for a
+      sample of the reference policy (rehearsal, see ``"reference_samples"``).
+    solution_ids: ``[B]`` integer. The task's canonical solution class of
+      each sample, from the verifier's canonical form: equal ids within a
+      batch mean the same solution; -1 marks a wrong answer.
+    advantages: ``[B,T]``. Precomputed advantages. Objectives compute them
+      from whole groups when absent; set them before splitting a batch into
+      micro-batches (see ``Objective.with_advantages``).
+    token_rewards: ``[B,T]``. Per-token rewards for token-level estimators
+      (REINFORCE++, ReMax, GAE, OTB). When ``None`` those estimators place the
+      scalar reward on the last valid token.
+    values: ``[B,T]``. Critic values ``V(s_t)`` of the same parameters as
+      ``logprobs`` (the value head).
+    old_values: ``[B,T]``. Critic values at rollout time (the clipped value
+      loss is relative to them).
+    baseline_rewards: ``[B]``. Reward of a baseline response for the same
+      prompt, e.g. the greedy decode of ReMax.
+    truncated: ``[B]`` bool. True where the response hit the length limit
+      without a stop token.
+    tokens: ``[B,T]`` integer response token ids (reward shaping such as
+      n-gram repetition penalties).
     num_groups: static int, an upper bound on the number of groups. ``None``
       means ``B`` (always valid for ids in ``[0, B)``).
   """
@@ -67,13 +99,20 @@ class Batch:
   ref_logprobs: Array | None = None
   rollout_logprobs: Array | None = None
   entropy: Array | None = None
+  top_p_entropy: Array | None = None
+  sum_pi_squared: Array | None = None
+  vocab_mean_logprob: Array | None = None
+  reverse_kl: Array | None = None
+  forward_kl: Array | None = None
+  js: Array | None = None
   embeddings: Array | None = None
   sample_source: Array | None = None
+  solution_ids: Array | None = None
   advantages: Array | None = None
   token_rewards: Array | None = None
   values: Array | None = None
+  old_values: Array | None = None
   baseline_rewards: Array | None = None
-  sum_pi_squared: Array | None = None
   truncated: Array | None = None
   tokens: Array | None = None
   num_groups: int | None = struct.field(pytree_node=False, default=None)
@@ -97,8 +136,31 @@ class Batch:
     return self.response_mask.astype(jnp.float32)
 
 
-TOKEN_FIELDS = ("old_logprobs", "ref_logprobs", "rollout_logprobs", "entropy",
-                 "advantages", "token_rewards", "values", "sum_pi_squared")
+# Per-token statistics of the policy that ``divrl.ops`` computes from hidden
+# states (same policy as ``Batch.logprobs``).
+POLICY_STATISTICS = ("entropy", "top_p_entropy", "sum_pi_squared",
+                     "vocab_mean_logprob")
+# Exact per-token divergences between the policy and the reference.
+REFERENCE_DIVERGENCES = ("reverse_kl", "forward_kl", "js")
+
+TOKEN_FIELDS = (("old_logprobs", "ref_logprobs", "rollout_logprobs")
+                + POLICY_STATISTICS + REFERENCE_DIVERGENCES
+                + ("advantages", "token_rewards", "values", "old_values"))
+SEQUENCE_INT_FIELDS = ("sample_source", "solution_ids")
+CORE_FIELDS = ("logprobs", "response_mask", "rewards", "group_ids")
+OPTIONAL_FIELDS = tuple(f.name for f in dataclasses.fields(Batch)
+                        if f.name not in CORE_FIELDS + ("num_groups",))
+
+# Inputs a part may declare that are not a single optional field.
+DERIVED_INPUTS = {
+    "reward_components": "Batch.rewards holds K reward components, [B,K]"
+                         " (a [B] batch is the K = 1 case)",
+    "reference_samples": "rows sampled from the reference policy, marked by"
+                         " Batch.sample_source == 1",
+}
+# Everything a part may declare it reads (``divrl.registry.declare``).
+INPUTS = tuple(f for f in OPTIONAL_FIELDS if f != "advantages") + tuple(
+    DERIVED_INPUTS)
 
 
 def _is_concrete(x: Any) -> bool:
@@ -202,12 +264,32 @@ def validate(batch: Batch) -> Batch:
     _check_shape("tokens", batch.tokens, (b, t))
     if not jnp.issubdtype(batch.tokens.dtype, jnp.integer):
       raise ValueError(f"Batch.tokens must be integer, got {batch.tokens.dtype}.")
-  if batch.sample_source is not None:
-    _check_shape("sample_source", batch.sample_source, (b,))
-    if not jnp.issubdtype(batch.sample_source.dtype, jnp.integer):
-      raise ValueError("Batch.sample_source must be integer, got"
-                       f" {batch.sample_source.dtype}.")
+  for name in SEQUENCE_INT_FIELDS:
+    x = getattr(batch, name)
+    if x is not None:
+      _check_shape(name, x, (b,))
+      if not jnp.issubdtype(x.dtype, jnp.integer):
+        raise ValueError(f"Batch.{name} must be integer, got {x.dtype}.")
   return batch
+
+
+def check_inputs(batch: Batch, inputs, part: str) -> None:
+  """Raises a ValueError naming ``part`` if ``batch`` lacks a declared input.
+
+  Args:
+    batch: the batch a part is about to read.
+    inputs: names from ``INPUTS``.
+    part: how to name the part in the message, e.g. ``"advantage 'otb'"``.
+  """
+  for name in inputs:
+    if name == "reward_components":
+      continue  # [B,K], or [B] for one component (validate checks shapes)
+    if name == "reference_samples":
+      if batch.sample_source is None:
+        raise ValueError(f"the {part} reads reference samples, marked by"
+                         " Batch.sample_source, which is None.")
+    elif getattr(batch, name) is None:
+      raise ValueError(f"the {part} reads Batch.{name}, which is None.")
 
 
 def scalar_rewards_of(batch: Batch, part: str) -> Array:

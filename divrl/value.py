@@ -1,4 +1,4 @@
-"""Critic loss for GAE-based PPO.
+"""Critic loss for GAE-based PPO, and the ``"value_loss"`` regularizer.
 
 References:
   Schulman et al., "Proximal Policy Optimization Algorithms",
@@ -11,6 +11,10 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+
+from divrl.advantages import gae, scalar_rewards, token_rewards_of
+from divrl.registry import defaults_from, register
+from divrl.types import Batch
 
 Array = jax.Array
 
@@ -46,3 +50,24 @@ def clipped_value_loss(values: Array, old_values: Array, returns: Array, *,
   err_clipped = (clipped - target) ** 2
   return 0.5 * jnp.maximum(err, err_clipped), {
       "clipfrac": (err_clipped > err).astype(jnp.float32)}
+
+
+@register("regularizer", "value_loss", reads=("values", "old_values"))
+@defaults_from(clipped_value_loss, gae, scalar_rewards)
+def value_loss_part(batch: Batch, *, clip, gamma, lam,
+                    reward_weights) -> Array:
+  """The critic's clipped value loss against GAE returns, as a regularizer.
+
+  ``returns = gae(R, V_old).returns``, computed from the rollout-time values
+  ``Batch.old_values`` (constants), and ``clipped_value_loss(V, V_old,
+  returns)`` with the current values ``Batch.values``. Give ``gamma`` and
+  ``lam`` the values of the ``"gae"`` advantage. Its ``coef`` is PPO's value
+  coefficient (``c_1`` of Schulman et al., 2017). With divrl's critic, a
+  linear head on the policy's trunk (``DecoderConfig.value_head``), the
+  value loss also shapes the shared layers.
+  """
+  _, returns = gae(token_rewards_of(batch, reward_weights), batch.old_values,
+                   batch.response_mask, gamma=gamma, lam=lam)
+  loss, _ = clipped_value_loss(batch.values, batch.old_values, returns,
+                               clip=clip)
+  return loss

@@ -15,8 +15,9 @@ process so that they share this machine's (noisy) load:
    ``a @ b``, ``2 n^3`` flops) against the model FLOP/s of the update of
    ``small25m``, both for the trainer's own batch and for a standalone batch
    of 64 sequences x (32 prompt + 32 response) tokens that goes through the
-   trainer's own jitted pieces (``Trainer._prepare``, ``Trainer._update_impl``
-   with the same objective, optimizer and mesh). Model FLOPs of a forward +
+   public step functions the trainer jits (``divrl.rl.step.make_prepare``,
+   ``make_update``, with the same objective, optimizer and mesh). Model
+   FLOPs of a forward +
    backward pass::
 
      3 * (2 N_ne P + 4 L H d_h S P + 2 d V R)
@@ -36,6 +37,11 @@ process so that they share this machine's (noisy) load:
    jitted objective's forward + backward on precomputed ``[B,T]`` log-probs
    alone, divided by the update time.
 
+4. **Statistics cost.** The prepare and update steps when nothing reads a
+   per-token statistic (no statistic and no reference forward are computed)
+   against the same steps when one part reads every statistic the data path
+   serves, and against the trainer's own plan.
+
 The standalone section also times the pieces of the update (forward only,
 forward + backward without optimizer, the optimizer, the fused token-stats
 op) and the update with ``train.micro_batches = 4``, to locate the time.
@@ -51,7 +57,7 @@ writes ``results/rl_step.json`` and ``results/rl_step.md``.
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import datetime
 import json
 import os
@@ -75,11 +81,13 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
+import divrl  # noqa: E402
 from divrl import aggregation as agg  # noqa: E402
 from divrl.models import decoder  # noqa: E402
 from divrl.ops import sequence_statistics  # noqa: E402
 from divrl.rl import mesh as mesh_lib  # noqa: E402
-from divrl.rl.scoring import response_statistics  # noqa: E402
+from divrl.rl import scoring  # noqa: E402
+from divrl.rl import step as step_lib  # noqa: E402
 from divrl.rl.trainer import Trainer  # noqa: E402
 from experiments.countdown import base as countdown_base  # noqa: E402
 
@@ -87,9 +95,9 @@ COMMAND = ".venv/bin/python -m scripts.bench_rl"
 
 FULL_OBJECTIVE = {
     "advantage": "grpo",
-    "token_weights": ["high_entropy"],
+    "token_weights": {"high_entropy": {}},
     "surrogate": "ppo_clip",
-    "regularizers": {"kl": {"name": "kl", "estimator": "k3", "coef": 0.01}},
+    "regularizers": {"kl": {"estimator": "k3", "coef": 0.01}},
     "aggregation": "token-mean",
 }
 MFU_TARGET = 0.40
@@ -179,7 +187,7 @@ def model_flops(mcfg, rows: int, prompt_len: int, response_len: int, *,
 def countdown_config(preset: str, root: str, *, num_prompts: int,
                      num_samples: int, pretrain_steps: int):
   """``experiments/countdown/base.py`` sized for a speed measurement."""
-  c = countdown_base.get_config()
+  c, _ = countdown_base.countdown_config()
   c.workdir = os.path.join(root, f"run-{preset}")
   c.task.train_size = 256
   c.task.test_size = 16
@@ -270,38 +278,44 @@ def bench_trainer(preset: str, root: str, *, warmup: int, steps: int,
 
 
 class MinimalObjective:
-  """``-sum(logprobs * stop_gradient(adv))`` with no metrics (a baseline)."""
+  """``-sum(logprobs * stop_gradient(adv))`` with no metrics (a baseline).
 
-  def aggregates(self, batch, key=None):
-    del key
+  Duck-typed for ``step.make_update``: it only needs ``aggregates``.
+  """
+
+  def aggregates(self, batch, key=None, *, carry=None):
+    del key, carry
     adv = jax.lax.stop_gradient(batch.advantages)
     num = -jnp.sum(jnp.where(batch.response_mask, batch.logprobs * adv, 0.0))
     return agg.Aggregate(num, jnp.zeros((), jnp.float32)), {}
 
 
-def _update_fn(trainer, objective, micro_batches: int | None = None):
-  """``jax.jit(Trainer._update_impl)`` of a copy with another objective.
+# Every per-token statistic the data path can serve, read by one regularizer
+# (so that XLA cannot drop any of them): the "all statistics" objective.
+ALL_STATISTICS = ("entropy", "top_p_entropy", "sum_pi_squared",
+                  "vocab_mean_logprob", "reverse_kl", "forward_kl", "js")
 
-  The new state is pinned to the shardings of the trainer's state, so that
-  feeding it back does not recompile.
-  """
-  clone = copy.copy(trainer)
-  clone.objective = objective
-  if micro_batches is not None:
-    clone.config = trainer.config.copy_and_resolve_references()
-    clone.config.train.micro_batches = micro_batches
+
+@divrl.declare(reads=ALL_STATISTICS)
+def every_statistic(batch):
+  return sum(getattr(batch, n) for n in ALL_STATISTICS)
+
+
+def _jit_update(trainer, objective, plan, micro_batches):
+  """``jax.jit(step.make_update(...))``, donating and pinning the trainer's
+  state shardings so that feeding the state back does not recompile."""
   shardings = jax.tree.map(lambda x: x.sharding,
                            (trainer.state["params"],
                             trainer.state["opt_state"]))
-  update_impl = clone._update_impl  # pylint: disable=protected-access
-  return jax.jit(update_impl, donate_argnums=(0, 1),
-                 out_shardings=shardings + (
-                     mesh_lib.replicated(trainer.mesh),))
+  fn = step_lib.make_update(trainer.graphdef, trainer.tx, objective, plan,
+                            micro_batches=micro_batches)
+  return jax.jit(fn, donate_argnums=(0, 1), out_shardings=shardings + (
+      mesh_lib.replicated(trainer.mesh),))
 
 
 def synthetic_rollout(trainer, rows: int, group: int, prompt_len: int,
-                      response_len: int, seed: int = 0) -> dict[str, Any]:
-  """Host arrays shaped like ``Trainer.rollout`` output (random tokens)."""
+                      response_len: int, seed: int = 0) -> step_lib.Rollout:
+  """A ``step.Rollout`` shaped like the trainer's (random tokens)."""
   rng = np.random.default_rng(seed)
   vocab = trainer.model_config.vocab_size
   pad = trainer.tokenizer.pad_id
@@ -311,66 +325,96 @@ def synthetic_rollout(trainer, rows: int, group: int, prompt_len: int,
   rlen = rng.integers(response_len // 4, response_len + 1, size=rows)
   rmask = np.arange(response_len)[None] < rlen[:, None]
   toks = np.where(rmask, rng.integers(3, vocab, (rows, response_len)), pad)
-  return {
+  host = {
       "prompt_tokens": ptoks.astype(np.int32), "prompt_mask": pmask,
       "tokens": toks.astype(np.int32), "response_mask": rmask,
       "rollout_logprobs": np.zeros((rows, response_len), np.float32),
       "truncated": rlen == response_len,
       "rewards": rng.integers(0, 2, rows).astype(np.float32),
       "group_ids": np.repeat(np.arange(rows // group, dtype=np.int32), group),
+      "sample_source": np.zeros(rows, np.int32),
+      "solution_ids": np.full(rows, -1, np.int32),
   }
+  return step_lib.Rollout(num_groups=rows // group,
+                          **mesh_lib.put_batch(host, trainer.mesh))
 
 
 def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
                      response_len: int, repeats: int,
                      matmuls: list[Matmul],
                      micro_batches: tuple[int, ...]) -> dict[str, Any]:
-  """Times the update and its pieces on a synthetic batch; see docstring."""
+  """Times the public step functions and their pieces on a synthetic batch.
+
+  ``step.make_prepare`` and ``step.make_update`` (the functions the trainer
+  jits) for the trainer's objective, a minimal objective, and the
+  statistics cost: the same steps when nothing reads a statistic (plan of
+  the minimal objective, no reference forward) against a plan that serves
+  every statistic of ``ALL_STATISTICS`` (one part reads them all).
+  """
 
   mesh = trainer.mesh
   graphdef = trainer.graphdef
   temperature = float(trainer.config.sampling.temperature)
-  host = synthetic_rollout(trainer, rows, group, prompt_len, response_len)
-  arrays = mesh_lib.put_batch(host, mesh)
+  rollout = synthetic_rollout(trainer, rows, group, prompt_len, response_len)
   key = jax.random.key(123)
+  params = trainer.state["params"]
+  ref_params = trainer.state["ref_params"]
+  carry = trainer.state["carry"]
 
   def copy_tree(tree):
     return jax.tree.map(jnp.copy, tree)
 
-
-  def forward(params, a):
-    return response_statistics(
-        nnx.merge(graphdef, params), a["prompt_tokens"], a["prompt_mask"],
-        a["tokens"], a["response_mask"], outputs=("logprob", "entropy"),
-        temperature=temperature)
+  def forward(params, r):
+    model = nnx.merge(graphdef, params)
+    hidden = scoring.response_hidden(model, r.prompt_tokens, r.prompt_mask,
+                                     r.tokens, r.response_mask)
+    return scoring.model_statistics(model, hidden, r.tokens, r.response_mask,
+                                    ("entropy",), temperature=temperature)
 
   fwd = jax.jit(forward)
-  params = trainer.state["params"]
   compile_s = {}
   t0 = time.perf_counter()
-  stats = jax.block_until_ready(fwd(params, arrays))
+  jax.block_until_ready(fwd(params, rollout))
   compile_s["forward"] = time.perf_counter() - t0
-  ref = fwd(trainer.state["ref_params"], arrays)["logprob"]
-  prepare = trainer._prepare  # pylint: disable=protected-access
-  batch = prepare(arrays, stats["logprob"], stats["entropy"], ref,
-                  jax.random.fold_in(key, 1), num_groups=rows // group)
-  batch = jax.block_until_ready(batch)
-  extras = {"prompt_tokens": arrays["prompt_tokens"],
-            "prompt_mask": arrays["prompt_mask"]}
+
+  # Prepare: the trainer's plan, and the two ends of the statistics cost:
+  # one objective with a part that reads every statistic, the same one
+  # without it.
+  none_objective = divrl.build("grpo", "ppo_clip", aggregation="token-mean")
+  minimal_plan = step_lib.Plan.of(none_objective, temperature=temperature)
+  all_objective = divrl.build(
+      "grpo", "ppo_clip", aggregation="token-mean",
+      regularizers=[divrl.regularizer(every_statistic, coef=1e-3,
+                                      label="every_statistic")])
+  all_plan = step_lib.Plan.of(all_objective, temperature=temperature)
+  prepares = {
+      "trainer": jax.jit(step_lib.make_prepare(graphdef, trainer.objective,
+                                               trainer.plan)),
+      "no_statistics": jax.jit(step_lib.make_prepare(
+          graphdef, none_objective, minimal_plan)),
+      "all_statistics": jax.jit(step_lib.make_prepare(
+          graphdef, all_objective, all_plan)),
+  }
+  prepared = {}
+  for name, fn in prepares.items():
+    t0 = time.perf_counter()
+    prepared[name] = jax.block_until_ready(
+        fn(params, ref_params, carry, rollout, jax.random.fold_in(key, 1)))[0]
+    compile_s[f"prepare_{name}"] = time.perf_counter() - t0
+  batch = prepared["trainer"].batch
   row_ids = mesh_lib.put(np.arange(rows, dtype=np.int32),
                          mesh_lib.replicated(mesh))
   adv = batch.advantages
 
-  def minimal_grad(params, a):
+  def minimal_grad(params, r):
     def loss(p):
-      return -jnp.sum(forward(p, a)["logprob"] * adv)
+      return -jnp.sum(forward(p, r)["logprobs"] * adv)
     return jax.value_and_grad(loss)(params)
 
   fwd_bwd = jax.jit(minimal_grad)
   t0 = time.perf_counter()
-  ref_out = jax.block_until_ready(fwd_bwd(params, arrays))
+  jax.block_until_ready(fwd_bwd(params, rollout))
   compile_s["forward_backward"] = time.perf_counter() - t0
-  del ref_out
 
   # Optimizer alone (clip + adamw on parameter-shaped gradients).
   tx = trainer.tx
@@ -421,18 +465,29 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
       return out
     return _timed(run) / inner
 
-  # Updates: the trainer's objective, the minimal one, and micro-batching.
-  variants = {"full": _update_fn(trainer, trainer.objective),
-              "minimal": _update_fn(trainer, MinimalObjective())}
+  # Updates: the trainer's objective, the minimal one, micro-batching, and
+  # the statistics cost (update-stage statistics of the two plans).
+  k0 = trainer.config.train.micro_batches
+  variants = {
+      "full": (_jit_update(trainer, trainer.objective, trainer.plan, k0),
+               "trainer"),
+      "minimal": (_jit_update(trainer, MinimalObjective(), minimal_plan, k0),
+                  "trainer"),
+      "no_statistics": (_jit_update(trainer, none_objective, minimal_plan,
+                                    k0), "no_statistics"),
+      "all_statistics": (_jit_update(trainer, all_objective, all_plan, k0),
+                         "all_statistics"),
+  }
   for k in micro_batches:
-    if k != trainer.config.train.micro_batches:
-      variants[f"full_mb{k}"] = _update_fn(trainer, trainer.objective, k)
+    if k != k0:
+      variants[f"full_mb{k}"] = (_jit_update(trainer, trainer.objective,
+                                             trainer.plan, k), "trainer")
   states = {}
-  for name, fn in variants.items():
-    p, o = copy_tree(trainer.state["params"]), copy_tree(
-        trainer.state["opt_state"])
+  for name, (fn, source) in variants.items():
+    p, o = copy_tree(params), copy_tree(opt_state)
     t0 = time.perf_counter()
-    p, o, _ = jax.block_until_ready(fn(p, o, batch, extras, row_ids, key))
+    p, o, _ = jax.block_until_ready(fn(p, o, ref_params, carry,
+                                       prepared[source], row_ids, key))
     compile_s[f"update_{name}"] = time.perf_counter() - t0
     states[name] = (p, o)
     _log(f"standalone: update[{name}] first call "
@@ -441,23 +496,28 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
   times = {k: [] for k in ["matmul_flops_per_s", "forward",
                            "forward_backward", "optimizer", "token_stats",
                            "objective_full", "objective_minimal"]
+           + [f"prepare_{n}" for n in prepares]
            + [f"update_{n}" for n in variants]}
   for rep in range(repeats):
     times["matmul_flops_per_s"].append(max(m.rate(3) for m in matmuls))
-    times["forward"].append(_timed(lambda: fwd(params, arrays)))
-    times["forward_backward"].append(_timed(lambda: fwd_bwd(params, arrays)))
+    times["forward"].append(_timed(lambda: fwd(params, rollout)))
+    times["forward_backward"].append(_timed(lambda: fwd_bwd(params, rollout)))
     times["optimizer"].append(
         _timed(lambda: opt_fn(fake_grads, opt_state, params)))
     times["token_stats"].append(time_inner(tok_fn, hid, w))
     times["objective_full"].append(time_inner(obj_full, batch.logprobs))
     times["objective_minimal"].append(time_inner(obj_min, batch.logprobs))
-    # Alternate the order of the update variants between repetitions.
-    names = list(variants) if rep % 2 == 0 else list(variants)[::-1]
-    for name in names:
+    # Alternate the order of the compared variants between repetitions.
+    order = (lambda xs: xs) if rep % 2 == 0 else (lambda xs: xs[::-1])
+    for name in order(list(prepares)):
+      times[f"prepare_{name}"].append(_timed(lambda: prepares[name](
+          params, ref_params, carry, rollout, jax.random.fold_in(key, 1))))
+    for name in order(list(variants)):
+      fn, source = variants[name]
       p, o = states[name]
       t0 = time.perf_counter()
       p, o, _ = jax.block_until_ready(
-          variants[name](p, o, batch, extras, row_ids, key))
+          fn(p, o, ref_params, carry, prepared[source], row_ids, key))
       times[f"update_{name}"].append(time.perf_counter() - t0)
       states[name] = (p, o)
     _log(f"standalone rep {rep}: " + ", ".join(
@@ -471,6 +531,9 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
 
   def per_rep(flop, name):
     return _median([flop / t / r for t, r in zip(times[name], mm)])
+
+  def ratio(a, b):
+    return _median([x / y for x, y in zip(times[a], times[b])])
 
   upd = med["update_full"]
   diffs = [(a - b) / a for a, b in zip(times["update_full"],
@@ -507,6 +570,17 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
           "objective_alone": med["objective_full"] / upd,
           "objective_alone_minus_minimal": (
               med["objective_full"] - med["objective_minimal"]) / upd,
+      },
+      "statistics_cost": {
+          "plans": {"trainer": dataclasses.asdict(trainer.plan),
+                    "no_statistics": dataclasses.asdict(minimal_plan),
+                    "all_statistics": dataclasses.asdict(all_plan)},
+          "prepare_all_over_none": ratio("prepare_all_statistics",
+                                         "prepare_no_statistics"),
+          "prepare_trainer_over_none": ratio("prepare_trainer",
+                                             "prepare_no_statistics"),
+          "update_all_over_none": ratio("update_all_statistics",
+                                        "update_no_statistics"),
       },
   }
   for name in variants:
@@ -578,7 +652,7 @@ def _mfu_table(r: dict[str, Any]) -> list[str]:
   shape = f"{sa['rows']} x ({sa['prompt_len']}+{sa['response_len']})"
   fb = sa["model_flops"]["forward_backward"]["total"]
   ff = sa["model_flops"]["forward"]["total"]
-  rows = [("standalone update (trainer's `_update_impl`, full objective)",
+  rows = [("standalone update (`step.make_update`, full objective)",
            "update_full", "update", fb),
           ("standalone forward + backward, no optimizer",
            "forward_backward", "forward_backward", fb),
@@ -614,6 +688,43 @@ def _pieces_table(sa: dict[str, Any]) -> list[str]:
     lines.append(f"| whole update with `train.micro_batches={k}` | "
                  f"{v['update_s']:.4g} | {v['ratio_to_mb1']:.2f}x of 1 |")
   return lines
+
+
+def _statistics_table(sa: dict[str, Any]) -> list[str]:
+  st = sa.get("statistics_cost")
+  if not st:
+    return []
+  med = sa["median"]
+  p = st["plans"]
+  fmt = lambda plan: ", ".join(plan["score"]) or "none"
+  return [
+      f"### 4. Statistics served only when read (`{sa['preset']}`, "
+      "standalone batch)", "",
+      "The step computes the per-token statistics the objective declares "
+      "(and the logged metrics), nothing else. Three plans of the same "
+      "prepare and update steps: the benchmark trainer's objective; "
+      "`grpo + ppo_clip` (reads no statistic, no reference forward); and "
+      "the same plus one regularizer that reads every statistic (entropy, "
+      "top-p entropy, sum pi^2, vocabulary-mean log-prob, exact reverse KL, "
+      "forward KL and JS to the reference). Medians of interleaved "
+      "repetitions; the ratios are per repetition.", "",
+      "| plan | prepare: scoring statistics | prepare s | update s |",
+      "|---|---|---|---|",
+      f"| trainer | {fmt(p['trainer'])}"
+      f"{' + reference' if p['trainer']['reference'] else ''} | "
+      f"{med['prepare_trainer']:.4g} | {med['update_full']:.4g} |",
+      f"| nothing read | {fmt(p['no_statistics'])}"
+      f"{' + reference' if p['no_statistics']['reference'] else ''} | "
+      f"{med['prepare_no_statistics']:.4g} | "
+      f"{med['update_no_statistics']:.4g} |",
+      f"| every statistic read | {fmt(p['all_statistics'])} + reference | "
+      f"{med['prepare_all_statistics']:.4g} | "
+      f"{med['update_all_statistics']:.4g} |", "",
+      f"Every statistic costs {st['prepare_all_over_none']:.2f}x the "
+      "prepare step and "
+      f"{st['update_all_over_none']:.2f}x the update of the plan that reads "
+      "none; the trainer's plan (its logged entropy and KL) costs "
+      f"{st['prepare_trainer_over_none']:.2f}x the minimal prepare."]
 
 
 def render_markdown(r: dict[str, Any]) -> str:
@@ -654,8 +765,9 @@ def render_markdown(r: dict[str, Any]) -> str:
       "response positions through the `d x V` unembedding; a forward alone "
       "is a third of it. MFU = model FLOP/s / jitted-matmul FLOP/s (the "
       "faster of n = 1024 and 2048). For the "
-      "standalone batch (synthetic tokens, the trainer's own jitted "
-      "`_prepare` and `_update_impl`, same objective, optimizer and mesh) "
+      "standalone batch (synthetic tokens, the public step functions "
+      "`step.make_prepare` and `step.make_update` jitted as the trainer "
+      "does, same objective, optimizer and mesh) "
       "the matmul rate is re-measured in each repetition and the median of "
       "the per-repetition ratios is reported; the trainer rows use the "
       "matmul peak of the start of the run.", ""]
@@ -679,8 +791,9 @@ def render_markdown(r: dict[str, Any]) -> str:
       f"update | {_pct(ov['objective_alone'])} | "
       f"<= {_pct(OVERHEAD_TARGET)} |",
       "| (b') (b) minus the minimal objective alone | "
-      f"{_pct(ov['objective_alone_minus_minimal'])} | |", "",
-      "### Reading", ""]
+      f"{_pct(ov['objective_alone_minus_minimal'])} | |", ""]
+  lines += _statistics_table(sa)
+  lines += ["", "### Reading", ""]
   lines += [f"- {x}" for x in r["reading"]]
   return "\n".join(lines) + "\n"
 

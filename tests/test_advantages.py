@@ -6,7 +6,7 @@ random ragged batches (singleton groups, all-equal rewards, an all-masked row,
 mask-0 observation tokens inside responses, garbage in every masked
 position), padding invariance, permutation equivariance, shard_map against
 one device, jit, and named errors for bad flags. Exact expected gradients of
-RLOO, Dr.GRPO and GRPO on a tabular softmax policy (DESIGN.md §3.2): every
+RLOO, Dr.GRPO and GRPO on a tabular softmax policy (the ladder of docs/design.md, step 2): every
 sequence (and every ordered group of sequences) is enumerated, so there is no
 sampling noise and the checks are equalities up to float32 rounding.
 """
@@ -624,3 +624,55 @@ def test_grpo_binary_reward_gradient_is_w_times_grad_j(group_size):
   assert w > 0
   _assert_tree_close(g, jax.tree.map(lambda x: -w * x,
                                      _grad_j(params, rewards)))
+
+
+# --- Carried state: EMA-std GRPO --------------------------------------------
+
+
+def test_ema_std_grpo_threads_its_carry_like_the_reference():
+  objective = divrl.from_config({
+      "advantage": {"name": "ema_std_grpo", "decay": 0.7},
+      "surrogate": "reinforce"})
+  assert objective.requires.stateful
+  rng = np.random.default_rng(0)
+  rewards, ids, got = [], [], []
+  carry = objective.init_carry()
+  prepare = jax.jit(objective.prepare)
+  for step in range(4):
+    r = rng.normal(size=9) * (step + 1)
+    g = np.asarray([0, 0, 0, 1, 1, 1, 2, 2, 3], np.int32)  # group 3: one
+    batch = divrl.Batch(
+        logprobs=jnp.zeros((9, 3)), response_mask=jnp.ones((9, 3)),
+        rewards=jnp.asarray(r, jnp.float32), group_ids=jnp.asarray(g),
+        num_groups=4)
+    prepared, carry = prepare(batch, carry=carry)
+    rewards.append(r)
+    ids.append(g)
+    got.append(np.asarray(prepared.advantages[:, 0]))
+  want = ref.ema_std_grpo_steps(rewards, ids, decay=0.7)
+  for g_, w in zip(got, want):
+    np.testing.assert_allclose(g_, w, rtol=1e-5, atol=1e-6)
+  # The first step's tracked std is the first batch's std exactly.
+  np.testing.assert_allclose(
+      float(advantages.tracked_std(advantages.ema_std_update(
+          advantages.ema_std_init(), divrl.Batch(
+              logprobs=jnp.zeros((9, 1)), response_mask=jnp.ones((9, 1)),
+              rewards=jnp.asarray(rewards[0], jnp.float32),
+              group_ids=jnp.asarray(ids[0]), num_groups=4), decay=0.7))),
+      np.std(rewards[0], ddof=1), rtol=1e-5)
+
+
+def test_ema_std_grpo_needs_its_carry_slot_and_a_valid_decay():
+  objective = divrl.from_config({"advantage": "ema_std_grpo",
+                                 "surrogate": "reinforce"})
+  batch = divrl.Batch(logprobs=jnp.zeros((4, 2)),
+                      response_mask=jnp.ones((4, 2)),
+                      rewards=jnp.asarray([0.0, 1.0, 0.0, 1.0]),
+                      group_ids=jnp.asarray([0, 0, 1, 1]), num_groups=2)
+  with pytest.raises(ValueError, match="carry has no entry 'advantage'"):
+    objective.prepare(batch, carry={})
+  bad = divrl.from_config({"advantage": {"name": "ema_std_grpo",
+                                         "decay": 1.0},
+                           "surrogate": "reinforce"})
+  with pytest.raises(ValueError, match="decay"):
+    bad.prepare(batch)

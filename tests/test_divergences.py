@@ -128,12 +128,12 @@ def test_kl_bad_inputs_are_named():
   with pytest.raises(ValueError, match="Batch.ref_logprobs"):
     divergences.kl_part(batch)
   with pytest.raises(ValueError, match="Batch.ref_logprobs"):
-    divergences.kl_in_reward(batch)
+    divergences.kl_in_reward_part(batch)
   with pytest.raises(ValueError, match="estimator"):
-    divergences.kl_in_reward(make_batch(0), estimator="k9")
+    divergences.kl_in_reward_part(make_batch(0), estimator="k9")
   multi = make_batch(0).replace(rewards=jnp.zeros((12, 2)))
   with pytest.raises(ValueError, match="Batch.rewards"):
-    divergences.kl_in_reward(multi)
+    divergences.kl_in_reward_part(multi)
 
 
 # --- KL in the reward ---------------------------------------------------------
@@ -151,7 +151,7 @@ def test_kl_in_reward_values(estimator, with_token_rewards, on_policy):
     tr[~m] = np.nan  # garbage on padding
     batch = batch.replace(token_rewards=jnp.asarray(tr, jnp.float32))
   coef = 0.3
-  out = jax.jit(lambda b: divergences.kl_in_reward(
+  out = jax.jit(lambda b: divergences.kl_in_reward_part(
       b, coef=coef, estimator=estimator))(batch)
   old = batch.logprobs if on_policy else batch.old_logprobs
   want_r, want_tr = ref.kl_in_reward(
@@ -167,9 +167,9 @@ def test_kl_in_reward_values(estimator, with_token_rewards, on_policy):
 
 def test_kl_in_reward_traced_coef_under_jit():
   batch = make_batch(4)
-  f = jax.jit(lambda b, c: divergences.kl_in_reward(b, coef=c).rewards)
+  f = jax.jit(lambda b, c: divergences.kl_in_reward_part(b, coef=c).rewards)
   np.testing.assert_allclose(f(batch, jnp.float32(0.2)),
-                             divergences.kl_in_reward(batch, coef=0.2).rewards,
+                             divergences.kl_in_reward_part(batch, coef=0.2).rewards,
                              rtol=1e-6)
 
 
@@ -368,7 +368,7 @@ def test_kl_in_reward_carries_no_gradient_itself():
         response_mask=jnp.ones(tokens.shape, bool),
         rewards=jnp.zeros((4,)), group_ids=jnp.zeros((4,), jnp.int32),
         ref_logprobs=POLICY.logprobs(ref_params, tokens), num_groups=1)
-    out = divergences.kl_in_reward(batch, coef=0.7)
+    out = divergences.kl_in_reward_part(batch, coef=0.7)
     return jnp.sum(out.rewards) + jnp.sum(out.token_rewards)
 
   for leaf in jax.tree.leaves(jax.grad(shaped_sum)(params)):

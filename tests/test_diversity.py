@@ -43,14 +43,6 @@ def test_unlikeliness_reward_matches_numpy(seed, beta):
   np.testing.assert_allclose(out.rewards, ref, rtol=1e-6, atol=1e-7)
 
 
-def test_ranks_are_a_permutation_and_ties_follow_index():
-  scores = jnp.asarray([0.5, 0.5, -1.0, 2.0, 0.5, 0.0])
-  gid = jnp.asarray([0, 0, 0, 1, 1, 1])
-  rank, size = diversity.likelihood_ranks(scores, gid, 2)
-  np.testing.assert_array_equal(rank, [1, 2, 0, 2, 1, 0])
-  np.testing.assert_array_equal(size, 3)
-
-
 def test_most_likely_correct_sample_loses_most():
   # One group, all correct: rewards fall linearly with likelihood rank.
   rewards = jnp.ones(4)
@@ -74,16 +66,38 @@ def test_permutation_invariance_and_padding():
 def test_shard_map_matches_single_device():
   batch = make_batch(seed=4, b=16, t=5, num_groups=4, garbage=False)
   mesh = make_mesh((8,), ("data",))
-  fn = lambda b: diversity.unlikeliness_reward(b, axis_name="data").rewards
+  fn = lambda b: diversity.unlikeliness_reward_part(b, axis_name="data").rewards
   spec = jax.tree.map(lambda x: P("data"), batch)
   placed = jax.device_put(batch, jax.tree.map(
       lambda s: jax.sharding.NamedSharding(mesh, s), spec))
   sharded = jax.shard_map(fn, mesh=mesh, in_specs=(spec,),
                           out_specs=P("data"))(placed)
-  np.testing.assert_allclose(sharded, diversity.unlikeliness_reward(
+  np.testing.assert_allclose(sharded, diversity.unlikeliness_reward_part(
       batch).rewards, rtol=1e-6)
 
 
 def test_bad_beta_is_refused():
   with pytest.raises(ValueError, match="beta"):
-    diversity.unlikeliness_reward(make_batch(), beta=1.5)
+    diversity.unlikeliness_reward_part(make_batch(), beta=1.5)
+
+
+def test_empty_responses_take_no_part_in_the_ranking():
+  # Row 1 has an all-zero mask: its mean log-prob (0) would make it the most
+  # likely sample. It keeps its reward, and the other rows rank among
+  # themselves as if it were not there.
+  lp = np.array([[-1.0, -1.0], [-9.0, -9.0], [-0.5, -0.5], [-2.0, -2.0]])
+  mask = np.array([[1, 1], [0, 0], [1, 1], [1, 0]], bool)
+  batch = divrl.Batch(logprobs=jnp.asarray(lp, jnp.float32),
+                      response_mask=jnp.asarray(mask),
+                      rewards=jnp.ones(4), group_ids=jnp.zeros(4, jnp.int32),
+                      num_groups=1)
+  out = divrl.registry.make("transform", {"name": "unlikeliness_reward",
+                                          "beta": 0.5})(batch)
+  # Valid rows 0, 2, 3 ranked by mean log-prob: 3 (-2) < 0 (-1) < 2 (-0.5).
+  want = [1 - 0.5 * 1 / 3, 1.0, 1 - 0.5 * 2 / 3, 1.0]
+  np.testing.assert_allclose(out.rewards, want, rtol=1e-6)
+  kept = _np_unlikeliness(np.ones(3), _np_mean_logprob(lp[mask.any(1)],
+                                                       mask[mask.any(1)]),
+                          np.zeros(3, int), 0.5)
+  np.testing.assert_allclose(np.asarray(out.rewards)[mask.any(1)], kept,
+                             rtol=1e-6)

@@ -19,37 +19,16 @@ import pytest
 
 import divrl
 from divrl import docgen, registry
+from tests.conftest import one_part_config
 
 B, T, G = 8, 6, 3
 
-# Hyperparameters a part needs to be valid (no defaults, or defaults that are
-# off); everything else uses the part's defaults.
-REQUIRED = {
-    ("surrogate", "dro"): {"beta": 0.1},
-    ("transform", "kl_in_reward"): {"coef": 0.1},
-}
-
-DEFAULTS = {"transform": [], "advantage": "grpo", "token_weight": [],
-            "surrogate": "ppo_clip", "regularizer": [],
-            "aggregation": "seq-mean-token-mean"}
-
-
-def _spec(kind, name):
-  return {"name": name, **REQUIRED.get((kind, name), {})}
+BASE = {"advantage": "grpo", "surrogate": "ppo_clip",
+        "aggregation": "seq-mean-token-mean"}
 
 
 def _objective(kind, name):
-  cfg = {"advantage": DEFAULTS["advantage"], "surrogate": DEFAULTS["surrogate"],
-         "aggregation": DEFAULTS["aggregation"]}
-  if kind in ("advantage", "surrogate", "aggregation"):
-    cfg[kind] = _spec(kind, name)
-  elif kind == "regularizer":
-    cfg["regularizers"] = [{**_spec(kind, name), "coef": 0.5}]
-  elif kind == "token_weight":
-    cfg["token_weights"] = [_spec(kind, name)]
-  elif kind == "transform":
-    cfg["transforms"] = [_spec(kind, name)]
-  return divrl.from_config(cfg)
+  return divrl.from_config(one_part_config(kind, name, BASE, coef=0.5))
 
 
 def _all_parts():
@@ -69,6 +48,7 @@ def _batch(logprobs, gaps, rewards, lengths, entropy):
       old_logprobs=f(old), rollout_logprobs=f(roll), ref_logprobs=f(ref),
       entropy=f(entropy), token_rewards=f(np.zeros((B, T))),
       values=f(rewards[:, None] * 0.5 + np.zeros((B, T))),
+      old_values=f(rewards[:, None] * 0.25 + np.zeros((B, T))),
       baseline_rewards=f(rewards[::-1].copy()),
       sum_pi_squared=f(np.exp(np.minimum(logprobs, 0.0)) ** 2),
       truncated=jnp.asarray(lengths == T),

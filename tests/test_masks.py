@@ -27,30 +27,21 @@ def test_high_entropy_matches_reference(rho, ties):
   for seed in range(3):
     batch = _with_extras(seed, ties=ties, empty_rows=(0, 3))
     m = np.asarray(batch.response_mask)
-    got = jax.jit(lambda b: masks.high_entropy(b, None, rho=rho))(batch)
+    got = jax.jit(lambda b: masks.high_entropy_part(b, None, rho=rho))(batch)
     want = ref.high_entropy_mask(_np(batch.entropy), m, rho)
     np.testing.assert_array_equal(np.asarray(got), want)
   if rho == 1.0:
     np.testing.assert_array_equal(np.asarray(got), m.astype(float))
 
 
-def test_high_entropy_quantile_value_is_numpy_linear():
-  batch = _with_extras(7, ties=False)
-  m = np.asarray(batch.response_mask)
-  vals = _np(batch.entropy)[m]
-  for q in [0.0, 0.1, 0.37, 0.5, 0.8, 1.0]:
-    got = masks.masked_quantile(batch.entropy, batch.response_mask > 0, q)
-    np.testing.assert_allclose(got, np.quantile(vals, q), rtol=1e-6)
-
-
 def test_high_entropy_empty_batch_and_bad_inputs():
   batch = _with_extras(0).replace(
       response_mask=jnp.zeros((12, 7), bool))
-  np.testing.assert_array_equal(masks.high_entropy(batch, None, rho=0.2), 0.0)
+  np.testing.assert_array_equal(masks.high_entropy_part(batch, None, rho=0.2), 0.0)
   with pytest.raises(ValueError, match="rho"):
-    masks.high_entropy(batch, None, rho=1.5)
+    masks.high_entropy_part(batch, None, rho=1.5)
   with pytest.raises(ValueError, match="Batch.entropy"):
-    masks.high_entropy(make_batch(0), None, rho=0.2)
+    masks.high_entropy_part(make_batch(0), None, rho=0.2)
 
 
 @pytest.mark.parametrize("shape", [(1000, 1001), (999, 1001)])
@@ -72,7 +63,7 @@ def test_high_entropy_is_exact_for_a_million_tokens(shape):
 def test_high_entropy_default_keeps_top_fifth():
   batch = _with_extras(9, ties=False, empty_rows=())
   m = np.asarray(batch.response_mask)
-  got = masks.high_entropy(batch, None)
+  got = masks.high_entropy_part(batch, None)
   np.testing.assert_array_equal(
       got, ref.high_entropy_mask(_np(batch.entropy), m, 0.2))
   assert 0 < float(np.sum(got)) < 0.3 * m.sum()
@@ -101,7 +92,7 @@ def test_high_entropy_in_objective_multiplies_surrogate_only():
 def test_mask_truncated_values_and_group_statistics():
   batch = _with_extras(9, ties=False)
   m = np.asarray(batch.response_mask)
-  out = masks.mask_truncated(batch)
+  out = masks.mask_truncated_part(batch)
   np.testing.assert_array_equal(
       _np(out.response_mask), ref.mask_truncated(m, np.asarray(batch.truncated)))
   assert out.response_mask.dtype == batch.response_mask.dtype
@@ -120,7 +111,7 @@ def test_mask_truncated_values_and_group_statistics():
                                                              "token-mean"))
   np.testing.assert_allclose(objective(batch)[0], want, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="Batch.truncated"):
-    masks.mask_truncated(make_batch(0))
+    masks.mask_truncated_part(make_batch(0))
 
 
 @pytest.mark.parametrize("atol", [0.0, 0.6])
@@ -131,7 +122,7 @@ def test_filter_zero_variance_groups_values(atol):
     if seed == 0:  # a group with distinct but close rewards
       r = np.where(np.asarray(batch.group_ids) == 1, r * 0.5, r)
       batch = batch.replace(rewards=jnp.asarray(r, jnp.float32))
-    out = jax.jit(lambda b: masks.filter_zero_variance_groups(
+    out = jax.jit(lambda b: masks.filter_zero_variance_groups_part(
         b, atol=atol))(batch)
     want = ref.filter_zero_variance(np.asarray(batch.response_mask), r,
                                     np.asarray(batch.group_ids), atol)
@@ -141,12 +132,12 @@ def test_filter_zero_variance_groups_values(atol):
 def test_filter_zero_variance_groups_multi_reward_and_errors():
   batch = make_batch(1, reward_kind="binary")
   comps = jnp.stack([batch.rewards, 1.0 - batch.rewards], axis=1)
-  out = masks.filter_zero_variance_groups(batch.replace(rewards=comps),
+  out = masks.filter_zero_variance_groups_part(batch.replace(rewards=comps),
                                           reward_weights=[1.0, 0.0])
-  want = masks.filter_zero_variance_groups(batch)
+  want = masks.filter_zero_variance_groups_part(batch)
   np.testing.assert_array_equal(out.response_mask, want.response_mask)
   with pytest.raises(ValueError, match="atol"):
-    masks.filter_zero_variance_groups(batch, atol=-1.0)
+    masks.filter_zero_variance_groups_part(batch, atol=-1.0)
 
 
 # --- Sharded == single device -------------------------------------------------
@@ -161,15 +152,15 @@ def mesh():
 @pytest.mark.parametrize("rho", [0.2, 0.5, 1.0])
 def test_high_entropy_shard_map_equals_single_device(mesh, rho):
   batch = _with_extras(11, b=16, num_groups=5, empty_rows=(2,))
-  want = masks.high_entropy(batch, None, rho=rho)
+  want = masks.high_entropy_part(batch, None, rho=rho)
   spec = sharding.batch_spec(batch)
   fn = jax.shard_map(
-      lambda b: masks.high_entropy(b, None, axis_name="data", rho=rho),
+      lambda b: masks.high_entropy_part(b, None, axis_name="data", rho=rho),
       mesh=mesh, in_specs=(spec,), out_specs=P("data", None))
   got = jax.jit(fn)(sharding.shard_batch(batch, mesh))
   np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
   if rho < 1.0:  # the threshold is global: a local one would differ
-    local = np.concatenate([np.asarray(masks.high_entropy(
+    local = np.concatenate([np.asarray(masks.high_entropy_part(
         jax.tree.map(lambda x: x[i:i + 2], batch), None, rho=rho))
                             for i in range(0, 16, 2)])
     assert not np.array_equal(local, np.asarray(want))
@@ -177,10 +168,10 @@ def test_high_entropy_shard_map_equals_single_device(mesh, rho):
 
 def test_filter_zero_variance_shard_map_equals_single_device(mesh):
   batch = make_batch(12, b=16, num_groups=4, reward_kind="binary")
-  want = masks.filter_zero_variance_groups(batch).response_mask
+  want = masks.filter_zero_variance_groups_part(batch).response_mask
   spec = sharding.batch_spec(batch)
   fn = jax.shard_map(
-      lambda b: masks.filter_zero_variance_groups(
+      lambda b: masks.filter_zero_variance_groups_part(
           b, axis_name="data").response_mask,
       mesh=mesh, in_specs=(spec,), out_specs=P("data", None))
   got = jax.jit(fn)(sharding.shard_batch(batch, mesh))

@@ -1,5 +1,5 @@
-"""Recipes run, and every objective row of the anchors' feature table (§5)
-plus tunix's options is expressible as a divrl objective config."""
+"""Recipes run, and every objective option of verl, TRL and tunix is
+expressible as a divrl objective config."""
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,7 @@ def _full_batch(k_rewards=None, seed=0):
       rollout_logprobs=f(lp + rng.normal(0, 0.1, lp.shape)),
       entropy=f(rng.uniform(0, 3, lp.shape)),
       values=f(rng.normal(size=lp.shape)),
+      old_values=f(rng.normal(size=lp.shape)),
       baseline_rewards=f(rng.integers(0, 2, B)),
       sum_pi_squared=f(np.exp(lp) ** 2),
       truncated=jnp.asarray(lengths == T),
@@ -60,10 +61,11 @@ def test_recipes_are_fresh_copies_and_unknown_names_are_named():
     recipes.get("dapoo")
 
 
-# The objective rows of anchors_verl_trl.md §5 and tunix's options, each with
-# a recipe name or an objective config. Engine rows (kernels, packing, vLLM,
-# parallelism) are issues 4-6; rows both anchors lack (risk measures,
-# diversity, unlikeliness, distillation) are later issues.
+# The objective options of verl, TRL and tunix (their feature lists), each
+# with a recipe name or an objective config. Engine features (kernels,
+# packing, vLLM, parallelism) live in divrl.ops, divrl.models and divrl.rl;
+# features none of the three has (risk measures, diversity, unlikeliness)
+# are divrl's own parts.
 _PG = {"advantage": "grpo", "surrogate": "ppo_clip", "aggregation": "token-mean"}
 
 
@@ -119,23 +121,18 @@ FEATURES = {
     "Aggregation: seq-mean of token sums": _with(
         aggregation="seq-mean-token-sum"),
     "Aggregation: token sum": _with(aggregation="token-sum"),
-    "KL k1": _with(regularizers=[{"name": "kl", "estimator": "k1",
-                                  "coef": 0.1}]),
-    "KL abs": _with(regularizers=[{"name": "kl", "estimator": "abs",
-                                   "coef": 0.1}]),
-    "KL k2": _with(regularizers=[{"name": "kl", "estimator": "k2",
-                                  "coef": 0.1}]),
-    "KL k3": _with(regularizers=[{"name": "kl", "estimator": "k3",
-                                  "coef": 0.1}]),
-    "KL straight-through +": _with(regularizers=[{"name": "kl",
-                                                  "estimator": "k3+",
-                                                  "coef": 0.1}]),
-    "KL IS bias correction (V3.2)": _with(regularizers=[{
-        "name": "kl", "estimator": "k3", "is_correction": True, "coef": 0.1}]),
+    "KL k1": _with(regularizers={"kl": {"estimator": "k1", "coef": 0.1}}),
+    "KL abs": _with(regularizers={"kl": {"estimator": "abs", "coef": 0.1}}),
+    "KL k2": _with(regularizers={"kl": {"estimator": "k2", "coef": 0.1}}),
+    "KL k3": _with(regularizers={"kl": {"estimator": "k3", "coef": 0.1}}),
+    "KL straight-through +": _with(regularizers={"kl": {"estimator": "k3+",
+                                                          "coef": 0.1}}),
+    "KL IS bias correction (V3.2)": _with(regularizers={"kl": {
+        "estimator": "k3", "is_correction": True, "coef": 0.1}}),
     "KL in reward": "reinforce_pp",
     "Adaptive KL controller": "ADAPTIVE_KL",
     "Reference refresh (TR-DPO mixup)": "REFERENCE_MIXUP",
-    "Entropy bonus": _with(regularizers=[{"name": "entropy", "coef": -0.01}]),
+    "Entropy bonus": _with(regularizers={"entropy": {"coef": -0.01}}),
     "Adaptive entropy coefficient": "ADAPTIVE_ENTROPY",
     "High-entropy token mask (80/20)": "high_entropy_dapo",
     "Mask truncated completions": _with(transforms=["mask_truncated"]),
@@ -146,8 +143,8 @@ FEATURES = {
     "Repetition (n-gram) penalty reward": _with(transforms=[
         "ngram_repetition_penalty"]),
     "Multi-turn observation-token masking": "reinforce_pp",
-    "Off-policy sequence mask": _with(token_weights=[
-        "off_policy_sequence_mask"]),
+    "Off-policy sequence mask": _with(token_weights={
+        "off_policy_sequence_mask": {}}),
     "Train-infer IS correction (TIS)": "grpo_tis",
     "IS masking (IcePop)": "grpo_icepop",
     "Rejection sampling by k1/k2/k3": _with(transforms=[{
@@ -155,8 +152,8 @@ FEATURES = {
         "hi": 3.0}]),
     "Bypass (pi_old := pi_roll) mode": "grpo_bypass",
     "tunix GRPO defaults (k1 in loss)": "tunix_grpo",
-    "tunix KL clamp": _with(regularizers=[{"name": "kl", "estimator": "k3",
-                                           "value_clip": 10.0, "coef": 0.1}]),
+    "tunix KL clamp": _with(regularizers={"kl": {"estimator": "k3", "value_clip": 10.0,
+                                                  "coef": 0.1}}),
     "tunix sampler IS (token truncate)": "grpo_tis",
     "tunix PPO (GAE, dual clip, KL in reward)": "ppo_gae",
     "verl defaults": "verl_grpo",
@@ -172,14 +169,13 @@ def test_feature_is_expressible(feature):
   if spec == "ADAPTIVE_KL":
     ctrl = divrl.controllers.adaptive_kl(0.1, target=0.05, horizon=10)
     state = ctrl.update(ctrl.init(), jnp.asarray(0.2), 1)
-    obj = divrl.from_config(_with(regularizers=[{"name": "kl", "coef": 0.1}]))
+    obj = divrl.from_config(_with(regularizers={"kl": {"coef": 0.1}}))
     loss = obj(batch, coefs={"kl": state.coef})[0]
     assert float(state.coef) > 0.1 and np.isfinite(float(loss))
   elif spec == "ADAPTIVE_ENTROPY":
     ctrl = divrl.controllers.adaptive_entropy(0.0, target=2.0, delta=0.01)
     state = ctrl.update(ctrl.init(), jnp.asarray(1.0))
-    obj = divrl.from_config(_with(regularizers=[{"name": "entropy",
-                                                 "coef": 0.0}]))
+    obj = divrl.from_config(_with(regularizers={"entropy": {"coef": 0.0}}))
     coef = divrl.controllers.effective_coef(state)
     assert float(coef) > 0
     _run(obj, batch)

@@ -62,7 +62,7 @@ def test_rejection_transform_and_errors():
   obj = divrl.build("grpo", "ppo_clip", transforms=[{
       "name": "rollout_rejection", "criteria": "token_k1,seq_max_k3",
       "lo": 0.7, "hi": 1.4}])
-  out = obj.transform(b)
+  out, _ = obj.prepare(b)
   keep = (rejection.rejection_mask(b.old_logprobs, roll, b.response_mask,
                                    "token_k1", lo=0.7, hi=1.4)
           * rejection.rejection_mask(b.old_logprobs, roll, b.response_mask,

@@ -34,7 +34,7 @@ def test_pf_ppo_transform_keeps_rows_consistent():
   batch = make_batch(0, garbage=False)
   obj = divrl.build("rloo", "ppo_clip",
                     transforms=[{"name": "pf_ppo", "mode": "max_min"}])
-  out = obj.transform(divrl.objective.clean_padding(batch), jax.random.key(3))
+  out, _ = obj.prepare(batch, jax.random.key(3))
   r = np.asarray(batch.rewards)
   kept = np.asarray(out.rewards)
   assert set(kept) <= {r.max(), r.min()}

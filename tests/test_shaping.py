@@ -31,7 +31,7 @@ def _length_batch(lengths, t, rewards=None, seed=0):
 def test_overlong_penalty_values():
   lengths = [0, 5, 10, 11, 13, 16, 17, 20, 24]
   batch = _length_batch(lengths, 24)
-  out = shaping.overlong_penalty(batch, max_length=16, cache_length=6,
+  out = shaping.overlong_penalty_part(batch, max_length=16, cache_length=6,
                                  factor=0.5)
   want = _np(batch.rewards) + ref.overlong(np.asarray(batch.response_mask),
                                            16, 6, 0.5)
@@ -40,15 +40,15 @@ def test_overlong_penalty_values():
   pen = _np(out.rewards) - _np(batch.rewards)
   assert pen[2] == 0 and pen[5] == pytest.approx(-0.5) and pen[8] == -0.5
   with pytest.raises(ValueError, match="cache_length"):
-    shaping.overlong_penalty(batch, max_length=16, cache_length=0)
+    shaping.overlong_penalty_part(batch, max_length=16, cache_length=0)
   with pytest.raises(ValueError, match="max_length"):
-    shaping.overlong_penalty(batch, max_length=4, cache_length=6)
+    shaping.overlong_penalty_part(batch, max_length=4, cache_length=6)
 
 
 def test_overlong_penalty_counts_tokens_not_positions():
   batch = _length_batch([8, 8], 8)
   gappy = batch.response_mask.at[0, 1:4].set(False)  # 5 valid tokens
-  out = shaping.overlong_penalty(batch.replace(response_mask=gappy),
+  out = shaping.overlong_penalty_part(batch.replace(response_mask=gappy),
                                  max_length=8, cache_length=4)
   np.testing.assert_allclose(_np(out.rewards) - _np(batch.rewards),
                              [-0.25, -1.0], rtol=1e-6)
@@ -58,14 +58,14 @@ def test_cosine_length_reward_replaces_reward():
   lengths = [0, 1, 4, 7, 10, 15, 0, 3, 10, 12]
   rewards = [1, 1, 1, 0.7, 1, 1, 0, 0, 0, 0.5]
   batch = _length_batch(lengths, 15, rewards)
-  out = jax.jit(lambda b: shaping.cosine_length_reward(
+  out = jax.jit(lambda b: shaping.cosine_length_reward_part(
       b, max_length=10, threshold=0.5))(batch)
   want = ref.cosine(rewards, np.asarray(batch.response_mask), 10, 0.5)
   np.testing.assert_allclose(out.rewards, want, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(np.asarray(out.rewards)[[0, 4, 6, 8]], [1.0, 0.5, -1.0, -0.5],
                              atol=1e-6)
   with pytest.raises(ValueError, match="max_length"):
-    shaping.cosine_length_reward(batch, max_length=0)
+    shaping.cosine_length_reward_part(batch, max_length=0)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
@@ -75,7 +75,7 @@ def test_ngram_repetition_penalty_values(n):
     m = np.asarray(batch.response_mask).copy()
     m[2, 1:3] = False  # a gap inside a response
     batch = batch.replace(response_mask=jnp.asarray(m))
-    out = jax.jit(lambda b: shaping.ngram_repetition_penalty(
+    out = jax.jit(lambda b: shaping.ngram_repetition_penalty_part(
         b, n=n, penalty=-0.7))(batch)
     want = _np(batch.rewards) + ref.ngram_penalty(
         np.asarray(batch.tokens), m, n, -0.7)
@@ -87,22 +87,22 @@ def test_ngram_repetition_edge_cases():
                         [1, 2, 9, 9, 9, 9], [7, 7, 7, 7, 0, 0]], jnp.int32)
   lengths = [6, 6, 2, 0]
   batch = _length_batch(lengths, 6, [0.0] * 4).replace(tokens=tokens)
-  out = shaping.ngram_repetition_penalty(batch)  # n=3, penalty=-1
+  out = shaping.ngram_repetition_penalty_part(batch)  # n=3, penalty=-1
   # 4 identical trigrams: 1 - 1/4; all distinct: 0; shorter than n: 0.
   np.testing.assert_allclose(out.rewards, [-0.75, 0.0, 0.0, 0.0], atol=1e-7)
   # Padded length shorter than n.
   short = _length_batch([2], 2, [0.0]).replace(
       tokens=jnp.asarray([[1, 1]], jnp.int32))
-  np.testing.assert_allclose(shaping.ngram_repetition_penalty(short).rewards,
+  np.testing.assert_allclose(shaping.ngram_repetition_penalty_part(short).rewards,
                              [0.0])
   with pytest.raises(ValueError, match="Batch.tokens"):
-    shaping.ngram_repetition_penalty(batch.replace(tokens=None))
+    shaping.ngram_repetition_penalty_part(batch.replace(tokens=None))
   with pytest.raises(ValueError, match="penalty"):
-    shaping.ngram_repetition_penalty(batch, penalty=0.5)
+    shaping.ngram_repetition_penalty_part(batch, penalty=0.5)
   with pytest.raises(ValueError, match="n must"):
-    shaping.ngram_repetition_penalty(batch, n=0)
+    shaping.ngram_repetition_penalty_part(batch, n=0)
   with pytest.raises(ValueError, match="Batch.rewards"):
-    shaping.overlong_penalty(batch.replace(rewards=jnp.zeros((4, 2))))
+    shaping.overlong_penalty_part(batch.replace(rewards=jnp.zeros((4, 2))))
 
 
 def test_shaping_transforms_composed_in_objective():

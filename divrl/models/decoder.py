@@ -72,6 +72,7 @@ class DecoderConfig:
   dtype: Any = jnp.float32        # compute dtype
   param_dtype: Any = jnp.float32
   initializer_range: float = 0.02
+  value_head: bool = False  # a linear critic V(s_t) = h_t . w (see values())
 
   def __post_init__(self):
     if self.head_dim is None:
@@ -500,6 +501,10 @@ class Decoder(nnx.Module):
     self.lm_head = (None if c.tie_word_embeddings else _param(
         _normal(rngs, (c.hidden_size, c.vocab_size), c.initializer_range,
                 c.param_dtype), (FSDP, TENSOR)))
+    # [d]: the critic's weights on the final normed hidden state, zero at
+    # initialisation (so V = 0 until it is trained).
+    self.value_head = (_param(jnp.zeros((c.hidden_size,), c.param_dtype),
+                              (FSDP,)) if c.value_head else None)
     # Set by use_decoding_layout: the [V, d] output matrix is used for
     # few-row inputs (the embedding itself when tied, else a copy).
     self.skinny_head = False
@@ -515,6 +520,19 @@ class Decoder(nnx.Module):
   def unembedding_bias(self) -> Array | None:
     """The output bias ``[V]``; always None for this architecture."""
     return None
+
+  def values(self, hidden: Array) -> Array:
+    """Critic values ``[...]`` from final normed hidden states ``[..., d]``.
+
+    A linear head on the policy's own trunk (``DecoderConfig.value_head``):
+    ``V(s_t) = h_t . w``, where ``h_t`` is the hidden state that predicts the
+    next token, so the critic shares every layer with the policy.
+    """
+    if self.value_head is None:
+      raise ValueError("this decoder has no value head; build it with"
+                       " DecoderConfig(value_head=True).")
+    return jnp.einsum("...d,d->...", hidden.astype(jnp.float32),
+                      self.value_head[...].astype(jnp.float32))
 
   def __call__(self, tokens: Array, positions: Array | None = None,
                attention_mask: Array | None = None,

@@ -580,6 +580,8 @@ def save_hf(model: Decoder, path: str | os.PathLike, *,
 
   tensors = {}
   for p, var in _param_items(nnx.state(model, nnx.Param)):
+    if p == ("value_head",):
+      continue  # the critic has no Hugging Face CausalLM name; policy only
     name, transposed = _hf_name(p)
     host = np.asarray(jax.device_get(var.get_value()))
     tensors[name] = np.ascontiguousarray(host.T if transposed else host)

@@ -412,6 +412,14 @@ def _sample_split(graphdef, state, prompt_tokens, prompt_mask, prompt_keys,
 _sample_jit = jax.jit(_sample_impl, static_argnames=("config",))
 
 
+@functools.lru_cache(maxsize=64)
+def _jitted_sampler(graphdef, config: SamplingConfig, row_sharding):
+  """One jitted sampler per (graph, config, row split): trainers built in
+  one process (experiments of a quickstart, tests) share its compilation."""
+  return jax.jit(functools.partial(_sample_split, graphdef, config=config,
+                                   row_sharding=row_sharding))
+
+
 def make_sampler(graphdef, config: SamplingConfig, *, mesh=None,
                  batch_axes=None):
   """A jitted ``fn(state, prompt_tokens, prompt_mask, prompt_keys)``.
@@ -436,8 +444,7 @@ def make_sampler(graphdef, config: SamplingConfig, *, mesh=None,
                          f"{dict(mesh.shape)}")
     row_sharding = (mesh, axes)
     size = _row_shards(row_sharding)
-  fn = jax.jit(functools.partial(_sample_split, graphdef, config=config,
-                                 row_sharding=row_sharding))
+  fn = _jitted_sampler(graphdef, config, row_sharding)
 
   def sampler(state, prompt_tokens, prompt_mask, prompt_keys):
     rows = prompt_tokens.shape[0] * config.num_samples

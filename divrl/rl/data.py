@@ -30,11 +30,14 @@ def make_tokenizer(task) -> CharTokenizer:
   return CharTokenizer(task.alphabet)
 
 
-def load_examples(task_name: str, task_kwargs: Mapping[str, Any], split: str,
-                  *, train_size: int, test_size: int, seed: int,
+def load_examples(task, task_name: str, task_kwargs: Mapping[str, Any],
+                  split: str, *, train_size: int, test_size: int, seed: int,
                   use_tfds: bool = True,
                   data_dir: str | None = None) -> list[dict[str, Any]]:
-  """The examples of ``split`` ("train" or "test").
+  """The examples of ``split`` ("train" or "test") of ``task``.
+
+  ``task_name`` and ``task_kwargs`` name the task's TFDS builder config
+  (the task object itself is built once by the caller).
 
   With ``use_tfds`` they are read through the task's TFDS builder
   (array_record, ``as_data_source``; prepared into ``data_dir`` on first
@@ -44,7 +47,6 @@ def load_examples(task_name: str, task_kwargs: Mapping[str, Any], split: str,
   """
   if split not in ("train", "test"):
     raise ValueError(f"split: unknown split {split!r}; use train or test")
-  task = tasks_lib.get_task(task_name, **dict(task_kwargs))
   size = train_size if split == "train" else test_size
   if use_tfds:
     if not data_dir:

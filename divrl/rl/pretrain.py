@@ -2,7 +2,7 @@
 
 Real base models put broad but uneven mass on the correct solutions of a
 problem, plus some on wrong ones; RL then sharpens or preserves that spread.
-This stage makes a toy base with the same property (DESIGN.md section 4): for
+This stage makes a toy base with the same property (docs/design.md section 4): for
 every training prompt it enumerates up to ``max_solutions`` distinct correct
 solutions, shuffles them, and gives the ``i``-th the weight
 ``(i + 1) ** -skew`` (a Zipf law, so one or two solutions dominate and the
@@ -30,10 +30,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from divrl.checkpoint import Checkpointer
+from divrl.rl.checkpoint import Checkpointer
 from divrl.models.decoder import Decoder, DecoderConfig
 from divrl.models.tokenizer import CharTokenizer
 from divrl.rl import data as data_lib
+from divrl.rl import scoring
 from divrl import tasks as tasks_lib
 
 
@@ -91,13 +92,17 @@ def config_hash(config) -> str:
   return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def pretrain(config: ml_collections.ConfigDict, *, log=print):
-  """Trains the base model; returns ``(model, tokenizer, summary)``."""
+def pretrain(config: ml_collections.ConfigDict, task=None, *, log=print):
+  """Trains the base model; returns ``(model, tokenizer, summary)``.
+
+  ``task`` is the run's task object (built from ``config.task`` if None).
+  """
   pc = config.base.pretrain
-  task = tasks_lib.get_task(config.task.name, **config.task.kwargs.to_dict())
+  if task is None:
+    task = tasks_lib.get_task(config.task.name, **config.task.kwargs.to_dict())
   tokenizer = data_lib.make_tokenizer(task)
   examples = data_lib.load_examples(
-      config.task.name, config.task.kwargs, "train",
+      task, config.task.name, config.task.kwargs, "train",
       train_size=config.task.train_size, test_size=config.task.test_size,
       seed=config.seed, use_tfds=False)
   rng = np.random.default_rng([config.seed, 17])
@@ -117,11 +122,10 @@ def pretrain(config: ml_collections.ConfigDict, *, log=print):
                    optax.adamw(schedule, weight_decay=pc.weight_decay))
   opt_state = tx.init(params)
 
-  from divrl.rl.scoring import response_statistics  # pylint: disable=g-import-not-at-top
-
   def loss_fn(params, pt, pm, at, am):
     m = nnx.merge(graphdef, params)
-    lp = response_statistics(m, pt, pm, at, am)["logprob"]
+    lp = scoring.model_statistics(m, scoring.response_hidden(m, pt, pm, at, am),
+                                  at, am, ())["logprobs"]
     return -jnp.sum(lp) / jnp.maximum(jnp.sum(am), 1)
 
   @jax.jit
@@ -177,16 +181,23 @@ def load_base(path: str, mcfg: DecoderConfig) -> Decoder:
   return model
 
 
-def get_or_pretrain_base(config, *, log=print):
-  """Loads the cached base for ``config``, pre-training it when missing."""
+def get_or_pretrain_base(config, task=None, *, log=print):
+  """Loads the cached base for ``config``, pre-training it when missing.
+
+  ``task`` is the run's task object (built from ``config.task`` if None).
+
+  Returns:
+    ``(model, tokenizer, path)``.
+  """
   path = base_dir(config)
-  task = tasks_lib.get_task(config.task.name, **config.task.kwargs.to_dict())
+  if task is None:
+    task = tasks_lib.get_task(config.task.name, **config.task.kwargs.to_dict())
   tokenizer = data_lib.make_tokenizer(task)
   mcfg = model_config(config, tokenizer)
   if os.path.exists(os.path.join(path, "summary.json")):
     log(f"base model: loading {path}")
     return load_base(path, mcfg), tokenizer, path
   log(f"base model: pre-training into {path}")
-  model, tokenizer, summary = pretrain(config, log=log)
+  model, tokenizer, summary = pretrain(config, task, log=log)
   save_base(path, model, tokenizer, summary)
   return model, tokenizer, path

@@ -1,40 +1,45 @@
-"""The RL loop: prompts -> group sampling -> rewards -> scoring -> objective
--> optax update, with evaluation, sharding, checkpoints and logging.
+"""The RL loop: a thin driver of the pure step functions of ``divrl.rl.step``.
 
 One training step:
 
 1. **Prompts.** ``num_prompts`` examples from the seeded ``PromptStream``.
 2. **Sampling.** ``divrl.models.sampler`` draws ``num_samples`` responses per
-   prompt (one compiled call); the behaviour log-probabilities are kept as
-   ``rollout_logprobs``.
-3. **Rewards.** The task's verifier scores each decoded response on the host.
-   With ``train.dynamic_sampling`` (DAPO, arXiv 2503.14476) groups whose
-   rewards are all equal are dropped and more prompts are drawn, up to
+   prompt (one compiled call); with ``sampling.ref_share > 0`` that share of
+   each group is drawn from the reference policy instead and marked by
+   ``Batch.sample_source == 1``. When a part reads ``baseline_rewards`` the
+   greedy decode of every prompt is drawn and verified too (ReMax).
+3. **Rewards.** The task's verifier scores each decoded response on the host
+   (reward, reward components, canonical solution). With
+   ``train.dynamic_sampling`` (DAPO, arXiv 2503.14476) groups whose rewards
+   are all equal are dropped and more prompts are drawn, up to
    ``train.max_sampling_rounds`` rounds; if too few groups survive, the batch
    is topped up with dropped groups so that shapes stay static.
-4. **Scoring.** One forward of the current policy gives ``old_logprobs`` and
-   the token entropy; one of the reference model gives ``ref_logprobs``.
-5. **Objective.** ``Objective.with_advantages`` on the whole batch (groups
-   intact), then ``train.ppo_epochs`` passes over ``train.num_minibatches``
+4. ``step.prepare``: the scoring forward of the behaviour policy (and of the
+   reference when something reads it), computing exactly the statistics the
+   objective declares, then ``Objective.prepare`` on the whole batch (groups
+   intact), which also updates the carried state of stateful parts.
+5. ``step.update``: ``train.ppo_epochs`` passes over ``train.num_minibatches``
    shuffled minibatches; each minibatch's gradient is accumulated over
-   ``train.micro_batches`` micro-batches (``aggregation.micro_batched_value_
-   and_grad``: the loss is normalised once, so micro-batching does not change
-   it) and applied with optax.
+   ``train.micro_batches`` micro-batches (the loss is normalised once, so
+   micro-batching does not change it) and applied with optax.
 6. **Reference.** Fixed at the base model, or reset to the policy every
    ``train.ref_reset_every`` steps.
 
 The objective is entirely ``config.objective`` (``Objective.from_config``).
+The task, the tokenizer and the base model are built once, here, and handed
+to the pieces that need them. A declared input that the run cannot provide
+is an error when the trainer is built (``divrl.rl.inputs``).
 
 Determinism and resumption: every random draw is keyed by
-``fold_in(key(seed), step)``, and the prompt stream's position is saved, so a
-run resumed from a checkpoint replays exactly the steps of the uninterrupted
-run.
+``fold_in(key(seed), step)``, and the prompt stream's position and the carry
+are saved, so a run resumed from a checkpoint replays exactly the steps of
+the uninterrupted run.
 
 Sharding: a ``('data','fsdp','tensor')`` mesh; parameters follow their
-annotations; rollout batches are split over ``('data','fsdp')``; sampling
-takes replicated prompts, prefills them and splits the decode rows over
-``('data','fsdp')``. Host data is identical on every process, so the
-same code runs as several ``jax.distributed`` processes.
+annotations; rollout batches are split over ``('data','fsdp')``; the carry
+is replicated; sampling takes replicated prompts, prefills them and splits
+the decode rows over ``('data','fsdp')``. Host data is identical on every
+process, so the same code runs as several ``jax.distributed`` processes.
 """
 
 from __future__ import annotations
@@ -53,72 +58,23 @@ import numpy as np
 import optax
 from flax import nnx
 
-from divrl import aggregation as agg
 from divrl import metrics as metrics_lib
 from divrl import tasks as tasks_lib
-from divrl.checkpoint import Checkpointer
+from divrl.config import default_config
+from divrl.models.decoder import Decoder
 from divrl.models.sampler import SamplingConfig, make_sampler
 from divrl.objective import Objective
 from divrl.rl import data as data_lib
+from divrl.rl import inputs as inputs_lib
 from divrl.rl import mesh as mesh_lib
 from divrl.rl import pretrain as pretrain_lib
+from divrl.rl import scoring
+from divrl.rl import step as step_lib
+from divrl.rl.checkpoint import Checkpointer
 from divrl.rl.logging import MetricsLogger, ProgressBar
-from divrl.rl.scoring import response_statistics
-from divrl.types import Batch
 
-
-def default_config() -> ml_collections.ConfigDict:
-  """Every option of a run, with defaults; experiment files override them."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.workdir = ""
-  c.task = ml_collections.ConfigDict(dict(
-      name="countdown", kwargs={}, train_size=256, test_size=64,
-      use_tfds=True, data_dir=""))
-  c.model = ml_collections.ConfigDict(dict(preset="tiny", overrides={}))
-  c.base = ml_collections.ConfigDict(dict(
-      dir="", cache_root="runs/bases",
-      pretrain=dict(steps=600, batch_size=64, learning_rate=3e-3,
-                    weight_decay=0.0, num_targets=4096, skew=1.5,
-                    wrong_share=0.2, max_solutions=16)))
-  c.objective = ml_collections.ConfigDict(dict(
-      advantage="grpo", surrogate="ppo_clip", regularizers={},
-      token_weights=[], transforms=[], aggregation="token-mean"))
-  c.sampling = ml_collections.ConfigDict(dict(
-      num_prompts=8, num_samples=8, max_new_tokens=24, temperature=1.0,
-      top_k=0, top_p=1.0, min_p=0.0))
-  c.train = ml_collections.ConfigDict(dict(
-      steps=20, learning_rate=1e-3, weight_decay=0.0, grad_clip=1.0,
-      warmup_steps=0, ppo_epochs=1, num_minibatches=1, micro_batches=1,
-      dynamic_sampling=False, max_sampling_rounds=3, ref_reset_every=0,
-      stop_after=-1))
-  c.eval = ml_collections.ConfigDict(dict(
-      every=0, num_prompts=16, num_samples=32, split="test",
-      score_rows=256))
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.checkpoint = ml_collections.ConfigDict(dict(every=0, max_to_keep=2))
-  c.log = ml_collections.ConfigDict(dict(tensorboard=True, progress=True,
-                                         plot=True))
-  return c
-
-
-def objective_spec(objective_config) -> dict[str, Any]:
-  """``config.objective`` as ``Objective.from_config`` input.
-
-  ``regularizers`` may be a list of specs or a mapping ``{label: spec}``;
-  the mapping form makes each term addressable from the command line
-  (``--config.objective.regularizers.kl.coef=0.01``). A spec without a
-  ``name`` uses its label as the registered name.
-  """
-  spec = (objective_config.to_dict() if hasattr(objective_config, "to_dict")
-          else dict(objective_config))
-  regs = spec.get("regularizers") or []
-  if isinstance(regs, dict):
-    spec["regularizers"] = [
-        {"name": r.get("name", label), **{k: v for k, v in r.items()
-                                          if k != "name"}, "label": label}
-        for label, r in regs.items()]
-  return spec
+__all__ = ["Trainer", "default_config", "entropy_curve", "log2_ks",
+           "make_optimizer", "pass_at_k_of"]
 
 
 def make_optimizer(tc) -> optax.GradientTransformation:
@@ -134,44 +90,119 @@ def make_optimizer(tc) -> optax.GradientTransformation:
 
 
 @dataclasses.dataclass
-class Rollout:
-  """One rollout batch: device arrays plus what the host needs to report."""
-  arrays: dict[str, Any]        # device, leading axis B
+class RolloutInfo:
+  """What the host keeps of a rollout for reporting."""
   correct: np.ndarray           # [B] bool
-  rewards: np.ndarray           # [B]
+  rewards: np.ndarray           # [B] scalar rewards
   canonicals: list[str | None]
-  num_groups: int
+  sample_source: np.ndarray     # [B] int
   response_tokens: int
   rounds: int
+
+
+def solution_ids(canonicals, group_ids) -> np.ndarray:
+  """``[B]`` int32 ids of the canonical solutions (-1 when wrong).
+
+  Equal ids mean the same canonical solution of the same prompt; ids are
+  numbered in order of first appearance over the batch.
+  """
+  table: dict[tuple[int, str], int] = {}
+  out = np.full(len(canonicals), -1, np.int32)
+  for i, (c, g) in enumerate(zip(canonicals, group_ids)):
+    if c is not None:
+      out[i] = table.setdefault((int(g), c), len(table))
+  return out
+
+
+@dataclasses.dataclass
+class RunSetup:
+  """What a run builds once from its config and hands down.
+
+  Attributes:
+    task: the task object.
+    tokenizer: its character tokenizer.
+    base: the base (and reference) model.
+    base_path: where the base is cached.
+    train_examples, eval_examples: the task's examples of the two splits.
+    prompt_width: the padded prompt length (longest ``<bos> + prompt``).
+  """
+  task: Any
+  tokenizer: Any
+  base: Decoder
+  base_path: str
+  train_examples: list
+  eval_examples: list
+  prompt_width: int
+
+  @classmethod
+  def build(cls, config, *, task=None, workdir: str | None = None,
+            log=print) -> "RunSetup":
+    """Builds the task (unless given), tokenizer, base model and examples of
+    ``config``.
+
+    Several trainers whose configs share ``task``, ``model``, ``base`` and
+    ``seed`` may share one setup (the quickstart's experiments, tests).
+    """
+    workdir = os.path.abspath(workdir or config.workdir or "runs/default")
+    if task is None:
+      task = tasks_lib.get_task(config.task.name,
+                                **config.task.kwargs.to_dict())
+    base, tokenizer, base_path = pretrain_lib.get_or_pretrain_base(
+        config, task, log=log)
+    load = functools.partial(
+        data_lib.load_examples, task, config.task.name, config.task.kwargs,
+        train_size=config.task.train_size, test_size=config.task.test_size,
+        seed=config.seed, use_tfds=config.task.use_tfds,
+        data_dir=config.task.data_dir or os.path.join(workdir, "tfds"))
+    train, evals = load("train"), load(config.eval.split)
+    width = max(data_lib.prompt_width(tokenizer, task, train),
+                data_lib.prompt_width(tokenizer, task, evals))
+    return cls(task, tokenizer, base, base_path, train, evals, width)
+
+
+def with_value_head(model: Decoder) -> Decoder:
+  """``model`` with a (zero) value head added, its other weights shared."""
+  if model.value_head is not None:
+    return model
+  out = Decoder(dataclasses.replace(model.config, value_head=True),
+                rngs=nnx.Rngs(0))
+  nnx.update(out, nnx.state(model))
+  return out
 
 
 class Trainer:
   """Builds everything a run needs from a config; ``run()`` trains."""
 
   def __init__(self, config: ml_collections.ConfigDict, *,
-               mesh: jax.sharding.Mesh | None = None, log=print):
+               mesh: jax.sharding.Mesh | None = None,
+               setup: RunSetup | None = None, log=print):
     self.config = config
     self.log = log
     self.workdir = os.path.abspath(config.workdir or "runs/default")
     tc, sc = config.train, config.sampling
-    self.task = tasks_lib.get_task(config.task.name,
-                                   **config.task.kwargs.to_dict())
-    base, self.tokenizer, self.base_path = pretrain_lib.get_or_pretrain_base(
-        config, log=log)
+    self.objective = Objective.from_config(config.objective)
+    task = setup.task if setup else tasks_lib.get_task(
+        config.task.name, **config.task.kwargs.to_dict())
+    inputs_lib.check(self.objective, config, task)  # before any heavy work
+    self.plan = step_lib.Plan.of(
+        self.objective, temperature=sc.temperature,
+        top_p=config.statistics.top_p, log_entropy=config.log.entropy,
+        log_kl_ref=config.log.kl_ref)
+    # Built once per run and handed down.
+    setup = setup or RunSetup.build(config, task=task, workdir=self.workdir,
+                                    log=log)
+    self.task, self.tokenizer = setup.task, setup.tokenizer
+    self.base_path = setup.base_path
+    self.train_examples = setup.train_examples
+    self.eval_examples = setup.eval_examples
+    self.prompt_width = setup.prompt_width
+    base = with_value_head(setup.base) if self.plan.value_head else setup.base
     self.model_config = base.config
-    load = functools.partial(
-        data_lib.load_examples, config.task.name, config.task.kwargs,
-        train_size=config.task.train_size, test_size=config.task.test_size,
-        seed=config.seed, use_tfds=config.task.use_tfds,
-        data_dir=config.task.data_dir or os.path.join(self.workdir, "tfds"))
-    self.train_examples = load("train")
-    self.eval_examples = load(config.eval.split)
-    self.prompt_width = max(
-        data_lib.prompt_width(self.tokenizer, self.task, self.train_examples),
-        data_lib.prompt_width(self.tokenizer, self.task, self.eval_examples))
     self.stream = data_lib.PromptStream(len(self.train_examples),
                                         seed=config.seed)
-    self.objective = Objective.from_config(objective_spec(config.objective))
+    reads = self.objective.requires.inputs
+    self.components = "reward_components" in reads
+    self.greedy_baseline = "baseline_rewards" in reads
 
     self.mesh = mesh or mesh_lib.make_train_mesh(**config.mesh.to_dict())
     multiple = mesh_lib.batch_size_multiple(self.mesh)
@@ -185,44 +216,82 @@ class Trainer:
     if (config.eval.num_prompts * config.eval.num_samples) % multiple:
       raise ValueError("eval.num_prompts * eval.num_samples must be a "
                        f"multiple of data*fsdp ({multiple})")
+    self.num_ref_samples = self._ref_samples(sc, multiple)
 
     self.graphdef, base_state = nnx.split(base)
     with jax.set_mesh(self.mesh):
       self.base_params = mesh_lib.put_params(base_state, self.mesh)
     self.tx = make_optimizer(tc)
     self.root_key = jax.random.key(config.seed)
+    replicated = mesh_lib.replicated(self.mesh)
     self.state = {
         "params": self.base_params,
         "ref_params": self.base_params,
         "opt_state": self._init_opt_state(self.base_params),
+        "carry": jax.device_put(self.objective.init_carry(), replicated),
         "rng": self.root_key,
     }
     self.step = 0
+    self._make_samplers(sc)
+    self._prepare = jax.jit(
+        step_lib.make_prepare(self.graphdef, self.objective, self.plan),
+        out_shardings=(None, replicated, replicated))
+    # Pin the updated state to the input shardings: otherwise GSPMD may pick
+    # other output shardings and the second step recompiles.
+    self._update = jax.jit(
+        step_lib.make_update(self.graphdef, self.tx, self.objective,
+                             self.plan, micro_batches=tc.micro_batches),
+        donate_argnums=(0, 1),
+        out_shardings=(self._param_shardings, self._opt_shardings,
+                       replicated))
+    self._score_eval = jax.jit(functools.partial(
+        _eval_statistics, self.graphdef,
+        temperature=float(sc.temperature)))
+    self.history: list[dict[str, float]] = []
+
+  @staticmethod
+  def _ref_samples(sc, multiple: int) -> int:
+    share = float(sc.ref_share)
+    if not 0.0 <= share < 1.0:
+      raise ValueError(f"sampling.ref_share must lie in [0, 1), got {share}")
+    n = share * sc.num_samples
+    if abs(n - round(n)) > 1e-9:
+      raise ValueError(
+          f"sampling.ref_share * sampling.num_samples = {n:g} must be a whole"
+          " number of reference samples per group")
+    n = int(round(n))
+    if n and (sc.num_prompts * n) % multiple:
+      raise ValueError(
+          f"sampling.num_prompts * reference samples per group ="
+          f" {sc.num_prompts * n} must be a multiple of data*fsdp"
+          f" ({multiple})")
+    return n
+
+  def _make_samplers(self, sc) -> None:
     eos = self.tokenizer.eos_id
     common = dict(max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
                   top_k=sc.top_k, top_p=sc.top_p, min_p=sc.min_p,
                   stop_tokens=(eos,), pad_id=self.tokenizer.pad_id)
-    self.sampling_config = SamplingConfig(num_samples=sc.num_samples,
-                                          **common)
-    self.eval_sampling_config = SamplingConfig(
-        num_samples=config.eval.num_samples, **common)
     # Data-parallel sampling: each device decodes its share of the rows.
     sampler_for = functools.partial(make_sampler, self.graphdef,
                                     mesh=self.mesh,
                                     batch_axes=mesh_lib.BATCH_AXES)
+    n_ref = self.num_ref_samples
+    self.sampling_config = SamplingConfig(num_samples=sc.num_samples - n_ref,
+                                          **common)
     self._train_sampler = sampler_for(self.sampling_config)
+    self._ref_sampler = (sampler_for(SamplingConfig(num_samples=n_ref,
+                                                    **common))
+                         if n_ref else None)
+    self.eval_sampling_config = SamplingConfig(
+        num_samples=self.config.eval.num_samples, **common)
     self._eval_sampler = sampler_for(self.eval_sampling_config)
-    self._score = jax.jit(functools.partial(self._score_impl,
-                                            temperature=sc.temperature))
-    self._prepare = jax.jit(self._prepare_impl,
-                            static_argnames=("num_groups",))
-    # Pin the updated state to the input shardings: otherwise GSPMD may pick
-    # other output shardings and the second step recompiles.
-    self._update = jax.jit(
-        self._update_impl, donate_argnums=(0, 1),
-        out_shardings=(self._param_shardings, self._opt_shardings,
-                       mesh_lib.replicated(self.mesh)))
-    self.history: list[dict[str, float]] = []
+    self._greedy_sampler = None
+    if self.greedy_baseline:
+      greedy = SamplingConfig(num_samples=1, **{**common, "temperature": 0.0})
+      split = sc.num_prompts % mesh_lib.batch_size_multiple(self.mesh) == 0
+      self._greedy_sampler = (sampler_for(greedy) if split else
+                              make_sampler(self.graphdef, greedy))
 
   def _init_opt_state(self, params):
     """Optimizer state on the mesh: moments like their parameters, scalars
@@ -234,61 +303,13 @@ class Trainer:
         transform_non_params=lambda _: mesh_lib.replicated(self.mesh))
     return jax.jit(self.tx.init, out_shardings=self._opt_shardings)(params)
 
-  # ------------------------------------------------------------------ jit --
-
-  def _score_impl(self, params, ref_params, arrays, *, temperature):
-    args = (arrays["prompt_tokens"], arrays["prompt_mask"], arrays["tokens"],
-            arrays["response_mask"])
-    policy = response_statistics(nnx.merge(self.graphdef, params), *args,
-                                 outputs=("logprob", "entropy"),
-                                 temperature=temperature)
-    ref = response_statistics(nnx.merge(self.graphdef, ref_params), *args,
-                              outputs=("logprob",), temperature=temperature)
-    return policy["logprob"], policy["entropy"], ref["logprob"]
-
-  def _prepare_impl(self, arrays, old, entropy, ref, key, *, num_groups):
-    batch = Batch(
-        logprobs=old, response_mask=arrays["response_mask"],
-        rewards=arrays["rewards"], group_ids=arrays["group_ids"],
-        old_logprobs=old, ref_logprobs=ref,
-        rollout_logprobs=arrays["rollout_logprobs"], entropy=entropy,
-        truncated=arrays["truncated"], tokens=arrays["tokens"],
-        num_groups=num_groups)
-    return self.objective.with_advantages(batch, key)
-
-  def _update_impl(self, params, opt_state, batch, extras, rows, key):
-    tc = self.config.train
-    take = lambda x: jnp.take(x, rows, axis=0)
-    mb, ex = jax.tree.map(take, batch), jax.tree.map(take, extras)
-    k = tc.micro_batches
-    micro = jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k)
-                                             + x.shape[1:]), (mb, ex))
-    temperature = self.config.sampling.temperature
-
-    def aggregate_fn(p, m):
-      b, e = m
-      stats = response_statistics(
-          nnx.merge(self.graphdef, p), e["prompt_tokens"], e["prompt_mask"],
-          b.tokens, b.response_mask, outputs=("logprob", "entropy"),
-          temperature=temperature)
-      b = b.replace(logprobs=stats["logprob"], entropy=stats["entropy"])
-      return self.objective.aggregates(b, key)
-
-    loss, grads, metrics = agg.micro_batched_value_and_grad(
-        aggregate_fn, params, micro)
-    updates, opt_state = self.tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    metrics = dict(metrics)
-    metrics["loss"] = loss
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    return params, opt_state, metrics
-
   # ------------------------------------------------------------- rollouts --
 
   def _keys(self, key, count):
     return jax.random.key_data(jax.random.split(key, count))
 
   def _sample(self, sampler, params, examples, key, num_samples):
+    """Samples ``num_samples`` responses per example and verifies them."""
     texts = [self.task.prompt(e) for e in examples]
     ptoks, pmask = data_lib.encode_prompts(self.tokenizer, texts,
                                            self.prompt_width)
@@ -305,7 +326,24 @@ class Trainer:
       verdicts.append(self.task.verify(examples[r // num_samples], text))
     return host, verdicts
 
-  def rollout(self, step: int) -> Rollout:
+  def _groups(self, examples, key):
+    """``[(host, rows, verdicts, source)]`` parts of each prompt's group."""
+    p, g = len(examples), self.config.sampling.num_samples
+    n_pol, n_ref = g - self.num_ref_samples, self.num_ref_samples
+    host, verdicts = self._sample(self._train_sampler, self.state["params"],
+                                  examples, key, n_pol)
+    parts = [[(host, slice(j * n_pol, (j + 1) * n_pol),
+               verdicts[j * n_pol:(j + 1) * n_pol], 0)] for j in range(p)]
+    if n_ref:
+      rhost, rverdicts = self._sample(
+          self._ref_sampler, self.state["ref_params"], examples,
+          jax.random.fold_in(key, 1), n_ref)
+      for j in range(p):
+        parts[j].append((rhost, slice(j * n_ref, (j + 1) * n_ref),
+                         rverdicts[j * n_ref:(j + 1) * n_ref], 1))
+    return parts
+
+  def rollout(self, step: int) -> tuple[step_lib.Rollout, RolloutInfo]:
     """Samples, verifies and (with dynamic sampling) filters one batch."""
     sc, tc = self.config.sampling, self.config.train
     p, g = sc.num_prompts, sc.num_samples
@@ -316,41 +354,64 @@ class Trainer:
     while len(kept) < p and rounds < max_rounds:
       idx = self.stream.next(p)
       examples = [self.train_examples[i] for i in idx]
-      host, verdicts = self._sample(
-          self._train_sampler, self.state["params"], examples,
-          jax.random.fold_in(step_key, rounds), g)
+      parts = self._groups(examples, jax.random.fold_in(step_key, rounds))
       rounds += 1
-      for j in range(p):
-        rows = slice(j * g, (j + 1) * g)
-        group = (host, rows, verdicts[rows])
-        rewards = np.asarray([v.reward for v in verdicts[rows]])
+      for j, group in enumerate(parts):
+        rewards = np.asarray([v.reward for _, _, vs, _ in group for v in vs])
+        entry = (examples[j], group)
         if tc.dynamic_sampling and np.all(rewards == rewards[0]):
-          dropped.append(group)
+          dropped.append(entry)
         else:
-          kept.append(group)
-    groups = (kept + dropped)[:p]
-    cols = {name: [] for name in ("prompt_tokens", "prompt_mask", "tokens",
-                                  "response_mask", "rollout_logprobs",
-                                  "truncated")}
-    rewards, correct, canon = [], [], []
-    for host, rows, verdicts in groups:
-      cols["prompt_tokens"].append(host.prompt_tokens[rows])
-      cols["prompt_mask"].append(host.prompt_mask[rows])
-      cols["tokens"].append(host.tokens[rows])
-      cols["response_mask"].append(host.response_mask[rows])
-      cols["rollout_logprobs"].append(host.logprobs[rows])
-      cols["truncated"].append(host.truncated[rows])
-      rewards.extend(v.reward for v in verdicts)
-      correct.extend(v.correct for v in verdicts)
-      canon.extend(v.canonical for v in verdicts)
-    arrays = {k: np.concatenate(v) for k, v in cols.items()}
-    arrays["rewards"] = np.asarray(rewards, np.float32)
-    arrays["group_ids"] = np.repeat(np.arange(p, dtype=np.int32), g)
-    response_tokens = int(arrays["response_mask"].sum())
-    return Rollout(arrays=mesh_lib.put_batch(arrays, self.mesh),
-                   correct=np.asarray(correct), rewards=arrays["rewards"],
-                   canonicals=canon, num_groups=p,
-                   response_tokens=response_tokens, rounds=rounds)
+          kept.append(entry)
+    chosen = (kept + dropped)[:p]
+    parts = [part for _, group in chosen for part in group]
+    baseline = (np.repeat(self._greedy_rewards([e for e, _ in chosen],
+                                               step_key), g)
+                if self.greedy_baseline else None)
+    return self._assemble(parts, np.repeat(np.arange(p, dtype=np.int32), g),
+                          p, rounds, baseline)
+
+  def _assemble(self, parts, group_ids, num_groups, rounds=1, baseline=None):
+    """The typed device ``Rollout`` (and its host info) of sampled rows.
+
+    ``parts`` are ``(host SampleOutput, rows, verdicts, source)`` in batch
+    order; ``group_ids`` numbers their prompts.
+    """
+    def cat(get):
+      return np.concatenate([get(host)[rows] for host, rows, _, _ in parts])
+
+    verdicts = [v for _, _, vs, _ in parts for v in vs]
+    source = np.concatenate([np.full(len(vs), src, np.int32)
+                             for _, _, vs, src in parts])
+    rewards = np.asarray([v.reward for v in verdicts], np.float32)
+    canon = [v.canonical for v in verdicts]
+    arrays = dict(
+        prompt_tokens=cat(lambda h: h.prompt_tokens),
+        prompt_mask=cat(lambda h: h.prompt_mask),
+        tokens=cat(lambda h: h.tokens),
+        response_mask=cat(lambda h: h.response_mask),
+        rollout_logprobs=cat(lambda h: h.logprobs),
+        truncated=cat(lambda h: h.truncated),
+        rewards=(np.asarray([self.task.reward_components(v)
+                             for v in verdicts], np.float32)
+                 if self.components else rewards),
+        group_ids=np.asarray(group_ids, np.int32), sample_source=source,
+        solution_ids=solution_ids(canon, group_ids))
+    if baseline is not None:
+      arrays["baseline_rewards"] = np.asarray(baseline, np.float32)
+    rollout = step_lib.Rollout(num_groups=num_groups,
+                               **mesh_lib.put_batch(arrays, self.mesh))
+    info = RolloutInfo(
+        correct=np.asarray([v.correct for v in verdicts]), rewards=rewards,
+        canonicals=canon, sample_source=source,
+        response_tokens=int(arrays["response_mask"].sum()), rounds=rounds)
+    return rollout, info
+
+  def _greedy_rewards(self, examples, key) -> np.ndarray:
+    """``[P]`` rewards of the greedy decode of each prompt (ReMax)."""
+    _, verdicts = self._sample(self._greedy_sampler, self.state["params"],
+                               examples, jax.random.fold_in(key, 7), 1)
+    return np.asarray([v.reward for v in verdicts], np.float32)
 
   # --------------------------------------------------------------- update --
 
@@ -359,19 +420,15 @@ class Trainer:
     tc = self.config.train
     step = self.step
     t0 = time.perf_counter()
-    ro = self.rollout(step)
+    rollout, info = self.rollout(step)
     t1 = time.perf_counter()
-    old, entropy, ref = self._score(self.state["params"],
-                                    self.state["ref_params"], ro.arrays)
     step_key = jax.random.fold_in(self.root_key, step)
-    batch = self._prepare(ro.arrays, old, entropy, ref,
-                          jax.random.fold_in(step_key, 1000),
-                          num_groups=ro.num_groups)
-    jax.block_until_ready(batch)
+    prepared, carry, prep_metrics = self._prepare(
+        self.state["params"], self.state["ref_params"], self.state["carry"],
+        rollout, jax.random.fold_in(step_key, 1000))
+    jax.block_until_ready(prepared)
     t2 = time.perf_counter()
-    extras = {"prompt_tokens": ro.arrays["prompt_tokens"],
-              "prompt_mask": ro.arrays["prompt_mask"]}
-    b = ro.arrays["tokens"].shape[0]
+    b = rollout.tokens.shape[0]
     rows_per_mb = b // tc.num_minibatches
     step_metrics = []
     params, opt_state = self.state["params"], self.state["opt_state"]
@@ -383,29 +440,27 @@ class Trainer:
       for m in range(tc.num_minibatches):
         rows = perm[m * rows_per_mb:(m + 1) * rows_per_mb].astype(np.int32)
         params, opt_state, met = self._update(
-            params, opt_state, batch, extras,
+            params, opt_state, self.state["ref_params"], carry, prepared,
             mesh_lib.put(rows, mesh_lib.replicated(self.mesh)),
             jax.random.fold_in(step_key, 2000 + epoch * 97 + m))
         step_metrics.append(met)
-    self.state["params"], self.state["opt_state"] = params, opt_state
+    self.state.update(params=params, opt_state=opt_state, carry=carry)
     self.step = step + 1
     if tc.ref_reset_every and self.step % tc.ref_reset_every == 0:
       self.state["ref_params"] = jax.tree.map(jnp.copy, params)
-    last = mesh_lib.tree_to_host(step_metrics[-1])
+    last, prep = mesh_lib.tree_to_host(
+        (step_metrics[-1], {**prep_metrics,
+                            **step_lib.carry_metrics(carry)}))
     t3 = time.perf_counter()
-    mask = mesh_lib.to_host(ro.arrays["response_mask"])
-    ent = mesh_lib.to_host(entropy)
-    oldh, refh = mesh_lib.to_host(old), mesh_lib.to_host(ref)
+    policy = info.sample_source == 0
     out = {f"objective/{k}": float(v) for k, v in last.items()}
+    out.update({k: float(v) for k, v in prep.items()})
     out.update({
-        "reward": float(np.mean(ro.rewards)),
-        "pass@1": float(np.mean(ro.correct)),
-        "entropy": float(metrics_lib.token_entropy_summary(ent, mask)),
-        "kl_ref": float(metrics_lib.kl_to_base(oldh, refh, mask).k3),
-        "response_length": float(mask.sum(1).mean()),
-        "sampling_rounds": float(ro.rounds),
+        "reward": float(np.mean(info.rewards[policy])),
+        "pass@1": float(np.mean(info.correct[policy])),
+        "sampling_rounds": float(info.rounds),
         "time/sample": t1 - t0, "time/score": t2 - t1, "time/update": t3 - t2,
-        "tokens/s": ro.response_tokens / max(t3 - t0, 1e-9),
+        "tokens/s": info.response_tokens / max(t3 - t0, 1e-9),
     })
     return out
 
@@ -414,7 +469,7 @@ class Trainer:
   def evaluate(self, params=None, *, key=None) -> dict[str, Any]:
     """pass@k, accuracy, diversity, entropy and KL to the base on held-out
     prompts (``config.eval``)."""
-    ec, sc = self.config.eval, self.config.sampling
+    ec = self.config.eval
     params = self.state["params"] if params is None else params
     key = jax.random.fold_in(self.root_key, 10**6) if key is None else key
     n = ec.num_samples
@@ -428,28 +483,23 @@ class Trainer:
     ks = [k for k in metrics_lib.DEFAULT_KS if k <= n]
     curve = metrics_lib.pass_at_k_curve(correct, ks)
     distinct = metrics_lib.distinct_correct(canon, correct)
-    # Entropy and KL to the base, scored in chunks of rows.
+    # Entropy and KL to the base, scored on the device in chunks of rows.
     ent_sum = tok = 0.0
     k1, k3 = [], []
     rows = host.tokens.shape[0]
-    chunk = max(mesh_lib.batch_size_multiple(self.mesh),
-                ec.score_rows - ec.score_rows
-                % mesh_lib.batch_size_multiple(self.mesh))
+    multiple = mesh_lib.batch_size_multiple(self.mesh)
+    chunk = max(multiple, ec.score_rows - ec.score_rows % multiple)
     for start in range(0, rows, chunk):
       sl = slice(start, min(rows, start + chunk))
-      arrays = {"prompt_tokens": host.prompt_tokens[sl],
-                "prompt_mask": host.prompt_mask[sl],
-                "tokens": host.tokens[sl],
-                "response_mask": host.response_mask[sl]}
-      arrays = mesh_lib.put_batch(arrays, self.mesh)
-      lp, ent, base_lp = mesh_lib.tree_to_host(self._score(
-          params, self.base_params, arrays))
-      mask = host.response_mask[sl]
-      ent_sum += float(np.where(mask, ent, 0.0).sum())
-      tok += float(mask.sum())
-      kl = metrics_lib.kl_to_base(lp, base_lp, mask, reduce=False)
-      k1.append(np.asarray(kl.k1))
-      k3.append(np.asarray(kl.k3))
+      ids = np.arange(sl.start, sl.stop) // n
+      rollout, _ = self._assemble([(host, sl, verdicts[sl], 0)],
+                                  ids - ids[0], int(ids[-1] - ids[0] + 1))
+      s = mesh_lib.tree_to_host(self._score_eval(params, self.base_params,
+                                                 rollout))
+      ent_sum += float(s["entropy_sum"])
+      tok += float(s["tokens"])
+      k1.append(np.asarray(s["k1"]))
+      k3.append(np.asarray(s["k3"]))
     out = {f"eval/pass@{k}": float(v) for k, v in curve.items()}
     out.update({
         "eval/accuracy": float(correct.mean()),
@@ -464,7 +514,6 @@ class Trainer:
       found = [any(c is not None and ok and self.task.is_rare(examples[i], c)
                    for c, ok in zip(canon[i], correct[i])) for i in range(p)]
       out["eval/rare_found"] = float(np.mean(found))
-    del sc
     return out
 
   # ----------------------------------------------------------------- run --
@@ -477,10 +526,10 @@ class Trainer:
                         save_every=int(cc.every), max_to_keep=cc.max_to_keep)
 
   def _checkpoint_state(self):
-    return {"params": self.state["params"],
-            "ref_params": self.state["ref_params"],
-            "opt_state": self.state["opt_state"],
-            "rng": self.state["rng"]}
+    keys = ("params", "ref_params", "opt_state", "rng")
+    if self.state["carry"]:  # stateless objectives keep the old layout
+      keys += ("carry",)
+    return {k: self.state[k] for k in keys}
 
   def maybe_resume(self, ckpt) -> bool:
     if ckpt is None or ckpt.latest_step() is None:
@@ -542,6 +591,29 @@ class Trainer:
       logger.close()
     return {"final": final, "evals": evals, "history": self.history,
             "workdir": self.workdir}
+
+
+def _eval_statistics(graphdef, params, base_params,
+                     rollout: step_lib.Rollout, *,
+                     temperature: float) -> dict[str, jax.Array]:
+  """Entropy and sampled KL-to-base sums of evaluation responses (device)."""
+  args = (rollout.prompt_tokens, rollout.prompt_mask, rollout.tokens,
+          rollout.response_mask)
+  mask = rollout.response_mask
+  stats = {}
+  for name, p, names in (("policy", params, ("entropy",)),
+                         ("base", base_params, ())):
+    model = nnx.merge(graphdef, p)
+    hidden = scoring.response_hidden(model, *args)
+    stats[name] = scoring.model_statistics(
+        model, hidden, rollout.tokens, mask, names, temperature=temperature)
+  valid = mask > 0
+  kl = metrics_lib.kl_to_base(stats["policy"]["logprobs"],
+                              stats["base"]["logprobs"], mask, reduce=False)
+  return {"entropy_sum": jnp.sum(jnp.where(valid, stats["policy"]["entropy"],
+                                           0.0)),
+          "tokens": jnp.sum(valid.astype(jnp.float32)),
+          "k1": kl.k1, "k3": kl.k3}
 
 
 def pass_at_k_of(evaluation: dict[str, float]) -> dict[int, float]:

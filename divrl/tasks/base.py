@@ -129,9 +129,14 @@ class Task(abc.ABC):
     REFERENCE_FIELD: the key of the reference completion in an example.
     max_completion_chars: completions longer than this are rejected before
       any parsing.
+    REWARD_COMPONENTS: the names of the reward components that
+      ``reward_components`` returns for a verdict (the ``K`` of
+      ``Batch.rewards [B,K]``).
   """
 
   name: ClassVar[str] = ""
+  REWARD_COMPONENTS: ClassVar[tuple[str, ...]] = ("correct", "well_formed",
+                                                   "valid")
   FIELDS: ClassVar[Mapping[str, str]] = {}
   REFERENCE_FIELD: ClassVar[str] = "solution"
   max_completion_chars: ClassVar[int] = 256
@@ -201,6 +206,20 @@ class Task(abc.ABC):
   def reference(self, example: Mapping[str, Any]) -> str:
     """The reference completion stored in the example."""
     return self.from_record(example)[self.REFERENCE_FIELD]
+
+  def reward_components(self, verdict: Verdict) -> tuple[float, ...]:
+    """Several rewards of one verdict, named by ``REWARD_COMPONENTS``.
+
+    The default, for every task: ``correct`` (the verdict's reward),
+    ``well_formed`` (1 unless the error is a ``format:`` error) and ``valid``
+    (1 unless it is a ``format:`` or ``invalid:`` error, i.e. the answer
+    follows every rule and is at most wrong in value). They are the
+    correctness and format rewards that multi-reward RL combines.
+    """
+    error = verdict.error or ""
+    well_formed = not error.startswith(("format:", "internal:"))
+    valid = well_formed and not error.startswith("invalid:")
+    return (float(verdict.reward), float(well_formed), float(valid))
 
   def verify(self, example: Mapping[str, Any], completion: Any) -> Verdict:
     """Scores ``completion`` (the text after the prompt, without EOS).

@@ -1,15 +1,24 @@
 """GRPO with the unlikeliness reward (He et al. 2025, arXiv 2506.02355):
 correct samples are rewarded less the more likely they are within their
-group (beta = 0.25, the paper's setting), which counters GRPO's rank bias
-and preserves rare solutions."""
+group, which counters GRPO's rank bias and preserves rare solutions.
+
+Run (about 4 minutes on a 2-core CPU once the base is cached)::
+
+  python -m scripts.train --config experiments/countdown/unlikeliness.py
+
+Variants: ``seed``, ``steps`` and ``beta`` (float, default 0.25, the
+paper's setting), e.g.
+``--config experiments/countdown/unlikeliness.py:beta=0.5``.
+"""
 
 from experiments.countdown import base
 
 
-def get_config():
-  c = base.get_config()
+def get_config(arg=None):
+  c, arg = base.countdown_config(arg, beta=0.25)
   c.workdir = "runs/countdown/unlikeliness"
-  c.objective.transforms = [{"name": "unlikeliness_reward", "beta": 0.25}]
+  c.objective.transforms = [{"name": "unlikeliness_reward",
+                             "beta": arg.beta}]
   c.objective.advantage = "grpo"
   c.objective.surrogate = "ppo_clip"
   return c

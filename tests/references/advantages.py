@@ -397,6 +397,27 @@ def gae(token_rewards, values, mask, *, gamma=1.0, lam=1.0):
     return adv, ret
 
 
+def ema_std_grpo_steps(reward_batches, group_batches, *, decay=0.9, eps=1e-6,
+                                              singleton="zero"):
+    """EMA-std GRPO over a sequence of batches: the advantages of each step.
+
+    Per step: ``std_t`` = unbiased std of the batch rewards; ``ema =
+    decay ema + (1 - decay) std_t`` and ``weight = decay weight + (1 -
+    decay)`` from 0; ``A = (r - mean_g) / (ema / weight + eps)``; singleton
+    groups get 0.
+    """
+    ema = weight = 0.0
+    out = []
+    for r, ids in zip(reward_batches, group_batches):
+        r = _f64(r)
+        ema = decay * ema + (1 - decay) * _sample_var(r, 1) ** 0.5
+        weight = decay * weight + (1 - decay)
+        std = ema / weight
+        dev = grpo_advantages(r, ids, scale_by_std=False, singleton=singleton)
+        out.append(dev / (std + eps))
+    return out
+
+
 def _self_test():
     s = 1 / np.sqrt(2)
     np.testing.assert_allclose(grpo_advantages([1.0, 0.0], [0, 0], eps=0.0), [s, -s], rtol=1e-12)

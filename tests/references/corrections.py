@@ -1,8 +1,8 @@
 """Independent NumPy references for ``divrl/corrections.py`` (token weights).
 
-Written from the formulas in the task brief and the anchor notes
-(``/work/shared/reference/anchors_verl_trl.md`` §1.8, §2.3), never from
-the JAX code: plain Python loops over ``(i, t)`` in float64. Inputs are
+Written from the formulas in the papers and in verl's and TRL's
+documentation (the rollout importance-sampling options), never from the JAX
+code: plain Python loops over ``(i, t)`` in float64. Inputs are
 ``[B,T]`` arrays ``old`` (pi_old), ``roll`` (pi_roll), ``logp`` (current),
 ``samp`` (the sampling policy), ``adv`` (advantages) and ``mask`` (response
 mask, 0/1); the weights are 0 on padding.

@@ -1,7 +1,8 @@
 """How verl, TRL and tunix compute a few quantities, emulated in NumPy.
 
-Written from ../shared/reference/anchors_verl_trl.md and anchors_tunix_rlax.md
-(the formulas restated there), not from divrl's code. Groups here are
+Written from the libraries' own formulas (verl's ``core_algos``, TRL's
+``GRPOTrainer`` and tunix's GRPO learner, as docs/conventions.md describes
+them), not from divrl's code. Groups here are
 contiguous blocks of the batch, as the libraries lay them out.
 """
 
@@ -91,7 +92,7 @@ def trl_bnpo(micro_losses, micro_masks):
                   for l, m in zip(micro_losses, micro_masks)])
 
 
-# --- Policy losses (anchors_verl_trl.md §1.3, §2.3) -------------------------
+# --- Policy losses ---------------------------------------------------------
 
 
 def verl_vanilla(lp, old, adv, eps_low=0.2, eps_high=0.2, c=3.0):
@@ -133,7 +134,7 @@ def gspo_value(lp, old, adv, mask, eps_low, eps_high):
   return np.maximum(-adv * s, -adv * np.clip(s, 1 - eps_low, 1 + eps_high))
 
 
-# --- KL (§1.5, §2.3, tunix §1.3) --------------------------------------------
+# --- KL ---------------------------------------------------------------------
 
 
 def verl_low_var_kl(lp, ref):
@@ -153,7 +154,7 @@ def tunix_kl(lp, ref, clamp=None):
   return k if clamp is None else np.clip(k, -clamp, clamp)
 
 
-# --- Rollout IS (§1.8, §2.3) ------------------------------------------------
+# --- Rollout IS -------------------------------------------------------------
 
 
 def verl_token_tis(old, roll, threshold=2.0):

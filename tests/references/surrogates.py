@@ -1,8 +1,7 @@
 """Independent NumPy references for ``divrl/surrogates.py``.
 
-Written from the formulas in the task brief and the anchor notes
-(``/work/shared/reference/anchors_verl_trl.md`` §1.3, §2.3), never from
-the JAX code: plain Python loops over ``(i, t)`` in float64. Inputs are
+Written from the formulas in the papers and in verl's and TRL's policy
+losses, never from the JAX code: plain Python loops over ``(i, t)`` in float64. Inputs are
 ``[B,T]`` arrays ``logp`` (current), ``old`` (pi_old), ``adv`` (advantages),
 ``mask`` (response mask, 0/1) and optionally ``roll`` (pi_roll). Sequence
 losses return the sequence value on every valid token and 0 on padding; token

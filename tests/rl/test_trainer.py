@@ -170,3 +170,113 @@ def test_two_processes_match_one_process(tmp_path):
   multi = json.loads(out.read_text())
   assert multi["processes"] == 2 and multi["devices"] == 8
   _compare(single, multi, atol=1e-4)
+
+
+# --- The data path: what the trainer serves ---------------------------------
+
+
+def test_stateful_part_resumes_bitwise_with_its_carry(tmp_path, cache_root):
+  def config(name, **train):
+    c = small_config(tmp_path / name, cache_root, steps=4, **train)
+    c.checkpoint.every = 2
+    c.mesh.data = 1
+    c.objective.advantage = {"name": "ema_std_grpo", "decay": 0.5}
+    return c
+
+  a = Trainer(config("full"), log=lambda *a: None)
+  a.run()
+  first = Trainer(config("part", stop_after=2), log=lambda *a: None)
+  first.run()
+  resumed = Trainer(config("part"), log=lambda *a: None)
+  assert resumed.maybe_resume(resumed._checkpointer())  # pylint: disable=protected-access
+  assert resumed.step == 2
+  jax.tree.map(np.testing.assert_array_equal, resumed.state["carry"],
+               first.state["carry"])
+  resumed.run()
+  assert resumed.step == 4
+  for x, y in zip(_params(a), _params(resumed)):
+    np.testing.assert_array_equal(x, y)
+  jax.tree.map(np.testing.assert_array_equal, a.state["carry"],
+               resumed.state["carry"])
+  assert float(a.state["carry"]["advantage"]["weight"]) == 1 - 0.5 ** 4
+  assert "carry/advantage/ema" in a.history[-1]
+
+
+def test_reference_rehearsal_samples_a_quarter_from_the_reference(
+    tmp_path, cache_root):
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from divrl.rl import scoring, step as step_lib  # pylint: disable=g-import-not-at-top
+  c = small_config(tmp_path / "ref", cache_root, steps=2, learning_rate=3e-2)
+  c.sampling.num_prompts = 8
+  c.sampling.ref_share = 0.25
+  c.objective.regularizers = {"kl": {"estimator": "k3", "coef": 0.01}}
+  t = Trainer(c, log=lambda *a: None)
+  for _ in range(2):   # the policy moves away from the reference
+    t.train_step()
+  rollout, info = t.rollout(2)
+  source = info.sample_source.reshape(8, 4)
+  assert source.mean() == 0.25
+  np.testing.assert_array_equal(source, [[0, 0, 0, 1]] * 8)
+  prepare = jax.jit(step_lib.make_prepare(t.graphdef, t.objective, t.plan))
+  prepared, _, _ = prepare(t.state["params"], t.state["ref_params"],
+                           t.state["carry"], rollout, jax.random.key(0))
+
+  def fresh(params):
+    model = nnx.merge(t.graphdef, params)
+    hidden = scoring.response_hidden(model, rollout.prompt_tokens,
+                                     rollout.prompt_mask, rollout.tokens,
+                                     rollout.response_mask)
+    return np.asarray(scoring.model_statistics(
+        model, hidden, rollout.tokens, rollout.response_mask, ())["logprobs"])
+
+  mask = np.asarray(rollout.response_mask)
+  ref_rows = info.sample_source == 1
+  ref_lp, pol_lp = fresh(t.state["ref_params"]), fresh(t.state["params"])
+  stored = np.asarray(prepared.batch.ref_logprobs)
+  np.testing.assert_allclose(stored[mask], ref_lp[mask], atol=1e-6)
+  # The sampler drew the marked rows from the reference, the rest from the
+  # policy: its log-probs match that model's, not the other one's.
+  roll = np.asarray(rollout.rollout_logprobs)
+  m_ref, m_pol = mask & ref_rows[:, None], mask & ~ref_rows[:, None]
+  np.testing.assert_allclose(roll[m_ref], ref_lp[m_ref], atol=2e-5)
+  np.testing.assert_allclose(roll[m_pol], pol_lp[m_pol], atol=2e-5)
+  assert np.abs(ref_lp[m_pol] - pol_lp[m_pol]).max() > 1e-3
+  # Reward and pass@1 metrics count the policy's samples only.
+  m = t.train_step()
+  assert 0.0 <= m["pass@1"] <= 1.0
+
+
+def test_rollout_serves_solution_ids_components_and_greedy_baselines(
+    tmp_path, cache_root):
+  c = small_config(tmp_path / "task", cache_root, steps=1)
+  c.mesh.data = 1
+  c.objective.advantage = "remax"
+  c.objective.transforms = []
+  t = Trainer(c, log=lambda *a: None)
+  rollout, info = t.rollout(0)
+  ids = np.asarray(rollout.solution_ids)
+  canon = info.canonicals
+  groups = np.asarray(rollout.group_ids)
+  for i in range(len(ids)):
+    assert (ids[i] == -1) == (canon[i] is None)
+    for j in range(len(ids)):
+      if canon[i] is not None and canon[j] is not None:
+        same = canon[i] == canon[j] and groups[i] == groups[j]
+        assert (ids[i] == ids[j]) == same
+  # remax reads the greedy decode's reward, one per prompt.
+  base = np.asarray(rollout.baseline_rewards).reshape(4, 4)
+  assert np.all(base == base[:, :1])
+  examples = [t.train_examples[i] for i in t.stream.indices(4, 0)]
+  greedy = t._greedy_rewards(examples, jax.random.key(0))  # pylint: disable=protected-access
+  np.testing.assert_array_equal(base[:, 0], greedy)
+  # gdpo reads reward components: [B,K], the first is the task's reward.
+  c2 = small_config(tmp_path / "gdpo", cache_root, steps=1)
+  c2.mesh.data = 1
+  c2.objective.advantage = "gdpo"
+  t2 = Trainer(c2, log=lambda *a: None)
+  rollout2, info2 = t2.rollout(0)
+  rewards = np.asarray(rollout2.rewards)
+  assert rewards.shape == (16, len(t2.task.REWARD_COMPONENTS))
+  np.testing.assert_array_equal(rewards[:, 0], info2.rewards)
+  assert np.all(rewards[:, 0] <= rewards[:, 2]) and np.all(
+      rewards[:, 2] <= rewards[:, 1])

@@ -1,4 +1,4 @@
-"""Tests for divrl.checkpoint: bitwise round trips, sharding, resume, errors."""
+"""Tests for divrl.rl.checkpoint: bitwise round trips, sharding, resume, errors."""
 
 import os
 import shutil
@@ -11,8 +11,8 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from divrl import checkpoint
-from divrl.checkpoint import Checkpointer
+from divrl.rl import checkpoint
+from divrl.rl.checkpoint import Checkpointer
 from divrl.models.decoder import Decoder, DecoderConfig
 from divrl.sharding import make_mesh
 

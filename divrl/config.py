@@ -1,0 +1,123 @@
+"""Run configs: the defaults every experiment file starts from, and variants.
+
+This module imports only ``ml_collections``, so an experiment file that
+imports it stays light: ``import experiments.countdown.grpo`` loads no JAX.
+
+An experiment file (``experiments/<task>/<name>.py``) defines
+``get_config(arg=None)``. ``arg`` is the text after ``:`` in
+``--config experiments/countdown/grpo.py:seed=2,steps=50``; ``parse_arg``
+turns it into typed values, so one file describes a grid of runs::
+
+  def get_config(arg=None):
+    arg = config.parse_arg(arg, seed=0, objective="grpo")
+    c = config.default_config()
+    c.seed = arg.seed
+    ...
+    return c
+
+The objective lives in ``config.objective`` in one form (see
+``divrl.objective.Objective.from_config``): ``advantage``, ``surrogate`` and
+``aggregation`` are specs (a registered name, or a mapping ``{"name": ...,
+**hyperparameters}``); ``transforms`` is a list of specs applied in order;
+``token_weights`` and ``regularizers`` are mappings ``{label: spec}``, the
+regularizer specs with a ``coef``. A spec in a mapping without ``"name"``
+uses its label as the registered name.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every option of a run, with defaults; experiment files override them."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.workdir = ""
+  c.task = ml_collections.ConfigDict(dict(
+      name="countdown", kwargs={}, train_size=256, test_size=64,
+      use_tfds=True, data_dir=""))
+  c.model = ml_collections.ConfigDict(dict(preset="tiny", overrides={}))
+  c.base = ml_collections.ConfigDict(dict(
+      dir="", cache_root="runs/bases",
+      pretrain=dict(steps=600, batch_size=64, learning_rate=3e-3,
+                    weight_decay=0.0, num_targets=4096, skew=1.5,
+                    wrong_share=0.2, max_solutions=16)))
+  # Not type-safe: a slot holds a name or a spec mapping, so an experiment
+  # may replace "grpo" by {"name": "grpo", "eps": 1e-4}. From the command
+  # line, a string slot takes a name (--config.objective.advantage=otb) and a
+  # mapping slot a dict literal or its keys (...advantage.eps=1e-4).
+  c.objective = ml_collections.ConfigDict(dict(
+      advantage="grpo", surrogate="ppo_clip", transforms=[],
+      token_weights={}, regularizers={}, aggregation="token-mean"),
+                                          type_safe=False)
+  # ref_share: the share of each group's samples drawn from the reference
+  # (base) policy instead of the policy (rehearsal; 0 = policy only).
+  c.sampling = ml_collections.ConfigDict(dict(
+      num_prompts=8, num_samples=8, max_new_tokens=24, temperature=1.0,
+      top_k=0, top_p=1.0, min_p=0.0, ref_share=0.0))
+  # top_p: the nucleus of Batch.top_p_entropy (SIREN's 0.8).
+  c.statistics = ml_collections.ConfigDict(dict(top_p=0.8))
+  c.train = ml_collections.ConfigDict(dict(
+      steps=20, learning_rate=1e-3, weight_decay=0.0, grad_clip=1.0,
+      warmup_steps=0, ppo_epochs=1, num_minibatches=1, micro_batches=1,
+      dynamic_sampling=False, max_sampling_rounds=3, ref_reset_every=0,
+      stop_after=-1))
+  c.eval = ml_collections.ConfigDict(dict(
+      every=0, num_prompts=16, num_samples=32, split="test",
+      score_rows=256))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.checkpoint = ml_collections.ConfigDict(dict(every=0, max_to_keep=2))
+  # entropy / kl_ref: log the token entropy and the KL to the reference of
+  # every training batch (they cost a statistic and the reference forward
+  # when no part of the objective needs them).
+  c.log = ml_collections.ConfigDict(dict(tensorboard=True, progress=True,
+                                         plot=True, entropy=True,
+                                         kl_ref=True))
+  return c
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _convert(key: str, text: str, default):
+  if isinstance(default, bool):
+    low = text.lower()
+    if low not in _TRUE + _FALSE:
+      raise ValueError(f"config arg {key!r} must be a bool, got {text!r}.")
+    return low in _TRUE
+  for kind, what in ((int, "an int"), (float, "a float")):
+    if isinstance(default, kind):
+      try:
+        return kind(text)
+      except ValueError:
+        raise ValueError(f"config arg {key!r} must be {what}, got"
+                         f" {text!r}.") from None
+  return text
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses ``"key=value,key=value"`` into the typed values of ``defaults``.
+
+  Each key must be one of ``defaults``; its value is converted to the type
+  of the default (bool, int, float or str). Keys not in ``arg`` keep their
+  default. ``None`` or ``""`` gives the defaults.
+
+  Raises:
+    ValueError: for an unknown key, a malformed item or a value of the wrong
+      type, naming it.
+  """
+  out = dict(defaults)
+  for item in (arg or "").split(","):
+    if not item.strip():
+      continue
+    if "=" not in item:
+      raise ValueError(f"config arg {item!r} must be key=value; known keys:"
+                       f" {', '.join(sorted(defaults))}.")
+    key, text = (part.strip() for part in item.split("=", 1))
+    if key not in defaults:
+      raise ValueError(f"unknown config arg {key!r}; known keys:"
+                       f" {', '.join(sorted(defaults))}.")
+    out[key] = _convert(key, text, defaults[key])
+  return ml_collections.ConfigDict(out)

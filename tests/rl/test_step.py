@@ -1,0 +1,229 @@
+"""Tests for divrl.rl.step: the plan computes what the objective reads, and
+every statistic it serves (prepare stage and update stage) equals a direct
+full-logits computation on the same batch.
+
+The reference here runs the decoder to full ``[B,S+T,V]`` logits and computes
+each statistic in float64 NumPy from them (top-p entropy with the NumPy set
+of ``tests/ops/test_token_stats.py``), never through ``divrl.ops``.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import divrl
+from divrl import types
+from divrl.models.decoder import Decoder, DecoderConfig
+from divrl.models.sampler import concat_prompt_response
+from divrl.rl import step as step_lib
+from tests.ops.test_token_stats import np_top_p_entropy
+
+B, S, T, V, G = 6, 4, 5, 13, 3
+TEMPERATURE = 0.7
+TOP_P = 0.8
+STATS = types.POLICY_STATISTICS + types.REFERENCE_DIVERGENCES
+
+
+def _model(seed):
+  config = DecoderConfig.preset("tiny", vocab_size=V, num_layers=1,
+                                value_head=True)
+  model = Decoder(config, rngs=nnx.Rngs(seed))
+  model.value_head[...] = jax.random.normal(jax.random.key(seed + 7),
+                                            (config.hidden_size,))
+  return model
+
+
+def _rollout(seed=0):
+  rng = np.random.default_rng(seed)
+  plen = np.array([4, 2, 3, 4, 1, 2])
+  pmask = np.arange(S)[None] >= S - plen[:, None]
+  rlen = np.array([5, 3, 1, 4, 5, 2])
+  rmask = np.arange(T)[None] < rlen[:, None]
+  return step_lib.Rollout(
+      prompt_tokens=jnp.asarray(np.where(pmask, rng.integers(3, V, (B, S)),
+                                         0), jnp.int32),
+      prompt_mask=jnp.asarray(pmask),
+      tokens=jnp.asarray(np.where(rmask, rng.integers(3, V, (B, T)), 0),
+                         jnp.int32),
+      response_mask=jnp.asarray(rmask),
+      rollout_logprobs=jnp.asarray(-rng.uniform(0.5, 2.0, (B, T)),
+                                   jnp.float32),
+      truncated=jnp.asarray(rlen == T),
+      rewards=jnp.asarray([1.0, 0.0, 1.0, 0.0, 0.0, 1.0]),
+      group_ids=jnp.asarray(np.arange(B) // (B // G), jnp.int32),
+      sample_source=jnp.zeros(B, jnp.int32),
+      solution_ids=jnp.asarray([0, -1, 1, -1, -1, 2], jnp.int32),
+      num_groups=G)
+
+
+def _full_reference(model, ref_model, r):
+  """Every statistic from full logits, float64 NumPy, ``[B,T]`` (or
+  ``[B,D]`` for embeddings)."""
+  full, mask, positions = concat_prompt_response(
+      r.prompt_tokens, r.prompt_mask, r.tokens, r.response_mask)
+
+  def logits_and_hidden(m):
+    z = m(full, positions=positions, attention_mask=mask)[:, S - 1:-1]
+    h = m(full, positions=positions, attention_mask=mask,
+          return_hidden=True)[:, S - 1:-1]
+    return (np.asarray(z, np.float64) / TEMPERATURE,
+            np.asarray(h, np.float64))
+
+  z, h = logits_and_hidden(model)
+  zr, _ = logits_and_hidden(ref_model)
+  logp = z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1,
+                                                              keepdims=True))
+  logp -= z.max(-1, keepdims=True)
+  logr = zr - zr.max(-1, keepdims=True)
+  logr -= np.log(np.exp(logr).sum(-1, keepdims=True))
+  p, q = np.exp(logp), np.exp(logr)
+  m = 0.5 * (p + q)
+  tok = np.asarray(r.tokens)
+  out = {
+      "logprobs": np.take_along_axis(logp, tok[..., None], -1)[..., 0],
+      "ref_logprobs": np.take_along_axis(logr, tok[..., None], -1)[..., 0],
+      "entropy": -(p * logp).sum(-1),
+      "top_p_entropy": np_top_p_entropy(z.reshape(-1, V), TOP_P).reshape(
+          B, T),
+      "sum_pi_squared": (p * p).sum(-1),
+      "vocab_mean_logprob": logp.mean(-1),
+      "reverse_kl": (p * (logp - logr)).sum(-1),
+      "forward_kl": (q * (logr - logp)).sum(-1),
+      "js": 0.5 * (p * (logp - np.log(m))).sum(-1)
+            + 0.5 * (q * (logr - np.log(m))).sum(-1),
+      "values": h @ np.asarray(model.value_head[...], np.float64),
+  }
+  valid = np.asarray(r.response_mask)
+  out["embeddings"] = np.stack([h[i][valid[i]].mean(0) for i in range(B)])
+  return out, valid
+
+
+def _reads(names, stage_label):
+  """A part that reads ``names`` (a regularizer: update stage, or a
+  transform: prepare stage) and does nothing with them."""
+
+  @divrl.declare(reads=names)
+  def probe(batch):
+    if stage_label == "transform":
+      return batch
+    return sum(getattr(batch, n) for n in names if n != "embeddings") * 0.0
+
+  probe.__name__ = f"probe_{stage_label}"
+  return probe
+
+
+@pytest.fixture(scope="module")
+def models():
+  return _model(0), _model(1)
+
+
+def test_prepare_serves_every_statistic_exactly(models):
+  model, ref_model = models
+  names = STATS + ("values", "embeddings")
+  objective = divrl.build("grpo", "ppo_clip",
+                          transforms=[_reads(names, "transform")])
+  plan = step_lib.Plan.of(objective, temperature=TEMPERATURE, top_p=TOP_P)
+  assert set(plan.score) == set(names) and plan.reference
+  assert plan.update == ()
+  graphdef, params = nnx.split(model)
+  _, ref_params = nnx.split(ref_model)
+  prepare = jax.jit(step_lib.make_prepare(graphdef, objective, plan))
+  r = _rollout()
+  prepared, carry, _ = prepare(params, ref_params, {}, r, jax.random.key(0))
+  want, valid = _full_reference(model, ref_model, r)
+  batch = prepared.batch
+  for name in names + ("logprobs", "ref_logprobs"):
+    got = np.asarray(getattr(batch, name))
+    if name == "embeddings":
+      np.testing.assert_allclose(got, want[name], rtol=1e-5, atol=1e-5,
+                                 err_msg=name)
+    else:
+      np.testing.assert_allclose(got[valid], want[name][valid], rtol=1e-5,
+                                 atol=1e-5, err_msg=name)
+  # The behaviour log-probs and the rollout-time values are kept too.
+  np.testing.assert_array_equal(batch.old_logprobs, batch.logprobs)
+  np.testing.assert_array_equal(batch.old_values, batch.values)
+  assert carry == {}
+
+
+def test_update_recomputes_what_the_update_stage_reads(models):
+  model, ref_model = models
+  names = STATS + ("values",)
+  regs = [divrl.regularizer(_single(n), coef=0.0, label=n) for n in names]
+  objective = divrl.build("grpo", "reinforce", regularizers=regs)
+  plan = step_lib.Plan.of(objective, temperature=TEMPERATURE, top_p=TOP_P)
+  assert set(plan.update) == set(names) and plan.score == ()
+  assert plan.keep_ref_hidden and plan.reference
+  graphdef, params = nnx.split(model)
+  _, ref_params = nnx.split(ref_model)
+  r = _rollout(1)
+  prepared, carry, _ = jax.jit(step_lib.make_prepare(graphdef, objective,
+                                                     plan))(
+      params, ref_params, {}, r, jax.random.key(0))
+  tx = optax.sgd(0.0)
+  update = jax.jit(step_lib.make_update(graphdef, tx, objective, plan))
+  _, _, metrics = update(params, tx.init(params), ref_params, carry, prepared,
+                         jnp.arange(B), jax.random.key(1))
+  want, valid = _full_reference(model, ref_model, r)
+  for name in names:   # regularizer metrics: token means, current params
+    np.testing.assert_allclose(metrics[f"regularizer/{name}"],
+                               want[name][valid].mean(), rtol=1e-5, atol=1e-6,
+                               err_msg=name)
+
+
+def _single(name):
+  @divrl.declare(reads=(name,))
+  def part(batch):
+    return getattr(batch, name)
+  part.__name__ = name
+  return part
+
+
+def test_plan_computes_nothing_that_nothing_reads():
+  grpo = divrl.build("grpo", "ppo_clip")
+  plan = step_lib.Plan.of(grpo)
+  assert plan.score == () and plan.update == () and not plan.reference
+  logged = step_lib.Plan.of(grpo, log_entropy=True, log_kl_ref=True)
+  assert logged.score == ("entropy",) and logged.reference
+  assert logged.update == ()
+  kl = step_lib.Plan.of(divrl.recipes.build("grpo"))
+  assert kl.reference and kl.score == () and kl.update == ()
+  otb = step_lib.Plan.of(divrl.recipes.build("otb"))
+  assert otb.score == ("sum_pi_squared",) and otb.update == ()
+  masked = step_lib.Plan.of(divrl.recipes.build("high_entropy_dapo"))
+  assert masked.score == () and masked.update == ("entropy",)
+  gae = step_lib.Plan.of(divrl.recipes.build("ppo_gae"))
+  assert gae.value_head and gae.score == ("values",)
+  assert gae.update == ("values",)
+
+
+def test_update_batch_drops_behaviour_statistics_it_does_not_recompute():
+  plan = step_lib.Plan(score=("entropy", "sum_pi_squared"),
+                       update=("entropy",))
+  batch = divrl.Batch(logprobs=jnp.zeros((2, 3)),
+                      response_mask=jnp.ones((2, 3)), rewards=jnp.zeros(2),
+                      group_ids=jnp.zeros(2, jnp.int32),
+                      entropy=jnp.ones((2, 3)),
+                      sum_pi_squared=jnp.ones((2, 3)))
+  out = step_lib._for_update(batch, plan)  # pylint: disable=protected-access
+  assert out.entropy is not None and out.sum_pi_squared is None
+
+
+def test_carry_metrics_names_the_floating_scalars():
+  carry = {"advantage": {"ema": jnp.float32(0.5), "weight": jnp.float32(1.0),
+                         "count": jnp.int32(3)}}
+  got = step_lib.carry_metrics(carry)
+  assert set(got) == {"carry/advantage/ema", "carry/advantage/weight"}
+
+
+def test_rollout_is_a_pytree_with_static_groups():
+  r = _rollout()
+  leaves, treedef = jax.tree.flatten(r)
+  again = jax.tree.unflatten(treedef, leaves)
+  assert again.num_groups == G and len(leaves) == 10
+  assert dataclasses.replace(r, num_groups=2).num_groups == 2
