@@ -29,6 +29,14 @@ from __future__ import annotations
 import ml_collections
 
 
+def recipe(name: str) -> ml_collections.ConfigDict:
+  """The objective config of the named recipe (``divrl.recipes``), to assign
+  to ``config.objective``; an unknown name is an error that lists them."""
+  from divrl import recipes  # pylint: disable=g-import-not-at-top
+  out = recipes.get(name)
+  return ml_collections.ConfigDict(out.to_dict(), type_safe=False)
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Every option of a run, with defaults; experiment files override them."""
   c = ml_collections.ConfigDict()

@@ -3,6 +3,7 @@ imports (no JAX), typed variants, and every key overridable from the
 command line."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -17,7 +18,9 @@ def test_experiment_files_do_not_import_jax():
   code = ("import sys\n"
           "import experiments.countdown.grpo, experiments.countdown.grpo_kl\n"
           "import experiments.countdown.unlikeliness\n"
+          "import experiments.countdown.recipe\n"
           "experiments.countdown.grpo.get_config('seed=3')\n"
+          "experiments.countdown.recipe.get_config('name=ppo_gae')\n"
           "heavy = [m for m in ('jax', 'jaxlib', 'flax', 'optax', 'numpy')"
           " if m in sys.modules]\n"
           "assert not heavy, heavy\n")
@@ -71,3 +74,26 @@ def test_objective_slots_take_a_name_or_a_spec():
   c.objective.surrogate = "reinforce"
   c.objective.advantage.eps = 1e-3
   assert c.objective.advantage.to_dict() == {"name": "grpo", "eps": 1e-3}
+
+
+def test_the_recipe_experiment_runs_every_recipe_by_name():
+  from divrl import recipes
+  from experiments.countdown import recipe
+  for name in recipes.names():
+    c = recipe.get_config(f"name={name},seed=2")
+    assert c.objective.to_dict() == recipes.get(name).to_dict(), name
+    assert (c.seed, c.workdir) == (2, f"runs/countdown/{name}")
+  with pytest.raises(ValueError, match="unknown recipe 'nope'"):
+    recipe.get_config("name=nope")
+
+
+@pytest.mark.parametrize("name", sorted(
+    f[:-3] for f in os.listdir(os.path.join(ROOT, "experiments", "countdown"))
+    if f.endswith(".py") and f not in ("__init__.py", "base.py")))
+def test_experiment_docstrings_state_the_command_and_its_time(name):
+  import importlib
+  doc = importlib.import_module(f"experiments.countdown.{name}").__doc__
+  assert (f"python -m scripts.train --config experiments/countdown/{name}.py"
+          in doc), name
+  assert re.search(r"measured on this 2-core CPU.*?\d minutes", doc,
+                   re.S), name

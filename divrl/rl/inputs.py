@@ -100,10 +100,21 @@ def check(objective: Objective, config, task) -> None:
   provides it.
   """
   problems = missing(objective, provided(config, task))
-  if not problems:
-    return
   lines = [f"{part} reads {name!r}, which this run does not provide: "
            + _HINTS.get(name, "set config key {key}").format(key=key) + "."
            for part, name, key in problems]
+  requires = objective.requires
+  if "values" not in requires.update:
+    # The value head starts at zero and only an update-stage part that reads
+    # "values" (the value loss) trains it; without one, GAE silently runs
+    # with a critic that predicts 0 for every state.
+    lines += [f"{part} reads {name!r} from the value head, but no part"
+              " trains the head: add the 'value_loss' regularizer (config"
+              " key objective.regularizers, e.g. {'value_loss': {'coef':"
+              " 0.5}}) or use the 'ppo_gae' recipe."
+              for name in ("values", "old_values")
+              for part in requires.readers.get(name, ())]
+  if not lines:
+    return
   raise ValueError("the objective needs inputs the experiment does not"
                    " provide:\n  " + "\n  ".join(lines))

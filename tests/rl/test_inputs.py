@@ -59,6 +59,17 @@ def test_reward_components_need_a_task_with_several():
   inputs.check(objective, c, tasks.get_task("countdown"))
 
 
+def test_gae_needs_a_part_that_trains_the_value_head():
+  c = _config(advantage="gae")
+  with pytest.raises(ValueError, match=r"advantage 'gae' reads 'values'"
+                     r".*no part trains the head.*value_loss.*ppo_gae"):
+    Trainer(c)
+  c.objective.regularizers = {"value_loss": {"coef": 0.5}}
+  inputs.check(divrl.from_config(c.objective), c,
+               tasks.get_task("countdown"))
+  inputs.check(divrl.recipes.build("ppo_gae"), c, tasks.get_task("countdown"))
+
+
 def test_provided_inputs_follow_the_run():
   c = config_lib.default_config()
   task = tasks.get_task("countdown")

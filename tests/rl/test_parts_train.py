@@ -80,6 +80,9 @@ def _cases():
 
 # Inputs that need a run setting; everything else the trainer always serves.
 PROVIDING = {"reference_samples": {"ref_share": 0.25}}
+# A part that reads the value head needs a companion that trains it (a
+# config-time error otherwise, tests/rl/test_inputs.py).
+CRITIC = {"value_loss": {"coef": 0.5}}
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +97,12 @@ def shared(tmp_path_factory):
 def test_part_trains_two_steps(shared, objective):
   root, setup, mesh = shared
   config = _config(objective, root)
-  for name in Objective.from_config(config.objective).requires.inputs:
+  requires = Objective.from_config(config.objective).requires
+  for name in requires.inputs:
     config.sampling.update(PROVIDING.get(name, {}))
+  if ({"values", "old_values"} & requires.inputs
+      and "values" not in requires.update):
+    config.objective.regularizers.update(CRITIC)
   trainer = Trainer(config, mesh=mesh, setup=setup, log=lambda *a: None)
   before = jax.tree.leaves(trainer.state["params"])
   before = [np.asarray(x).copy() for x in before]
