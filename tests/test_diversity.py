@@ -70,8 +70,8 @@ def test_shard_map_matches_single_device():
   spec = jax.tree.map(lambda x: P("data"), batch)
   placed = jax.device_put(batch, jax.tree.map(
       lambda s: jax.sharding.NamedSharding(mesh, s), spec))
-  sharded = jax.shard_map(fn, mesh=mesh, in_specs=(spec,),
-                          out_specs=P("data"))(placed)
+  sharded = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(spec,),
+                                  out_specs=P("data")))(placed)
   np.testing.assert_allclose(sharded, diversity.unlikeliness_reward_part(
       batch).rewards, rtol=1e-6)
 

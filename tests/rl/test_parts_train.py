@@ -58,6 +58,13 @@ TRAINS_WITH = {
     # 0/1 rewards only correct rows survive, every group is all-correct and
     # group-relative advantages are 0. "max_min" keeps both ends.
     ("transform", "pf_ppo"): {"mode": "max_min"},
+    # A group's lower CVaR at alpha is flat (0) under 0/1 rewards whenever
+    # at least alpha * n of its samples fail: every group of this weak base
+    # at the default 0.2. At 0.9 every group with a success moves.
+    ("advantage", "cvar"): {"alpha": 0.9},
+    # The smoothed VaR moves only groups whose failure count puts the gap
+    # between a 0 and a 1 inside the band: a wide band for a robust test.
+    ("advantage", "var"): {"width": 0.8},
 }
 
 
@@ -65,7 +72,12 @@ def _with(config, kind, name):
   extra = TRAINS_WITH.get((kind, name))
   if extra:
     config = dict(config)
-    config["transforms"] = [{**config["transforms"][0], **extra}]
+    if kind == "transform":
+      config["transforms"] = [{**config["transforms"][0], **extra}]
+    else:
+      spec = config[kind]
+      spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+      config[kind] = {**spec, **extra}
   return config
 
 
