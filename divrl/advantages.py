@@ -49,6 +49,7 @@ _EPS_PLACEMENTS = ("std", "var")
 _SINGLETON = ("zero", "reward")
 _STD_SCOPES = ("group", "batch")
 _BATCH_NORMS = ("tokens", "samples", "none")
+_SIGN_MODES = ("weighted", "psr", "nsr")
 WHITEN_EPS = 1e-8
 
 
@@ -761,6 +762,46 @@ def ema_std_grpo(rewards: Array, group_ids: Array, num_groups: int,
   return dev / (std.astype(dev.dtype) + eps)
 
 
+def w_reinforce(rewards: Array, *, lam: float = 0.1, threshold: float = 0.5,
+                mode: str = "weighted") -> Array:
+  """Sign-asymmetric REINFORCE advantages of Zhu et al., "The Surprising
+  Effectiveness of Negative Reinforcement in LLM Reasoning",
+  arXiv:2506.01347 (checked against their released code,
+  ``compute_psr_nsr_outcome_advantage``).
+
+  With ``correct = r > threshold`` (their rewards are 0/1):
+
+  * ``mode="weighted"`` (W-REINFORCE): ``A = lam`` if correct, ``-1`` if not
+    (the README's ``lam = 0.1`` upweights negative reinforcement);
+  * ``"psr"``: ``+1`` on correct samples, 0 on the others;
+  * ``"nsr"``: ``-1`` on wrong samples, 0 on the others.
+
+  No group baseline and no std. Their PSR/NSR modes drop the other samples
+  from the batch; here those samples get advantage 0, which gives the same
+  gradient direction but, under ``token-mean``, a denominator that still
+  counts their tokens (a per-batch scale).
+
+  Args:
+    rewards: ``[B]`` float rewards.
+    lam: the weight of positive samples in ``"weighted"`` mode.
+    threshold: rewards above it count as correct.
+    mode: ``"weighted"``, ``"psr"`` or ``"nsr"``.
+
+  Returns:
+    ``[B]`` advantages.
+  """
+  chex.assert_rank(rewards, 1)
+  chex.assert_type(rewards, float)
+  _check_choice("mode", mode, _SIGN_MODES)
+  correct = rewards > threshold
+  one = jnp.ones_like(rewards)
+  if mode == "psr":
+    return jnp.where(correct, one, 0.0)
+  if mode == "nsr":
+    return jnp.where(correct, 0.0, -one)
+  return jnp.where(correct, lam * one, -one)
+
+
 def ema_std_init() -> dict[str, Array]:
   """The carry of ``ema_std_grpo``: an empty moving average."""
   return {"ema": jnp.zeros((), jnp.float32),
@@ -1001,3 +1042,34 @@ def ema_std_grpo_part(batch: Batch, *, carry, axis_name=None, eps, singleton,
   adv = ema_std_grpo(r, batch.group_ids, batch.groups, tracked_std(carry),
                      eps=eps, singleton=singleton, axis_name=axis_name)
   return per_token(adv, batch.response_mask)
+
+
+@register("advantage", "w_reinforce")
+@defaults_from(w_reinforce, scalar_rewards)
+def w_reinforce_part(batch: Batch, *, lam, threshold,
+                     reward_weights) -> Array:
+  """W-REINFORCE: ``lam`` on correct samples, ``-1`` on wrong ones; see
+  ``w_reinforce``."""
+  r = scalar_rewards(batch.rewards, reward_weights)
+  return per_token(w_reinforce(r, lam=lam, threshold=threshold),
+                   batch.response_mask)
+
+
+@register("advantage", "psr")
+@defaults_from(w_reinforce, scalar_rewards)
+def psr_part(batch: Batch, *, threshold, reward_weights) -> Array:
+  """Positive sample reinforcement only: ``+1`` on correct samples;
+  see ``w_reinforce``."""
+  r = scalar_rewards(batch.rewards, reward_weights)
+  return per_token(w_reinforce(r, threshold=threshold, mode="psr"),
+                   batch.response_mask)
+
+
+@register("advantage", "nsr")
+@defaults_from(w_reinforce, scalar_rewards)
+def nsr_part(batch: Batch, *, threshold, reward_weights) -> Array:
+  """Negative sample reinforcement only: ``-1`` on wrong samples;
+  see ``w_reinforce``."""
+  r = scalar_rewards(batch.rewards, reward_weights)
+  return per_token(w_reinforce(r, threshold=threshold, mode="nsr"),
+                   batch.response_mask)

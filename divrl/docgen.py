@@ -54,7 +54,7 @@ def _citations(*docs: str | None) -> list[str]:
 
 def _referenced(fn):
   doc = inspect.getdoc(fn) or ""
-  m = re.search(r"[Ss]ee ``(\w+)``", doc)
+  m = re.search(r"[Ss]ee\s+``(\w+)``", doc)
   if not m:
     return None
   module = sys.modules.get(fn.__module__)

@@ -489,6 +489,78 @@ def mean_deviation_advantages(rewards: Array, group_ids: Array,
   return jnp.where(ok, d - lam * pen, 0.0)
 
 
+# --- Risk over reward heads ---------------------------------------------------
+#
+# A task with several reward components (``Batch.rewards [B,K]``: reward
+# models of an ensemble, or one head per user group) gives each sample K
+# rewards; these reduce them to one, pessimistically.
+
+
+def _check_heads(rewards: Array) -> None:
+  chex.assert_rank(rewards, 2)
+  chex.assert_type(rewards, float)
+
+
+def worst_case_heads(rewards: Array) -> Array:
+  """``min_k R_k`` per sample, ``[B]`` (WCO: Coste et al., "Reward Model
+  Ensembles Help Mitigate Overoptimization", arXiv:2310.02743)."""
+  _check_heads(rewards)
+  return jnp.min(rewards, axis=-1)
+
+
+def uncertainty_weighted_heads(rewards: Array, *, lam: float = 0.1) -> Array:
+  """``mean_k R_k - lam Var_k R_k`` per sample, ``[B]`` (UWO, Coste et al.,
+  arXiv:2310.02743); the variance over the ``K`` heads is the population one
+  (``ddof=0``), our choice."""
+  _check_heads(rewards)
+  return jnp.mean(rewards, axis=-1) - lam * jnp.var(rewards, axis=-1)
+
+
+def median_heads(rewards: Array) -> Array:
+  """``median_k R_k`` per sample, ``[B]`` (the median aggregation of reward
+  ensembles, as compared in "Helping or Herding? Reward Model Ensembles
+  Mitigate but do not Eliminate Reward Hacking", Eisenstein et al.,
+  arXiv:2312.09244)."""
+  _check_heads(rewards)
+  return jnp.median(rewards, axis=-1)
+
+
+def maxmin_head_weights(rewards: Array, *, temperature: float = 0.0,
+                        valid: Array | None = None,
+                        axis_name=None) -> Array:
+  """The weights ``[K]`` over heads of MaxMin-RLHF (Chakraborty et al.,
+  "MaxMin-RLHF: Towards Equitable Alignment of Large Language Models with
+  Diverse Human Preferences",
+  arXiv:2402.08925): one-hot on the head with the lowest batch-mean reward
+  (``temperature = 0``; ties go to the lowest index), else
+  ``softmax(-mean_k / temperature)``, a soft minimum."""
+  _check_heads(rewards)
+  if temperature < 0:
+    raise ValueError(f"temperature must be >= 0, got {temperature}.")
+  ok = (jnp.ones(rewards.shape[:1], bool) if valid is None
+        else valid.astype(bool))
+  total = groups._psum(  # pylint: disable=protected-access
+      jnp.sum(jnp.where(ok[:, None], rewards, 0.0), axis=0), axis_name)
+  n = groups._psum(jnp.sum(ok), axis_name)  # pylint: disable=protected-access
+  means = total / jnp.maximum(n, 1).astype(rewards.dtype)
+  if temperature == 0:
+    return jax.nn.one_hot(jnp.argmin(means), rewards.shape[-1],
+                          dtype=rewards.dtype)
+  return jax.nn.softmax(-means / temperature)
+
+
+def maxmin_heads(rewards: Array, *, temperature: float = 0.0,
+                 valid: Array | None = None, axis_name=None) -> Array:
+  """The reward of MaxMin-RLHF's worst-off head, ``R @ w`` with ``w =
+  maxmin_head_weights(...)``, ``[B]``: the policy step of its max-min
+  objective, optimising the user group (head) whose average reward is
+  lowest. The EM that learns one reward model per user group is out of
+  scope (reward-model training)."""
+  w = maxmin_head_weights(rewards, temperature=temperature, valid=valid,
+                          axis_name=axis_name)
+  return rewards @ jax.lax.stop_gradient(w)
+
+
 # --- RiskPO: bundles, papers, Mixed-VaR, quantile tracking -----------------
 
 
@@ -796,3 +868,48 @@ def riskpo_part(batch: Batch, *, carry, axis_name=None, bundle_size, alpha,
                           quantiles=quantiles, scale_by_std=scale_by_std,
                           credit=credit, eps=eps, axis_name=axis_name)
   return per_token(adv, batch.response_mask)
+
+
+def _heads_of(batch: Batch, part: str) -> Array:
+  if batch.rewards.ndim != 2:
+    raise ValueError(f"the {part!r} transform needs reward components,"
+                     f" Batch.rewards of shape [B,K]; got"
+                     f" {tuple(batch.rewards.shape)}.")
+  return batch.rewards
+
+
+@register("transform", "worst_case_heads", reads=("reward_components",))
+def worst_case_heads_part(batch: Batch) -> Batch:
+  """Reduces the reward components to their minimum (WCO); see
+  ``worst_case_heads``."""
+  return batch.replace(rewards=worst_case_heads(_heads_of(
+      batch, "worst_case_heads")))
+
+
+@register("transform", "uncertainty_weighted_heads",
+          reads=("reward_components",))
+@defaults_from(uncertainty_weighted_heads)
+def uncertainty_weighted_heads_part(batch: Batch, *, lam) -> Batch:
+  """Reduces the reward components to mean minus ``lam`` times their
+  variance (UWO); see ``uncertainty_weighted_heads``."""
+  return batch.replace(rewards=uncertainty_weighted_heads(
+      _heads_of(batch, "uncertainty_weighted_heads"), lam=lam))
+
+
+@register("transform", "median_heads", reads=("reward_components",))
+def median_heads_part(batch: Batch) -> Batch:
+  """Reduces the reward components to their median; see
+  ``median_heads``."""
+  return batch.replace(rewards=median_heads(_heads_of(batch,
+                                                      "median_heads")))
+
+
+@register("transform", "maxmin_heads", reads=("reward_components",))
+@defaults_from(maxmin_heads)
+def maxmin_heads_part(batch: Batch, *, axis_name=None,
+                      temperature) -> Batch:
+  """Keeps the reward component of the worst-off head (MaxMin-RLHF), or a
+  soft minimum over heads; see ``maxmin_heads``."""
+  return batch.replace(rewards=maxmin_heads(
+      _heads_of(batch, "maxmin_heads"), temperature=temperature,
+      axis_name=axis_name))

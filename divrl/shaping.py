@@ -206,3 +206,79 @@ def ngram_repetition_penalty_part(batch: Batch, *, n, penalty) -> Batch:
   pen = ngram_repetition_values(batch.tokens, batch.response_mask, n=n,
                                 penalty=penalty)
   return batch.replace(rewards=r + pen.astype(r.dtype))
+
+
+# --- General reward map -----------------------------------------------------
+
+
+def reward_map(rewards: Array, key: Array | None = None, *,
+               scale: float = 1.0, shift: float = 0.0, center: float = 0.0,
+               pos_scale: float = 1.0, neg_scale: float = 1.0,
+               false_positive_rate: float = 0.0,
+               false_negative_rate: float = 0.0,
+               random_rate: float | None = None, low: float = 0.0,
+               high: float = 1.0) -> Array:
+  """A map of sequence rewards ``[B]``, applied in this order:
+
+  1. **Verifier noise** on outcomes ``{low, high}`` (a sample is correct when
+     ``r > (low + high) / 2``): a correct reward becomes ``low`` with
+     probability ``false_negative_rate``, a wrong one ``high`` with
+     probability ``false_positive_rate``: the stochastic reward channel of
+     Cai et al., "Reinforcement Learning with Verifiable yet Noisy Rewards
+     under Imperfect Verifiers", arXiv:2510.00915 (FN rate ``rho_1``, FP
+     rate ``rho_0``).
+  2. **Random rewards**: with ``random_rate`` set, every reward is replaced
+     by ``high`` with probability ``random_rate``, else ``low``, whatever
+     the answer (the random-reward control of Shao et al., "Spurious
+     Rewards: Rethinking Training Signals in RLVR", arXiv:2506.10947).
+  3. **Sign split** around ``center``: ``center + pos_scale (r - center)_+
+     - neg_scale (center - r)_+`` (sign-asymmetric weighting, as in
+     W-REINFORCE, arXiv:2506.01347).
+  4. **Affine**: ``scale r + shift``.
+
+  With the defaults it is the identity. ``key`` is needed when a rate is
+  nonzero (1 and 2 draw independent uniforms).
+  """
+  chex.assert_rank(rewards, 1)
+  chex.assert_type(rewards, float)
+  for name, rate in (("false_positive_rate", false_positive_rate),
+                     ("false_negative_rate", false_negative_rate),
+                     ("random_rate", 0.0 if random_rate is None
+                      else random_rate)):
+    if not 0.0 <= rate <= 1.0:
+      raise ValueError(f"{name} must lie in [0, 1], got {rate}.")
+  noisy = false_positive_rate > 0 or false_negative_rate > 0
+  if (noisy or random_rate is not None) and key is None:
+    raise ValueError("reward_map needs a PRNG key when a noise or random"
+                     " rate is set.")
+  r = rewards
+  lo = jnp.asarray(low, r.dtype)
+  hi = jnp.asarray(high, r.dtype)
+  if noisy:
+    key, sub = jax.random.split(key)
+    u = jax.random.uniform(sub, r.shape)
+    correct = r > (low + high) / 2
+    r = jnp.where(correct & (u < false_negative_rate), lo, r)
+    r = jnp.where(~correct & (u < false_positive_rate), hi, r)
+  if random_rate is not None:
+    u = jax.random.uniform(key, r.shape)
+    r = jnp.where(u < random_rate, hi, lo)
+  d = r - center
+  r = center + pos_scale * jnp.maximum(d, 0.0) + neg_scale * jnp.minimum(d,
+                                                                         0.0)
+  return scale * r + shift
+
+
+@register("transform", "reward_map")
+@defaults_from(reward_map)
+def reward_map_part(batch: Batch, *, key: Array, scale, shift, center,
+                    pos_scale, neg_scale, false_positive_rate,
+                    false_negative_rate, random_rate, low, high) -> Batch:
+  """Maps the rewards: verifier noise, random rewards, sign split, affine;
+  see ``reward_map``."""
+  r = scalar_rewards_of(batch, "reward_map")
+  return batch.replace(rewards=reward_map(
+      r, key, scale=scale, shift=shift, center=center, pos_scale=pos_scale,
+      neg_scale=neg_scale, false_positive_rate=false_positive_rate,
+      false_negative_rate=false_negative_rate, random_rate=random_rate,
+      low=low, high=high))

@@ -676,3 +676,39 @@ def test_ema_std_grpo_needs_its_carry_slot_and_a_valid_decay():
                            "surrogate": "reinforce"})
   with pytest.raises(ValueError, match="decay"):
     bad.prepare(batch)
+
+
+# --- W-REINFORCE, PSR, NSR (arXiv:2506.01347) --------------------------------
+
+
+def test_w_reinforce_values():
+  r = jnp.asarray([0.0, 1.0, 1.0, 0.0])
+  np.testing.assert_allclose(advantages.w_reinforce(r), [-1, 0.1, 0.1, -1])
+  np.testing.assert_allclose(advantages.w_reinforce(r, lam=0.5),
+                             [-1, 0.5, 0.5, -1])
+  np.testing.assert_allclose(advantages.w_reinforce(r, mode="psr"),
+                             [0, 1, 1, 0])
+  np.testing.assert_allclose(advantages.w_reinforce(r, mode="nsr"),
+                             [-1, 0, 0, -1])
+  with pytest.raises(ValueError, match="mode"):
+    advantages.w_reinforce(r, mode="both")
+
+
+@pytest.mark.parametrize("name,scale", [("w_reinforce", 1.1), ("psr", 1.0),
+                                        ("nsr", 1.0)])
+def test_sign_asymmetric_reinforce_ascends_the_success_probability(name,
+                                                                   scale):
+  # Tabular policy over 5 answers, answers 1 and 3 correct. The expected
+  # gradient sum_y pi(y) A(y) grad log pi(y) is (1 + lam) grad p for
+  # W-REINFORCE (lam = 0.1), and grad p for PSR and for NSR alone.
+  theta = jnp.asarray([0.2, -0.4, 0.9, 0.0, -1.1])
+  correct = jnp.asarray([0.0, 1.0, 0.0, 1.0, 0.0])
+  pi = jax.nn.softmax(theta)
+  batch = divrl.Batch(logprobs=jnp.zeros((5, 1)),
+                      response_mask=jnp.ones((5, 1)), rewards=correct,
+                      group_ids=jnp.zeros(5, jnp.int32), num_groups=1)
+  adv = divrl.registry.make("advantage", name)(batch)[:, 0]
+  grad_logpi = jax.jacobian(lambda t: jax.nn.log_softmax(t))(theta)
+  expected = jnp.sum((pi * adv)[:, None] * grad_logpi, axis=0)
+  grad_p = jax.grad(lambda t: jnp.sum(jax.nn.softmax(t) * correct))(theta)
+  np.testing.assert_allclose(expected, scale * grad_p, rtol=1e-5, atol=1e-7)

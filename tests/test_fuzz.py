@@ -86,6 +86,9 @@ floats = functools.partial(st.floats, allow_nan=False, allow_infinity=False,
 def test_loss_and_gradient_are_finite(kind, name, logprobs, gaps, rewards,
                                       lengths, entropy):
   batch = _batch(logprobs, gaps, rewards, lengths, entropy)
+  if "reward_components" in _objective(kind, name).requires.inputs:
+    r = batch.rewards
+    batch = batch.replace(rewards=jnp.stack([r, 0.5 * r, -r[::-1]], axis=1))
   loss, grad = _loss_and_grad(kind, name)(batch, jax.random.key(0))
   assert np.isfinite(float(loss)), (kind, name, float(loss))
   assert np.all(np.isfinite(np.asarray(grad))), (kind, name)

@@ -380,3 +380,56 @@ def test_integer_rewards_are_refused():
   with pytest.raises(AssertionError):
     risk.distortion_advantages(jnp.zeros(2, jnp.int32),
                                jnp.zeros(2, jnp.int32), 1, risk.identity())
+
+
+# --- Risk over reward heads ---------------------------------------------------
+
+HEADS = np.random.default_rng(5).normal(size=(16, 4)).astype(np.float32)
+HEADS[:, 2] -= 1.0          # head 2 has the lowest batch mean
+
+
+def test_head_reductions_match_numpy():
+  r = jnp.asarray(HEADS)
+  np.testing.assert_allclose(risk.worst_case_heads(r), HEADS.min(1))
+  np.testing.assert_allclose(risk.median_heads(r), np.median(HEADS, 1),
+                             rtol=1e-6)
+  np.testing.assert_allclose(risk.uncertainty_weighted_heads(r, lam=0.3),
+                             HEADS.mean(1) - 0.3 * HEADS.var(1), rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(risk.maxmin_heads(r), HEADS[:, 2])
+  means = HEADS.mean(0)
+  w = np.exp(-means / 0.5) / np.exp(-means / 0.5).sum()
+  np.testing.assert_allclose(risk.maxmin_heads(r, temperature=0.5),
+                             HEADS @ w, rtol=1e-5, atol=1e-6)
+  # A soft minimum tends to the hard one as the temperature shrinks.
+  np.testing.assert_allclose(risk.maxmin_heads(r, temperature=1e-3),
+                             HEADS[:, 2], atol=1e-4)
+
+
+def test_maxmin_picks_the_worst_head_of_the_global_batch_when_sharded():
+  mesh = make_mesh((8,), ("data",))
+  h = HEADS.copy()
+  h[:2, 0] -= 50.0   # head 0 is the worst overall, through two rows only
+  fn = lambda r: risk.maxmin_heads(r, temperature=0.0, axis_name="data")
+  got = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(P("data"),),
+                              out_specs=P("data")))(jnp.asarray(h))
+  np.testing.assert_allclose(got, h[:, 0])
+
+
+@pytest.mark.parametrize("name,want", [
+    ("worst_case_heads", lambda h: h.min(1)),
+    ("median_heads", lambda h: np.median(h, 1)),
+    ("uncertainty_weighted_heads", lambda h: h.mean(1) - 0.1 * h.var(1)),
+    ("maxmin_heads", lambda h: h[:, 2]),
+])
+def test_head_transforms_reduce_reward_components(name, want):
+  batch = divrl.Batch(logprobs=jnp.zeros((16, 2)),
+                      response_mask=jnp.ones((16, 2)),
+                      rewards=jnp.asarray(HEADS),
+                      group_ids=jnp.repeat(jnp.arange(4), 4), num_groups=4)
+  part = divrl.registry.make("transform", name)
+  assert "reward_components" in divrl.registry.declaration(part).reads
+  np.testing.assert_allclose(part(batch).rewards, want(HEADS), rtol=1e-5,
+                             atol=1e-6)
+  with pytest.raises(ValueError, match=f"{name}.*reward components"):
+    part(batch.replace(rewards=jnp.asarray(HEADS[:, 0])))

@@ -131,3 +131,72 @@ def test_shaping_transforms_composed_in_objective():
       per_tok, m, "seq-mean-token-mean"))
   np.testing.assert_allclose(jax.jit(objective)(batch)[0], want, rtol=1e-4,
                              atol=1e-6)
+
+
+# --- reward_map ---------------------------------------------------------------
+
+
+def test_reward_map_defaults_are_the_identity_and_maps_compose_in_order():
+  r = jnp.asarray([0.0, 1.0, 0.25, 1.0, 0.0])
+  np.testing.assert_array_equal(shaping.reward_map(r), r)
+  np.testing.assert_allclose(shaping.reward_map(r, scale=2.0, shift=-1.0),
+                             2 * np.asarray(r) - 1)
+  # Sign split around 0.5, then affine: 2 * (0.5 + 0.1 (r-0.5)_+ - 3 (0.5-r)_+).
+  x = np.asarray(r)
+  split = 0.5 + 0.1 * np.maximum(x - 0.5, 0) - 3 * np.maximum(0.5 - x, 0)
+  np.testing.assert_allclose(
+      shaping.reward_map(r, center=0.5, pos_scale=0.1, neg_scale=3.0,
+                         scale=2.0), 2 * split, rtol=1e-6)
+
+
+def test_reward_map_flips_outcomes_at_their_rates():
+  n = 20000
+  clean = jnp.asarray(np.arange(n) % 2, jnp.float32)     # half correct
+  noisy = np.asarray(shaping.reward_map(
+      clean, jax.random.key(0), false_positive_rate=0.1,
+      false_negative_rate=0.3))
+  c = np.asarray(clean) > 0.5
+  fn, fp = np.mean(noisy[c] == 0), np.mean(noisy[~c] == 1)
+  sd = lambda p: 3 * np.sqrt(p * (1 - p) / (n / 2))
+  assert abs(fn - 0.3) < sd(0.3) and abs(fp - 0.1) < sd(0.1), (fn, fp)
+  assert set(np.unique(noisy)) <= {0.0, 1.0}
+
+
+def test_random_rewards_ignore_the_answer():
+  n = 20000
+  clean = jnp.asarray(np.arange(n) % 2, jnp.float32)
+  rand = np.asarray(shaping.reward_map(clean, jax.random.key(1),
+                                       random_rate=0.3, low=-1.0))
+  assert set(np.unique(rand)) == {-1.0, 1.0}
+  c = np.asarray(clean) > 0.5
+  for part in (rand[c], rand[~c]):   # the same rate on right and wrong
+    assert abs(np.mean(part == 1.0) - 0.3) < 3 * np.sqrt(0.21 / (n / 2))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(false_positive_rate=0.2), "PRNG key"),
+    (dict(random_rate=0.5), "PRNG key"),
+])
+def test_reward_map_needs_a_key_for_noise(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    shaping.reward_map(jnp.zeros(3), **kwargs)
+
+
+def test_reward_map_rejects_bad_rates():
+  with pytest.raises(ValueError, match="false_negative_rate"):
+    shaping.reward_map(jnp.zeros(3), jax.random.key(0),
+                       false_negative_rate=1.5)
+
+
+def test_reward_map_transform_runs_in_an_objective_with_its_key():
+  batch = divrl.Batch(logprobs=jnp.zeros((8, 2)),
+                      response_mask=jnp.ones((8, 2)),
+                      rewards=jnp.asarray([0.0, 1.0] * 4),
+                      group_ids=jnp.repeat(jnp.arange(2), 4), num_groups=2)
+  obj = divrl.build("grpo", "ppo_clip",
+                    transforms=[{"name": "reward_map", "random_rate": 0.5}])
+  assert obj.requires.key
+  out, _ = obj.prepare(batch, jax.random.key(3))
+  again, _ = obj.prepare(batch, jax.random.key(3))
+  np.testing.assert_array_equal(out.rewards, again.rewards)
+  assert set(np.unique(out.rewards)) <= {0.0, 1.0}
