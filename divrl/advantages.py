@@ -615,7 +615,10 @@ def passk_best(rewards: Array, group_ids: Array, num_groups: int, *,
   ``norm_adv_by_std_in_grpo`` defaults to True) is verl's choice, not the
   paper's; ``scale_by_std=False`` gives the paper's credit. This is not
   "Pass@k Training" (Chen et al., arXiv:2508.10751), which gives every
-  sample of a group an analytic pass@k advantage.
+  sample of a group an analytic pass@k advantage
+  (``divrl.passk.passk_closed_form``). Without the std it is the ``k = n``
+  case of PKPO with the leave-one-out-minus-one baseline
+  (``divrl.passk.pkpo_advantages(k=n, baseline="loo_minus_one")``, tested).
 
   Args:
     rewards: ``[B]`` float sequence rewards.

@@ -185,6 +185,8 @@ class _Sorted(NamedTuple):
   cum: Array        # [N] cumulative normalised weight W_m (inclusive)
   prev: Array       # [N] W_{m-1}
   gap: Array        # [N] r_(m+1) - r_(m) to the next valid row of the group
+  pos: Array        # [N] float 0-based position among the group's rows
+  n: Array          # [N] float number of valid rows of the group
   order: Array      # [N] the sorting permutation of the gathered rows
   local: Array      # [B] positions of this device's rows in the gathered ones
 
@@ -200,8 +202,10 @@ def _check(rewards: Array, group_ids: Array, weights, valid) -> None:
     chex.assert_equal_shape([rewards, valid])
 
 
-def _sort(rewards: Array, group_ids: Array, num_groups: int, weights, valid,
-          axis_name) -> _Sorted:
+def sort_groups(rewards: Array, group_ids: Array, num_groups: int,
+                weights=None, valid=None, axis_name=None) -> _Sorted:
+  """All rows (gathered over ``axis_name``) sorted by ``(group, reward)``,
+  invalid rows last in their group, ties in batch order; see ``_Sorted``."""
   _check(rewards, group_ids, weights, valid)
   b = rewards.shape[0]
   ok = jnp.ones((b,), bool) if valid is None else valid.astype(bool)
@@ -234,7 +238,8 @@ def _sort(rewards: Array, group_ids: Array, num_groups: int, weights, valid,
   nxt = jnp.concatenate([rs[1:], jnp.zeros((1,), rs.dtype)])
   gap = jnp.where(nxt_same & oks, nxt - rs, 0.0)
   local = groups.global_index(b, axis_name)
-  return _Sorted(rs, gs, oks, ws, cum, prev, gap, order, local)
+  return _Sorted(rs, gs, oks, ws, cum, prev, gap, pos.astype(jnp.float32),
+                 n[gs].astype(jnp.float32), order, local)
 
 
 def segment_cumsum(x: Array, starts: Array) -> Array:
@@ -252,7 +257,7 @@ def segment_cumsum(x: Array, starts: Array) -> Array:
   return out
 
 
-def _unsort(s: _Sorted, values: Array) -> Array:
+def unsort(s: _Sorted, values: Array) -> Array:
   """Sorted per-row values back to this device's rows, 0 for invalid."""
   out = jnp.zeros_like(values).at[s.order].set(jnp.where(s.ok, values, 0.0))
   return out[s.local]
@@ -278,7 +283,7 @@ def distortion_risk(rewards: Array, group_ids: Array, num_groups: int,
     valid: optional ``[B]`` bool; invalid rows are left out.
     axis_name: mesh axis inside ``shard_map``.
   """
-  s = _sort(rewards, group_ids, num_groups, weights, valid, axis_name)
+  s = sort_groups(rewards, group_ids, num_groups, weights, valid, axis_name)
   h = distortion.cdf(s.cum) - distortion.cdf(jnp.maximum(s.prev, 0.0))
   return jax.ops.segment_sum(jnp.where(s.ok, s.r * h, 0.0), s.group,
                              num_segments=num_groups)
@@ -308,7 +313,7 @@ def distortion_advantages(rewards: Array, group_ids: Array, num_groups: int,
   """
   if baseline not in BASELINES:
     raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}.")
-  s = _sort(rewards, group_ids, num_groups, weights, valid, axis_name)
+  s = sort_groups(rewards, group_ids, num_groups, weights, valid, axis_name)
   step = jnp.where(s.gap > 0, distortion.density(s.cum) * s.gap, 0.0)
   start = jnp.concatenate([jnp.ones((1,), bool), s.group[1:] != s.group[:-1]])
   adv = segment_cumsum(step, start) - step              # exclusive: m < j
@@ -320,7 +325,7 @@ def distortion_advantages(rewards: Array, group_ids: Array, num_groups: int,
     base = jnp.where(jnp.isfinite(base), base, 0.0)
   else:
     base = jnp.zeros((num_groups,), adv.dtype)
-  return _unsort(s, adv - base[s.group])
+  return unsort(s, adv - base[s.group])
 
 
 def _scaled(adv: Array, rewards: Array, group_ids: Array, num_groups: int,
