@@ -858,6 +858,16 @@ def scalar_rewards(rewards: Array, reward_weights=None) -> Array:
   return rewards @ w
 
 
+def group_advantage_part(fn, batch: Batch, reward_weights=None,
+                         **kwargs) -> Array:
+  """``fn(r, group_ids, num_groups, **kwargs)`` on the batch's scalar
+  rewards, broadcast to ``[B,T]`` and masked: the body of a group-level
+  advantage part."""
+  r = scalar_rewards(batch.rewards, reward_weights)
+  return per_token(fn(r, batch.group_ids, batch.groups, **kwargs),
+                   batch.response_mask)
+
+
 def token_rewards_of(batch: Batch, reward_weights=None) -> Array:
   """The ``[B,T]`` token rewards a token-level estimator reads.
 

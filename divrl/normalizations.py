@@ -22,7 +22,7 @@ from jax.scipy.special import ndtri
 from jax.scipy.stats import beta as beta_dist
 
 from divrl import groups
-from divrl.advantages import grpo, scalar_rewards
+from divrl.advantages import group_advantage_part, grpo, scalar_rewards
 from divrl.registry import defaults_from, register
 from divrl.sequences import per_token, sequence_lengths
 from divrl.types import Batch
@@ -187,9 +187,8 @@ def bnpo_part(batch: Batch, *, axis_name=None, low, high, max_weight, alpha,
 def gaussian_rank_part(batch: Batch, *, axis_name=None,
                        reward_weights) -> Array:
   """Gaussian-rank advantages per token; see ``gaussian_rank``."""
-  r = scalar_rewards(batch.rewards, reward_weights)
-  adv = gaussian_rank(r, batch.group_ids, batch.groups, axis_name=axis_name)
-  return per_token(adv, batch.response_mask)
+  return group_advantage_part(gaussian_rank, batch, reward_weights,
+                              axis_name=axis_name)
 
 
 @register("advantage", "stratified")

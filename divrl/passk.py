@@ -29,12 +29,11 @@ import jax.numpy as jnp
 from jax.scipy.special import gammaln
 
 from divrl import groups
-from divrl.advantages import scalar_rewards
+from divrl.advantages import group_advantage_part, scalar_rewards
 from divrl.registry import defaults_from, register
 from divrl.risk import segment_cumsum
 from divrl.risk import sort_groups as risk_sort
 from divrl.risk import unsort as risk_unsort
-from divrl.sequences import per_token
 from divrl.types import Batch
 
 Array = jax.Array
@@ -187,10 +186,8 @@ def passk_closed_form(rewards: Array, group_ids: Array, num_groups: int, *,
 def pkpo_part(batch: Batch, *, axis_name=None, k, baseline,
               reward_weights) -> Array:
   """PKPO's pass@k / max@k advantages; see ``pkpo_advantages``."""
-  r = scalar_rewards(batch.rewards, reward_weights)
-  adv = pkpo_advantages(r, batch.group_ids, batch.groups, k=k,
-                        baseline=baseline, axis_name=axis_name)
-  return per_token(adv, batch.response_mask)
+  return group_advantage_part(pkpo_advantages, batch, reward_weights, k=k,
+                              baseline=baseline, axis_name=axis_name)
 
 
 @register("advantage", "passk_closed_form")
@@ -199,7 +196,5 @@ def passk_closed_form_part(batch: Batch, *, axis_name=None, k, eps,
                            reward_weights) -> Array:
   """The analytic pass@k advantage of "Pass@k Training";
   see ``passk_closed_form``."""
-  r = scalar_rewards(batch.rewards, reward_weights)
-  adv = passk_closed_form(r, batch.group_ids, batch.groups, k=k, eps=eps,
-                          axis_name=axis_name)
-  return per_token(adv, batch.response_mask)
+  return group_advantage_part(passk_closed_form, batch, reward_weights, k=k,
+                              eps=eps, axis_name=axis_name)

@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 
 from divrl import groups
-from divrl.advantages import scalar_rewards
+from divrl.advantages import group_advantage_part, scalar_rewards
 from divrl.registry import State, defaults_from, register
 from divrl.sequences import per_token
 from divrl.types import Batch
@@ -798,12 +798,10 @@ def riskpo_tracker_update(carry: dict[str, Array], batch: Batch, *,
 def cvar_part(batch: Batch, *, axis_name=None, alpha, tail, baseline,
               scale_by_std, eps, reward_weights) -> Array:
   """CVaR of the group's rewards as the objective; see ``cvar_advantages``."""
-  r = scalar_rewards(batch.rewards, reward_weights)
-  adv = cvar_advantages(r, batch.group_ids, batch.groups, alpha=alpha,
-                        tail=tail, baseline=baseline,
-                        scale_by_std=scale_by_std, eps=eps,
-                        axis_name=axis_name)
-  return per_token(adv, batch.response_mask)
+  return group_advantage_part(
+      cvar_advantages, batch, reward_weights, alpha=alpha, tail=tail,
+      baseline=baseline, scale_by_std=scale_by_std, eps=eps,
+      axis_name=axis_name)
 
 
 @register("advantage", "rvar")
@@ -811,11 +809,10 @@ def cvar_part(batch: Batch, *, axis_name=None, alpha, tail, baseline,
 def rvar_part(batch: Batch, *, axis_name=None, lo, hi, baseline,
               scale_by_std, eps, reward_weights) -> Array:
   """Range VaR of the group's rewards; see ``rvar_advantages``."""
-  r = scalar_rewards(batch.rewards, reward_weights)
-  adv = rvar_advantages(r, batch.group_ids, batch.groups, lo=lo, hi=hi,
-                        baseline=baseline, scale_by_std=scale_by_std,
-                        eps=eps, axis_name=axis_name)
-  return per_token(adv, batch.response_mask)
+  return group_advantage_part(
+      rvar_advantages, batch, reward_weights, lo=lo, hi=hi,
+      baseline=baseline, scale_by_std=scale_by_std, eps=eps,
+      axis_name=axis_name)
 
 
 @register("advantage", "var")
@@ -823,12 +820,10 @@ def rvar_part(batch: Batch, *, axis_name=None, lo, hi, baseline,
 def var_part(batch: Batch, *, axis_name=None, level, width, baseline,
              scale_by_std, eps, reward_weights) -> Array:
   """Smoothed VaR of the group's rewards; see ``var_advantages``."""
-  r = scalar_rewards(batch.rewards, reward_weights)
-  adv = var_advantages(r, batch.group_ids, batch.groups, level=level,
-                       width=width, baseline=baseline,
-                       scale_by_std=scale_by_std, eps=eps,
-                       axis_name=axis_name)
-  return per_token(adv, batch.response_mask)
+  return group_advantage_part(
+      var_advantages, batch, reward_weights, level=level, width=width,
+      baseline=baseline, scale_by_std=scale_by_std, eps=eps,
+      axis_name=axis_name)
 
 
 @register("advantage", "entropic_risk")
@@ -837,10 +832,8 @@ def entropic_risk_part(batch: Batch, *, axis_name=None, gamma: float = 1.0,
                        reward_weights) -> Array:
   """Entropic risk of the group's rewards; see ``entropic_advantages``
   (``gamma > 0`` risk averse, ``< 0`` risk seeking)."""
-  r = scalar_rewards(batch.rewards, reward_weights)
-  adv = entropic_advantages(r, batch.group_ids, batch.groups, gamma,
-                            axis_name=axis_name)
-  return per_token(adv, batch.response_mask)
+  return group_advantage_part(entropic_advantages, batch, reward_weights,
+                              gamma=gamma, axis_name=axis_name)
 
 
 @register("advantage", "mean_deviation")
@@ -849,11 +842,9 @@ def mean_deviation_part(batch: Batch, *, axis_name=None, lam: float = 0.5,
                         deviation, eps, reward_weights) -> Array:
   """Mean minus ``lam`` times the std (or variance) of the group's rewards;
   see ``mean_deviation_advantages``."""
-  r = scalar_rewards(batch.rewards, reward_weights)
-  adv = mean_deviation_advantages(r, batch.group_ids, batch.groups, lam,
-                                  deviation=deviation, eps=eps,
-                                  axis_name=axis_name)
-  return per_token(adv, batch.response_mask)
+  return group_advantage_part(mean_deviation_advantages, batch,
+                              reward_weights, lam=lam, deviation=deviation,
+                              eps=eps, axis_name=axis_name)
 
 
 @register("advantage", "riskpo",
