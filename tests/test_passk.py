@@ -84,8 +84,10 @@ def test_pkpo_is_an_unbiased_gradient_of_max_at_k(k, baseline):
   tuples = np.array(list(itertools.product(range(3), repeat=n)))
   rewards = jnp.asarray(vals[tuples].reshape(-1))
   gids = jnp.asarray(np.repeat(np.arange(len(tuples)), n), jnp.int32)
-  adv = np.asarray(passk.pkpo_advantages(rewards, gids, len(tuples), k=k,
-                                         baseline=baseline)).reshape(-1, n)
+  fn = jax.jit(passk.pkpo_advantages,
+               static_argnames=("num_groups", "k", "baseline"))
+  adv = np.asarray(fn(rewards, gids, num_groups=len(tuples), k=k,
+                      baseline=baseline)).reshape(-1, n)
   prob = np.prod(pi[tuples], axis=1)
   grad_logpi = np.eye(3)[tuples] - pi                  # [tuples, n, 3]
   expected = np.einsum("t,ti,tia->a", prob, adv, grad_logpi) / n
