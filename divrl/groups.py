@@ -291,3 +291,18 @@ def group_quantile(x: Array, group_ids: Array, num_groups: int, q: float, *,
   v_lo = s[jnp.clip(start + lo, 0, last)]
   v_hi = s[jnp.clip(start + hi, 0, last)]
   return jnp.where(n > 0, _interpolate(v_lo, v_hi, f), jnp.nan)
+
+
+def segment_cumsum(x: Array, starts: Array) -> Array:
+  """Inclusive cumulative sum of ``x [N]`` that restarts where ``starts
+  [N]`` (bool) is True. Each segment is summed on its own (no cross-segment
+  rounding)."""
+  chex.assert_equal_shape([x, starts])
+
+  def op(a, b):
+    va, fa = a
+    vb, fb = b
+    return jnp.where(fb, vb, va + vb), fa | fb
+
+  out, _ = jax.lax.associative_scan(op, (x, starts))
+  return out

@@ -31,7 +31,6 @@ from jax.scipy.special import gammaln
 from divrl import groups
 from divrl.advantages import group_advantage_part, scalar_rewards
 from divrl.registry import defaults_from, register
-from divrl.risk import segment_cumsum
 from divrl.risk import sort_groups as risk_sort
 from divrl.risk import unsort as risk_unsort
 from divrl.types import Batch
@@ -128,10 +127,10 @@ def pkpo_advantages(rewards: Array, group_ids: Array, num_groups: int, *,
   end = jnp.concatenate([s.group[1:] != s.group[:-1], jnp.ones((1,), bool)])
 
   def prefix(x):      # sum over j < i within the group
-    return segment_cumsum(x, start) - x
+    return groups.segment_cumsum(x, start) - x
 
   def suffix(x):      # sum over j > i within the group
-    return (segment_cumsum(x[::-1], end[::-1]) - x[::-1])[::-1]
+    return (groups.segment_cumsum(x[::-1], end[::-1]) - x[::-1])[::-1]
 
   lc = log_binom(n, k)
   own = jnp.exp(log_binom(i - 1, k - 1) - lc) * g

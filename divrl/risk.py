@@ -231,7 +231,7 @@ def sort_groups(rewards: Array, group_ids: Array, num_groups: int,
     wv = jnp.where(oks, wv, 0.0)
     total = jax.ops.segment_sum(wv, gs, num_segments=num_groups)[gs]
     ws = wv / jnp.where(total > 0, total, 1.0)
-    cum = segment_cumsum(ws, pos == 0)
+    cum = groups.segment_cumsum(ws, pos == 0)
     prev = cum - ws
   nxt_same = jnp.concatenate([(gs[1:] == gs[:-1]) & oks[1:],
                               jnp.zeros((1,), bool)])
@@ -240,21 +240,6 @@ def sort_groups(rewards: Array, group_ids: Array, num_groups: int,
   local = groups.global_index(b, axis_name)
   return _Sorted(rs, gs, oks, ws, cum, prev, gap, pos.astype(jnp.float32),
                  n[gs].astype(jnp.float32), order, local)
-
-
-def segment_cumsum(x: Array, starts: Array) -> Array:
-  """Inclusive cumulative sum of ``x [N]`` that restarts where ``starts
-  [N]`` (bool) is True. Each segment is summed on its own (no cross-segment
-  rounding)."""
-  chex.assert_equal_shape([x, starts])
-
-  def op(a, b):
-    va, fa = a
-    vb, fb = b
-    return jnp.where(fb, vb, va + vb), fa | fb
-
-  out, _ = jax.lax.associative_scan(op, (x, starts))
-  return out
 
 
 def unsort(s: _Sorted, values: Array) -> Array:
@@ -316,7 +301,7 @@ def distortion_advantages(rewards: Array, group_ids: Array, num_groups: int,
   s = sort_groups(rewards, group_ids, num_groups, weights, valid, axis_name)
   step = jnp.where(s.gap > 0, distortion.density(s.cum) * s.gap, 0.0)
   start = jnp.concatenate([jnp.ones((1,), bool), s.group[1:] != s.group[:-1]])
-  adv = segment_cumsum(step, start) - step              # exclusive: m < j
+  adv = groups.segment_cumsum(step, start) - step     # exclusive: m < j
   if baseline == "mean":
     base = jax.ops.segment_sum(s.w * adv, s.group, num_segments=num_groups)
   elif baseline == "max":
@@ -608,8 +593,8 @@ def bundle_papers(rewards: Array, group_ids: Array, num_groups: int,
   b_global = b if axis_name is None else b * jax.lax.psum(1, axis_name)
   nb = num_bundles(num_groups, bundle_size)
   index = groups.global_index(b, axis_name).astype(jnp.float32)
-  j, size = groups.group_ranks(index, group_ids, num_groups,
-                               axis_name=axis_name)
+  j, _ = groups.group_ranks(index, group_ids, num_groups,
+                            axis_name=axis_name)
   bundle = group_ids // bundle_size
   count = groups.group_count(group_ids, num_groups, axis_name)
   group_bundle = jnp.arange(num_groups) // bundle_size
@@ -618,7 +603,6 @@ def bundle_papers(rewards: Array, group_ids: Array, num_groups: int,
       group_bundle, num_segments=nb)
   row_valid = j.astype(jnp.int32) < papers_per_bundle[bundle]
   row_paper = bundle * b_global + j.astype(jnp.int32)
-  del size
   score = groups._psum(jax.ops.segment_sum(  # pylint: disable=protected-access
       jnp.where(row_valid, rewards.astype(jnp.float32), 0.0), row_paper,
       num_segments=nb * b_global), axis_name)

@@ -123,3 +123,10 @@ def test_ranks_quantiles_and_logsumexp_shard_map_equal_one_device(mesh):
   got = jax.jit(sharded)(*args)
   for g, w in zip(got, want):
     np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6)
+
+
+def test_segment_cumsum_restarts_at_each_segment():
+  x = jnp.asarray([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+  starts = jnp.asarray([True, False, True, False, False, True])
+  np.testing.assert_array_equal(groups.segment_cumsum(x, starts),
+                                [1.0, 3.0, 3.0, 7.0, 12.0, 6.0])
