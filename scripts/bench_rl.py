@@ -42,6 +42,13 @@ process so that they share this machine's (noisy) load:
    against the same steps when one part reads every statistic the data path
    serves, and against the trainer's own plan.
 
+5. **Compiled apart.** The trainer runs the step as ``step.SplitUpdate``
+   (model programs shared across objectives with one plan, each objective
+   compiled alone). The standalone update of 2. and 3. is the one-program
+   ``make_update``; this section times the split update on the same batch
+   (steady-state ratio, interleaved) and the first call of each for a new
+   objective with the trainer's plan (what a sweep or a notebook pays).
+
 The standalone section also times the pieces of the update (forward only,
 forward + backward without optimizer, the optimizer, the fused token-stats
 op) and the update with ``train.micro_batches = 4``, to locate the time.
@@ -85,6 +92,7 @@ import divrl  # noqa: E402
 from divrl import aggregation as agg  # noqa: E402
 from divrl.models import decoder  # noqa: E402
 from divrl.ops import sequence_statistics  # noqa: E402
+from divrl.objective import Objective  # noqa: E402
 from divrl.rl import mesh as mesh_lib  # noqa: E402
 from divrl.rl import scoring  # noqa: E402
 from divrl.rl import step as step_lib  # noqa: E402
@@ -313,6 +321,18 @@ def _jit_update(trainer, objective, plan, micro_batches):
       mesh_lib.replicated(trainer.mesh),))
 
 
+def _split_update(trainer, objective, plan, micro_batches):
+  """``step.SplitUpdate`` (what the trainer runs), with the trainer's state
+  shardings."""
+  shardings = jax.tree.map(lambda x: x.sharding,
+                           (trainer.state["params"],
+                            trainer.state["opt_state"]))
+  return step_lib.SplitUpdate(
+      trainer.graphdef, trainer.tx, objective, plan,
+      micro_batches=micro_batches, state_shardings=shardings,
+      metric_sharding=mesh_lib.replicated(trainer.mesh))
+
+
 def synthetic_rollout(trainer, rows: int, group: int, prompt_len: int,
                       response_len: int, seed: int = 0) -> step_lib.Rollout:
   """A ``step.Rollout`` shaped like the trainer's (random tokens)."""
@@ -482,6 +502,10 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
     if k != k0:
       variants[f"full_mb{k}"] = (_jit_update(trainer, trainer.objective,
                                              trainer.plan, k), "trainer")
+  # The trainer's split step (model and objective compiled apart) on the
+  # same objective: its steady-state cost against the one-program step.
+  variants["split"] = (_split_update(trainer, trainer.objective,
+                                     trainer.plan, k0), "trainer")
   states = {}
   for name, (fn, source) in variants.items():
     p, o = copy_tree(params), copy_tree(opt_state)
@@ -492,6 +516,21 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
     states[name] = (p, o)
     _log(f"standalone: update[{name}] first call "
          f"{compile_s[f'update_{name}']:.1f}s")
+
+  # A second objective with the trainer's plan (a new Objective, as in a
+  # sweep or a notebook): its first call compiles everything in one program,
+  # but only the objective's program when split.
+  for name, make in (("one_program", _jit_update),
+                     ("split", _split_update)):
+    fresh = Objective.from_config(trainer.config.objective)
+    fn = make(trainer, fresh, trainer.plan, k0)
+    p, o = copy_tree(params), copy_tree(opt_state)
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(p, o, ref_params, carry, prepared["trainer"],
+                             row_ids, key))
+    compile_s[f"new_objective_{name}"] = time.perf_counter() - t0
+    _log(f"standalone: new objective, {name}: first call "
+         f"{compile_s[f'new_objective_{name}']:.1f}s")
 
   times = {k: [] for k in ["matmul_flops_per_s", "forward",
                            "forward_backward", "optimizer", "token_stats",
@@ -581,6 +620,13 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
                                              "prepare_no_statistics"),
           "update_all_over_none": ratio("update_all_statistics",
                                         "update_no_statistics"),
+      },
+      "split": {
+          "update_split_over_one_program": ratio("update_split",
+                                                 "update_full"),
+          "new_objective_first_call_s": {
+              "one_program": compile_s["new_objective_one_program"],
+              "split": compile_s["new_objective_split"]},
       },
   }
   for name in variants:
@@ -738,6 +784,28 @@ def _statistics_table(sa: dict[str, Any]) -> list[str]:
       "runs no reference forward and no statistic."]
 
 
+def _split_table(sa: dict[str, Any]) -> list[str]:
+  sp = sa.get("split")
+  if not sp:
+    return []
+  first = sp["new_objective_first_call_s"]
+  return [
+      "", f"### 5. Model and objective compiled apart (`{sa['preset']}`, "
+      "standalone batch)", "",
+      "The trainer runs the update as `step.SplitUpdate`: per micro-batch "
+      "the model's forward (with `jax.vjp`), the objective's program on "
+      "the statistics, the model's backward, then the optimizer. The model "
+      "programs are shared by every objective with the same plan.", "",
+      "| measure | one program (`make_update`) | split (`SplitUpdate`) |",
+      "|---|---|---|",
+      f"| steady-state update s (median) | {sa['median']['update_full']:.4g}"
+      f" | {sa['median']['update_split']:.4g} |",
+      "| first call for a new objective with the same plan, s | "
+      f"{first['one_program']:.3g} | {first['split']:.3g} |", "",
+      f"The split update takes {sp['update_split_over_one_program']:.2f}x "
+      "the one-program update (median of per-repetition ratios)."]
+
+
 def render_markdown(r: dict[str, Any]) -> str:
   """The ``## RL step (issue 6)`` section from the JSON results."""
   mm = r["matmul"]
@@ -804,6 +872,7 @@ def render_markdown(r: dict[str, Any]) -> str:
       "| (b') (b) minus the minimal objective alone | "
       f"{_pct(ov['objective_alone_minus_minimal'])} | |", ""]
   lines += _statistics_table(sa)
+  lines += _split_table(sa)
   lines += ["", "### Reading", ""]
   lines += [f"- {x}" for x in r["reading"]]
   return "\n".join(lines) + "\n"

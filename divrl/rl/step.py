@@ -16,8 +16,16 @@ One training step of ``divrl.rl.trainer.Trainer`` is:
 
 ``make_prepare`` and ``make_update`` build these pure functions; they close
 over the model graph, the optimizer, the objective and the ``Plan`` only, in
-the spirit of big_vision's ``update_fn``. The caller jits them (the trainer
-pins their shardings; the RL step benchmark times the same functions).
+the spirit of big_vision's ``update_fn``. The caller jits them.
+
+**Compiled apart.** The trainer runs the same computation as ``SplitPrepare``
+and ``SplitUpdate``: the model's programs (scoring forward; per micro-batch,
+statistics forward with ``jax.vjp`` and its backward) depend only on the
+model graph and the ``Plan``, and are built once per pair and shared; each
+objective compiles only its own small program on the statistics (``Batch``
+in, ``Aggregate`` and the statistics' cotangent out). Swapping the loss in
+a sweep or a notebook recompiles no model code. The RL step benchmark times
+the one-program and the split step side by side.
 
 **What is computed** (``Plan``, from ``Objective.requires`` and the logged
 metrics): every per-token statistic is a ``divrl.ops.token_statistics``
@@ -30,11 +38,14 @@ runs only when something reads the reference.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from flax import struct
@@ -114,6 +125,7 @@ class Plan:
     temperature: the sampling temperature (the policy is
       ``softmax(logits / temperature)``).
     top_p: nucleus of ``top_p_entropy``.
+    alpha: order of ``alpha_divergence``.
     log_entropy: report the batch's token entropy.
     log_kl_ref: report the batch's KL to the reference.
   """
@@ -123,13 +135,14 @@ class Plan:
   reference: bool = False
   temperature: float = 1.0
   top_p: float = 0.8
+  alpha: float = 0.5
   log_entropy: bool = False
   log_kl_ref: bool = False
 
   @classmethod
   def of(cls, objective: Objective, *, temperature: float = 1.0,
-         top_p: float = 0.8, log_entropy: bool = False,
-         log_kl_ref: bool = False) -> "Plan":
+         top_p: float = 0.8, alpha: float = 0.5,
+         log_entropy: bool = False, log_kl_ref: bool = False) -> "Plan":
     """The plan that serves exactly ``objective.requires`` and the metrics."""
     req = objective.requires
     score = set(req.prepare) & set(MODEL_FIELDS)
@@ -144,7 +157,8 @@ class Plan:
                      & req.inputs)
     order = lambda names: tuple(n for n in MODEL_FIELDS if n in names)
     return cls(order(score), order(update), reference, float(temperature),
-               float(top_p), bool(log_entropy), bool(log_kl_ref))
+               float(top_p), float(alpha), bool(log_entropy),
+               bool(log_kl_ref))
 
   @property
   def value_head(self) -> bool:
@@ -155,15 +169,58 @@ class Plan:
     return bool(set(REFERENCE_DIVERGENCES) & set(self.update))
 
 
-def make_prepare(graphdef, objective: Objective, plan: Plan):
-  """The pure prepare step (see the module docstring).
+@struct.dataclass
+class Scored:
+  """The scoring forward's outputs (``make_score``).
 
-  Returns:
-    ``prepare(params, ref_params, carry, rollout, key) -> (Prepared, carry,
-    metrics)``.
+  Attributes:
+    stats: ``{Batch field: array}`` of the behaviour policy: ``logprobs`` and
+      the model fields ``plan.score``.
+    ref_logprobs: ``[B,T]`` reference log-probs, or None without reference.
+    ref_hidden: ``[B,T,d]`` reference hidden states, or None (kept only when
+      an update-stage part reads an exact divergence to the reference).
   """
 
-  def prepare(params, ref_params, carry, rollout: Rollout, key):
+  stats: dict[str, Array]
+  ref_logprobs: Array | None = None
+  ref_hidden: Array | None = None
+
+
+@struct.dataclass
+class ModelInputs:
+  """What the model reads to score a response (leading axis ``B``).
+
+  Attributes:
+    prompt_tokens: ``[B,S]`` prompts.
+    prompt_mask: ``[B,S]`` prompt mask.
+    tokens: ``[B,T]`` response tokens.
+    response_mask: ``[B,T]`` response mask.
+    ref_hidden: ``[B,T,d]`` reference hidden states or None.
+  """
+
+  prompt_tokens: Array
+  prompt_mask: Array
+  tokens: Array
+  response_mask: Array
+  ref_hidden: Array | None = None
+
+  @classmethod
+  def of(cls, prepared: Prepared) -> "ModelInputs":
+    b = prepared.batch
+    return cls(prepared.prompt_tokens, prepared.prompt_mask, b.tokens,
+               b.response_mask, prepared.ref_hidden)
+
+
+def make_score(graphdef, plan: Plan):
+  """The scoring forward of the prepare step: model work only.
+
+  Returns:
+    ``score(params, ref_params, rollout) -> Scored``. It depends on the
+    model and the plan, not on the objective: objectives with one plan share
+    its compiled program.
+  """
+
+  def score(params, ref_params, rollout: Rollout) -> Scored:
     model = nnx.merge(graphdef, params)
     args = (rollout.prompt_tokens, rollout.prompt_mask, rollout.tokens,
             rollout.response_mask)
@@ -175,16 +232,35 @@ def make_prepare(graphdef, objective: Objective, plan: Plan):
       ref_w = ref_model.unembedding()
       ref_logprobs = model_statistics(
           ref_model, ref_hidden, rollout.tokens, rollout.response_mask, (),
-          temperature=plan.temperature, top_p=plan.top_p)["logprobs"]
+          temperature=plan.temperature, top_p=plan.top_p,
+          alpha=plan.alpha)["logprobs"]
     stats = model_statistics(model, hidden, rollout.tokens,
                              rollout.response_mask, plan.score,
                              temperature=plan.temperature, top_p=plan.top_p,
+                             alpha=plan.alpha,
                              ref_hidden=ref_hidden, ref_unembedding=ref_w)
-    old = stats["logprobs"]
+    return Scored(stats, ref_logprobs,
+                  ref_hidden if plan.keep_ref_hidden else None)
+
+  return score
+
+
+def make_objective_prepare(objective: Objective, plan: Plan):
+  """The objective half of the prepare step: no model work.
+
+  Returns:
+    ``objective_prepare(scored, carry, rollout, key) -> (Prepared, carry,
+    metrics)``: the ``Batch`` of ``rollout`` and ``scored``, then
+    ``Objective.prepare`` (transforms, advantages, the carry update).
+  """
+
+  def objective_prepare(scored: Scored, carry, rollout: Rollout, key):
+    stats = scored.stats
     batch = Batch(
         rewards=rollout.rewards, group_ids=rollout.group_ids,
-        response_mask=rollout.response_mask, old_logprobs=old,
-        ref_logprobs=ref_logprobs, rollout_logprobs=rollout.rollout_logprobs,
+        response_mask=rollout.response_mask, old_logprobs=stats["logprobs"],
+        ref_logprobs=scored.ref_logprobs,
+        rollout_logprobs=rollout.rollout_logprobs,
         truncated=rollout.truncated, tokens=rollout.tokens,
         sample_source=rollout.sample_source,
         solution_ids=rollout.solution_ids,
@@ -199,12 +275,30 @@ def make_prepare(graphdef, objective: Objective, plan: Plan):
       metrics["entropy"] = metrics_lib.token_entropy_summary(stats["entropy"],
                                                              mask)
     if plan.log_kl_ref:
-      metrics["kl_ref"] = metrics_lib.kl_to_base(old, ref_logprobs, mask).k3
+      metrics["kl_ref"] = metrics_lib.kl_to_base(
+          stats["logprobs"], scored.ref_logprobs, mask).k3
     prepared = Prepared(batch=batch, prompt_tokens=rollout.prompt_tokens,
                         prompt_mask=rollout.prompt_mask,
-                        ref_hidden=(ref_hidden if plan.keep_ref_hidden
-                                    else None))
+                        ref_hidden=scored.ref_hidden)
     return prepared, carry, metrics
+
+  return objective_prepare
+
+
+def make_prepare(graphdef, objective: Objective, plan: Plan):
+  """The pure prepare step (see the module docstring): ``make_score`` then
+  ``make_objective_prepare`` in one function.
+
+  Returns:
+    ``prepare(params, ref_params, carry, rollout, key) -> (Prepared, carry,
+    metrics)``.
+  """
+  score = make_score(graphdef, plan)
+  objective_prepare = make_objective_prepare(objective, plan)
+
+  def prepare(params, ref_params, carry, rollout: Rollout, key):
+    return objective_prepare(score(params, ref_params, rollout), carry,
+                             rollout, key)
 
   return prepare
 
@@ -217,49 +311,193 @@ def _for_update(batch: Batch, plan: Plan) -> Batch:
   return batch.replace(**drop)
 
 
+def split_micro_batches(prepared: Prepared, rows: Array, plan: Plan,
+                        k: int) -> tuple[ModelInputs, Batch]:
+  """The rows ``rows`` of ``prepared`` as ``k`` micro-batches: model inputs
+  and objective batch, each leaf with a leading ``[k]`` axis."""
+  take = lambda x: jnp.take(x, rows, axis=0)  # noqa: E731
+  split = lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:])  # noqa
+  mb = jax.tree.map(take, prepared.replace(
+      batch=_for_update(prepared.batch, plan)))
+  return (jax.tree.map(split, ModelInputs.of(mb)),
+          jax.tree.map(split, mb.batch))
+
+
+def make_statistics(graphdef, plan: Plan):
+  """The parameter-dependent ``Batch`` fields of a micro-batch.
+
+  Returns:
+    ``statistics(params, ref_params, inputs: ModelInputs) -> {field:
+    array}``: ``logprobs`` and the model fields ``plan.update`` of the
+    current parameters (differentiable in ``params``).
+  """
+
+  def statistics(params, ref_params, inputs: ModelInputs):
+    model = nnx.merge(graphdef, params)
+    ref_w = (nnx.merge(graphdef, ref_params).unembedding()
+             if plan.keep_ref_hidden else None)
+    hidden = response_hidden(model, inputs.prompt_tokens, inputs.prompt_mask,
+                             inputs.tokens, inputs.response_mask)
+    return model_statistics(model, hidden, inputs.tokens,
+                            inputs.response_mask, plan.update,
+                            temperature=plan.temperature, top_p=plan.top_p,
+                            alpha=plan.alpha,
+                            ref_hidden=inputs.ref_hidden,
+                            ref_unembedding=ref_w)
+
+  return statistics
+
+
+def _apply_gradients(tx, params, opt_state, loss, grads, metrics):
+  updates, opt_state = tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  metrics = dict(metrics)
+  metrics["loss"] = loss
+  metrics["grad_norm"] = optax.tree.norm(grads)
+  return params, opt_state, metrics
+
+
 def make_update(graphdef, tx: optax.GradientTransformation,
                 objective: Objective, plan: Plan, *, micro_batches: int = 1):
-  """The pure update step (see the module docstring).
+  """The pure update step (see the module docstring), as one program.
 
   Returns:
     ``update(params, opt_state, ref_params, carry, prepared, rows, key) ->
     (params, opt_state, metrics)``: the gradient of the rows ``rows`` of
     ``prepared`` (accumulated over ``micro_batches`` micro-batches, the loss
-    normalised once) applied with ``tx``.
+    normalised once) applied with ``tx``. ``SplitUpdate`` computes the same
+    with the model and the objective compiled apart.
   """
+  statistics = make_statistics(graphdef, plan)
+  k = micro_batches
 
   def update(params, opt_state, ref_params, carry, prepared: Prepared, rows,
              key):
-    take = lambda x: jnp.take(x, rows, axis=0)
-    mb = jax.tree.map(take, prepared.replace(
-        batch=_for_update(prepared.batch, plan)))
-    k = micro_batches
-    micro = jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k)
-                                             + x.shape[1:]), mb)
-    ref_w = (nnx.merge(graphdef, ref_params).unembedding()
-             if plan.keep_ref_hidden else None)
+    micro = split_micro_batches(prepared, rows, plan, k)
 
-    def aggregate_fn(p, m: Prepared):
-      model = nnx.merge(graphdef, p)
-      b = m.batch
-      hidden = response_hidden(model, m.prompt_tokens, m.prompt_mask,
-                               b.tokens, b.response_mask)
-      stats = model_statistics(model, hidden, b.tokens, b.response_mask,
-                               plan.update, temperature=plan.temperature,
-                               top_p=plan.top_p, ref_hidden=m.ref_hidden,
-                               ref_unembedding=ref_w)
+    def aggregate_fn(p, m):
+      inputs, b = m
+      stats = statistics(p, ref_params, inputs)
       return objective.aggregates(b.replace(**stats), key, carry=carry)
 
     loss, grads, metrics = agg.micro_batched_value_and_grad(
         aggregate_fn, params, micro)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    metrics = dict(metrics)
-    metrics["loss"] = loss
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    return params, opt_state, metrics
+    return _apply_gradients(tx, params, opt_state, loss, grads, metrics)
 
   return update
+
+
+# ----------------------------------------------------------------------------
+# The step as separately compiled programs (what the trainer runs).
+# ----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _model_programs(graphdef, plan: Plan, k: int):
+  """The jitted model programs of one (model graph, plan, micro-batch count):
+  shared by every objective with that plan (in memory, so not even traced
+  again)."""
+  statistics = make_statistics(graphdef, plan)
+
+  def forward(params, ref_params, inputs: ModelInputs, i):
+    one = jax.tree.map(lambda x: x[i], inputs)
+    return jax.vjp(lambda p: statistics(p, ref_params, one), params)
+
+  def backward(vjp, dstats):
+    return vjp(dstats)[0]
+
+  return SimpleNamespace(
+      score=jax.jit(make_score(graphdef, plan)),
+      select=jax.jit(functools.partial(split_micro_batches, plan=plan, k=k)),
+      forward=jax.jit(forward),
+      backward=jax.jit(backward))
+
+
+@jax.jit
+def _accumulate(acc, new):
+  return jax.tree.map(jnp.add, acc, new)
+
+
+class SplitPrepare:
+  """``make_prepare`` as two compiled programs: the scoring forward (shared
+  by every objective with the same model and plan) and the objective's
+  prepare. Same signature and values as ``jax.jit(make_prepare(...))``."""
+
+  def __init__(self, graphdef, objective: Objective, plan: Plan, *,
+               out_shardings=None):
+    self._score = _model_programs(graphdef, plan, 1).score
+    self._objective = jax.jit(make_objective_prepare(objective, plan),
+                              out_shardings=out_shardings)
+
+  def __call__(self, params, ref_params, carry, rollout: Rollout, key):
+    return self._objective(self._score(params, ref_params, rollout), carry,
+                           rollout, key)
+
+
+class SplitUpdate:
+  """``make_update`` as separately compiled programs, so that a new
+  objective compiles only its own (small) program.
+
+  Per micro-batch: the model's forward returns the statistics and their VJP
+  (``jax.vjp``; its residuals are what one fused program keeps between its
+  forward and backward passes too), the objective program returns the
+  micro-batch ``Aggregate`` and the cotangent of the statistics, and the
+  model's backward turns that into parameter gradients, summed over
+  micro-batches; a last program normalises once and applies ``tx``. The
+  model programs depend on the model and the plan only and are shared by
+  every objective with that plan. Same signature and values (to float
+  rounding) as ``jax.jit(make_update(...))``; ``tests/rl/test_step.py``
+  checks both.
+
+  Args:
+    graphdef, tx, objective, plan, micro_batches: as ``make_update``.
+    state_shardings: optional ``(param shardings, opt_state shardings)`` to
+      pin the updated state to (so that feeding it back does not recompile).
+    metric_sharding: optional sharding of the metrics.
+  """
+
+  def __init__(self, graphdef, tx: optax.GradientTransformation,
+               objective: Objective, plan: Plan, *, micro_batches: int = 1,
+               state_shardings=None, metric_sharding=None):
+    self.micro_batches = k = micro_batches
+    self._model = _model_programs(graphdef, plan, k)
+
+    def objective_grad(stats, batch: Batch, i, key, carry):
+      b = jax.tree.map(lambda x: x[i], batch)
+
+      def numerator(s):
+        total, metrics = objective.aggregates(b.replace(**s), key,
+                                              carry=carry)
+        return total.numerator, (total.denominator, metrics)
+
+      (num, (den, metrics)), dstats = jax.value_and_grad(
+          numerator, has_aux=True)(stats)
+      return (agg.Aggregate(num, den), metrics), dstats
+
+    def apply(params, opt_state, grads, total, metrics):
+      scale = jnp.where(total.denominator > 0, total.denominator, 1.0)
+      grads = jax.tree.map(lambda g: g / scale, grads)
+      return _apply_gradients(tx, params, opt_state, agg.finalize(total),
+                              grads, agg.finalize_tree(metrics))
+
+    self._objective = jax.jit(objective_grad)
+    out = None
+    if state_shardings is not None:
+      out = tuple(state_shardings) + (metric_sharding,)
+    self._apply = jax.jit(apply, donate_argnums=(0, 1), out_shardings=out)
+
+  def __call__(self, params, opt_state, ref_params, carry, prepared: Prepared,
+               rows, key):
+    inputs, batch = self._model.select(prepared, rows)
+    acc = None
+    for i in range(self.micro_batches):
+      i = np.int32(i)
+      stats, vjp = self._model.forward(params, ref_params, inputs, i)
+      (total, metrics), dstats = self._objective(stats, batch, i, key, carry)
+      grads = self._model.backward(vjp, dstats)
+      new = (grads, total, metrics)
+      acc = new if acc is None else _accumulate(acc, new)
+    return self._apply(params, opt_state, *acc)
 
 
 def _key_name(entry) -> str:

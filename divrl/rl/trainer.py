@@ -186,7 +186,8 @@ class Trainer:
     inputs_lib.check(self.objective, config, task)  # before any heavy work
     self.plan = step_lib.Plan.of(
         self.objective, temperature=sc.temperature,
-        top_p=config.statistics.top_p, log_entropy=config.log.entropy,
+        top_p=config.statistics.top_p, alpha=config.statistics.alpha,
+        log_entropy=config.log.entropy,
         log_kl_ref=config.log.kl_ref)
     # Built once per run and handed down.
     setup = setup or RunSetup.build(config, task=task, workdir=self.workdir,
@@ -233,17 +234,18 @@ class Trainer:
     }
     self.step = 0
     self._make_samplers(sc)
-    self._prepare = jax.jit(
-        step_lib.make_prepare(self.graphdef, self.objective, self.plan),
+    # The model's programs are shared by every objective with this plan;
+    # the objective compiles only its own (divrl.rl.step.SplitUpdate).
+    self._prepare = step_lib.SplitPrepare(
+        self.graphdef, self.objective, self.plan,
         out_shardings=(None, replicated, replicated))
     # Pin the updated state to the input shardings: otherwise GSPMD may pick
     # other output shardings and the second step recompiles.
-    self._update = jax.jit(
-        step_lib.make_update(self.graphdef, self.tx, self.objective,
-                             self.plan, micro_batches=tc.micro_batches),
-        donate_argnums=(0, 1),
-        out_shardings=(self._param_shardings, self._opt_shardings,
-                       replicated))
+    self._update = step_lib.SplitUpdate(
+        self.graphdef, self.tx, self.objective, self.plan,
+        micro_batches=tc.micro_batches,
+        state_shardings=(self._param_shardings, self._opt_shardings),
+        metric_sharding=replicated)
     self._score_eval = jax.jit(functools.partial(
         _eval_statistics, self.graphdef,
         temperature=float(sc.temperature)))

@@ -227,3 +227,76 @@ def test_rollout_is_a_pytree_with_static_groups():
   again = jax.tree.unflatten(treedef, leaves)
   assert again.num_groups == G and len(leaves) == 10
   assert dataclasses.replace(r, num_groups=2).num_groups == 2
+
+
+def _one_step(update, params, opt_state, ref_params, carry, prepared, rows):
+  params, opt_state, metrics = update(
+      jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, opt_state),
+      ref_params, carry, prepared, rows, jax.random.key(3))
+  return params, metrics
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_split_step_equals_the_one_program_step(models, micro_batches):
+  # The trainer's SplitPrepare / SplitUpdate compute what jax.jit of
+  # make_prepare / make_update computes: same prepared batch, same new
+  # parameters and metrics, here with an update-stage statistic, the value
+  # head, an exact reference divergence and a prepare-stage one.
+  model, ref_model = models
+  regs = [divrl.regularizer(_single(n), coef=c, label=n)
+          for n, c in (("entropy", 0.1), ("reverse_kl", 0.2))]
+  regs.append(divrl.regularizer("value_loss", coef=0.5))
+  objective = divrl.build("otb", "ppo_clip", regularizers=regs)
+  plan = step_lib.Plan.of(objective, temperature=TEMPERATURE, top_p=TOP_P)
+  assert plan.score and plan.update and plan.keep_ref_hidden
+  graphdef, params = nnx.split(model)
+  _, ref_params = nnx.split(ref_model)
+  r, key = _rollout(2), jax.random.key(0)
+  one = jax.jit(step_lib.make_prepare(graphdef, objective, plan))(
+      params, ref_params, {}, r, key)
+  split = step_lib.SplitPrepare(graphdef, objective, plan)(
+      params, ref_params, {}, r, key)
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(split)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  prepared, carry, _ = one
+  tx = optax.adam(1e-2)
+  opt_state = tx.init(params)
+  rows = jnp.asarray([5, 0, 3, 1], jnp.int32)
+  want = _one_step(jax.jit(step_lib.make_update(
+      graphdef, tx, objective, plan, micro_batches=micro_batches)),
+                   params, opt_state, ref_params, carry, prepared, rows)
+  got = _one_step(step_lib.SplitUpdate(graphdef, tx, objective, plan,
+                                       micro_batches=micro_batches),
+                  params, opt_state, ref_params, carry, prepared, rows)
+  assert set(got[1]) == set(want[1])
+  for name in want[1]:
+    np.testing.assert_allclose(got[1][name], want[1][name], rtol=1e-5,
+                               atol=1e-7, err_msg=name)
+  for a, b in zip(jax.tree.leaves(want[0]), jax.tree.leaves(got[0])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(params),
+                                                  jax.tree.leaves(got[0]))]
+  assert any(moved)
+
+
+def test_objectives_with_one_plan_share_the_model_programs(models):
+  # A second objective with the same plan reuses the traced and compiled
+  # model programs: only its own objective program is new.
+  model, ref_model = models
+  graphdef, params = nnx.split(model)
+  _, ref_params = nnx.split(ref_model)
+  tx = optax.sgd(1e-2)
+  r = _rollout(3)
+  a = divrl.build("grpo", "ppo_clip")
+  b = divrl.build("rloo", "cispo")
+  plan = step_lib.Plan.of(a)
+  assert step_lib.Plan.of(b) == plan
+  programs = step_lib._model_programs(graphdef, plan, 1)  # pylint: disable=protected-access
+  for objective in (a, b):
+    prepared, carry, _ = step_lib.SplitPrepare(graphdef, objective, plan)(
+        params, ref_params, {}, r, jax.random.key(0))
+    step_lib.SplitUpdate(graphdef, tx, objective, plan)(
+        jax.tree.map(jnp.copy, params), tx.init(params), ref_params, carry,
+        prepared, jnp.arange(B), jax.random.key(1))
+  for name in ("score", "select", "forward", "backward"):
+    assert getattr(programs, name)._cache_size() == 1, name  # pylint: disable=protected-access
