@@ -140,6 +140,16 @@ RECIPES: dict[str, dict[str, Any]] = {
                         aggregation="token-mean"),
     "grpo_bypass": dict(advantage="grpo", surrogate="bypass_ppo",
                         aggregation="token-mean"),
+    # "The Choice of Divergence" (DPH-RL), arXiv:2509.07430: PPO clip-higher
+    # on the policy's samples without KL, plus the forward-KL generator on
+    # reference samples (eta = 0.01, token mean); needs sampling.ref_share
+    # > 0 (the rehearsal rows).
+    "dph_rl": dict(advantage="grpo",
+                   surrogate={"name": "ppo_clip", "eps_high": 0.28},
+                   token_weights={"policy_samples_only": {}},
+                   regularizers={"dph_rehearsal": {"divergence": "forward_kl",
+                                                   "coef": 0.01}},
+                   aggregation="token-mean"),
     # Library defaults (docs/conventions.md).
     "verl_grpo": dict(
         advantage={"name": "grpo", "singleton": "reward"},

@@ -64,6 +64,16 @@ class Batch:
     forward_kl: ``[B,T]``. Exact ``KL(ref || pi)`` per position.
     js: ``[B,T]``. Exact Jensen-Shannon divergence between ``pi`` and ``ref``
       per position (natural log, at most ``log 2``).
+    alpha_divergence: ``[B,T]``. Exact alpha-divergence ``sum_v ref_v
+      f_a(pi_v / ref_v)``, ``f_a(u) = (u^(1-a) - (1-a) u - a) / (a (a-1))``
+      (DPH-RL's family; ``a`` is the trainer's ``statistics.alpha``; ``a ->
+      0`` is ``reverse_kl``, ``a -> 1`` is ``forward_kl``).
+    chi_square: ``[B,T]``. Exact Pearson ``chi^2(pi || ref) = sum_v (pi_v -
+      ref_v)^2 / ref_v`` per position (unbounded).
+    total_variation: ``[B,T]``. Exact ``0.5 sum_v |pi_v - ref_v|`` per
+      position (in ``[0, 1]``).
+    hellinger: ``[B,T]``. Exact squared Hellinger distance ``1 - sum_v
+      sqrt(pi_v ref_v)`` per position (in ``[0, 1]``).
     embeddings: ``[B,D]``. A per-sequence embedding (diversity); the trainer
       gives the policy's final hidden state averaged over the response tokens.
     sample_source: ``[B]`` integer: 0 for a sample of the policy, 1 for a
@@ -105,6 +115,10 @@ class Batch:
   reverse_kl: Array | None = None
   forward_kl: Array | None = None
   js: Array | None = None
+  alpha_divergence: Array | None = None
+  chi_square: Array | None = None
+  total_variation: Array | None = None
+  hellinger: Array | None = None
   embeddings: Array | None = None
   sample_source: Array | None = None
   solution_ids: Array | None = None
@@ -141,7 +155,8 @@ class Batch:
 POLICY_STATISTICS = ("entropy", "top_p_entropy", "sum_pi_squared",
                      "vocab_mean_logprob")
 # Exact per-token divergences between the policy and the reference.
-REFERENCE_DIVERGENCES = ("reverse_kl", "forward_kl", "js")
+REFERENCE_DIVERGENCES = ("reverse_kl", "forward_kl", "js", "alpha_divergence",
+                         "chi_square", "total_variation", "hellinger")
 
 TOKEN_FIELDS = (("old_logprobs", "ref_logprobs", "rollout_logprobs")
                 + POLICY_STATISTICS + REFERENCE_DIVERGENCES

@@ -19,6 +19,7 @@ import pytest
 
 import divrl
 from divrl import docgen, registry
+from divrl.types import REFERENCE_DIVERGENCES
 from tests.conftest import one_part_config
 
 B, T, G = 8, 6, 3
@@ -53,6 +54,13 @@ def _batch(logprobs, gaps, rewards, lengths, entropy):
       sum_pi_squared=f(np.exp(np.minimum(logprobs, 0.0)) ** 2),
       truncated=jnp.asarray(lengths == T),
       tokens=jnp.asarray((np.arange(B * T).reshape(B, T) * 7) % 5, jnp.int32),
+      sample_source=jnp.asarray(np.arange(B) % 3 == 1, jnp.int32),
+      solution_ids=jnp.asarray(np.where(rewards > 0, np.arange(B) % 2, -1),
+                               jnp.int32),
+      # Every other per-token statistic the data path serves.
+      vocab_mean_logprob=f(-entropy - 1.0),
+      **{n: f(entropy * (i + 1) / 8.0) for i, n in enumerate(
+          ("top_p_entropy",) + REFERENCE_DIVERGENCES)},
       num_groups=G)
 
 

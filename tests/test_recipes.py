@@ -34,6 +34,7 @@ def _full_batch(k_rewards=None, seed=0):
       sum_pi_squared=f(np.exp(lp) ** 2),
       truncated=jnp.asarray(lengths == T),
       tokens=jnp.asarray(rng.integers(0, 4, (B, T)), jnp.int32),
+      sample_source=jnp.asarray(np.arange(B) % 4 == 3, jnp.int32),
       num_groups=G)
 
 

@@ -31,6 +31,8 @@ def _full_batch(seed=0):
       old_logprobs=tok(), ref_logprobs=tok(), rollout_logprobs=tok(),
       entropy=tok(), top_p_entropy=tok(), sum_pi_squared=tok(),
       vocab_mean_logprob=tok(), reverse_kl=tok(), forward_kl=tok(), js=tok(),
+      alpha_divergence=tok(), chi_square=tok(), total_variation=tok(),
+      hellinger=tok(),
       embeddings=jnp.asarray(rng.normal(size=(B, D)), jnp.float32),
       sample_source=jnp.asarray([0, 1, 0, 1, 0, 0], jnp.int32),
       solution_ids=jnp.asarray([0, -1, 2, 2, -1, 1], jnp.int32),
@@ -241,10 +243,12 @@ def test_inputs_are_the_optional_fields_but_advantages_plus_derived():
   assert set(types.INPUTS) == {
       "old_logprobs", "ref_logprobs", "rollout_logprobs", "entropy",
       "top_p_entropy", "sum_pi_squared", "vocab_mean_logprob", "reverse_kl",
-      "forward_kl", "js", "embeddings", "sample_source", "solution_ids",
+      "forward_kl", "js", "alpha_divergence", "chi_square",
+      "total_variation", "hellinger", "embeddings", "sample_source",
+      "solution_ids",
       "token_rewards", "values", "old_values", "baseline_rewards",
       "truncated", "tokens", "reward_components", "reference_samples"}
-  assert len(types.INPUTS) == len(set(types.INPUTS)) == 21
+  assert len(types.INPUTS) == len(set(types.INPUTS)) == 25
   assert "advantages" not in types.INPUTS
   assert set(types.DERIVED_INPUTS) == {"reward_components",
                                        "reference_samples"}

@@ -16,7 +16,33 @@ name                   value per token
 ``forward_kl``         ``KL(ref || pi) = sum_v ref_v (log ref_v - log pi_v)``
 ``js``                 ``0.5 KL(pi || M) + 0.5 KL(ref || M)``,
                        ``M = (pi + ref) / 2``
+``alpha_divergence``   ``sum_v ref_v f_a(pi_v / ref_v)``,
+                       ``f_a(u) = (u^(1-a) - (1-a) u - a) / (a (a-1))``
+``chi_square``         ``sum_v (pi_v - ref_v)^2 / ref_v`` (Pearson)
+``total_variation``    ``0.5 sum_v |pi_v - ref_v|``
+``hellinger``          ``1 - sum_v sqrt(pi_v ref_v)`` (squared Hellinger)
+``f_divergence``       ``sum_v ref_v f(pi_v / ref_v)`` for a generator ``f``
 =====================  ===================================================
+
+Every divergence is ``D_f(pi || ref) = sum_v ref_v f(pi_v / ref_v)`` for a
+convex ``f`` with ``f(1) = 0``: reverse KL ``f = u log u``, forward KL
+``f = -log u``, JS ``f = (u log u - (1+u) log((1+u)/2)) / 2``. The alpha
+family follows DPH-RL's generator (arXiv:2509.07430): ``a -> 0`` is the
+reverse KL, ``a -> 1`` the forward KL, ``a = 1/2`` is ``4 * hellinger``, and
+``a = -1`` is ``chi_square / 2``; ``a`` in ``{0, 1}`` is refused (use the KL
+outputs). The named divergences are evaluated in log space per vocabulary
+entry (``exp(a log pi + b log ref)``), never through ``u = pi / ref``.
+``f_divergence`` evaluates the caller's ``f`` at ``u = exp(log pi - log
+ref)``: that is where a general generator cannot be served exactly in
+float32 — ``u`` overflows to ``inf`` where ``ref_v < pi_v e^-88`` and then
+``ref_v f(u)`` is ``inf`` or ``0 * inf = NaN`` for any ``f`` growing faster
+than linearly; use a named output there. ``chi_square`` and the alpha family
+for ``a < 0`` are unbounded and overflow to ``inf`` the same way where the
+reference puts (almost) no mass on a token the policy likes.
+Their gradients: with ``g_v`` the per-entry term (``out = sum_v g_v``),
+``dz = a - p sum_v a_v`` with ``a_v = d g_v / d log pi_v`` and ``dz' = b - r
+sum_v b_v`` with ``b_v = d g_v / d log ref_v`` (``d`` of ``jnp.abs`` at 0 is
+taken as 0 for the total variation).
 
 The reference distribution ``ref = softmax((h' @ W' + b') / temperature)`` is
 given by ``ref_hidden``, ``ref_unembedding`` and (optionally) ``ref_bias``.
@@ -81,8 +107,14 @@ from jax import lax
 Array = jax.Array
 
 OUTPUTS = ("logprob", "entropy", "top_p_entropy", "sum_pi_squared",
-           "vocab_mean_logprob", "reverse_kl", "forward_kl", "js")
-REF_OUTPUTS = ("reverse_kl", "forward_kl", "js")
+           "vocab_mean_logprob", "reverse_kl", "forward_kl", "js",
+           "alpha_divergence", "chi_square", "total_variation", "hellinger",
+           "f_divergence")
+REF_OUTPUTS = ("reverse_kl", "forward_kl", "js", "alpha_divergence",
+               "chi_square", "total_variation", "hellinger", "f_divergence")
+# Divergences evaluated as a sum of per-entry terms g(log pi, log ref).
+TERM_OUTPUTS = ("alpha_divergence", "chi_square", "total_variation",
+                "hellinger", "f_divergence")
 DEFAULT_TOKEN_CHUNK = 256
 
 _LOG2 = math.log(2.0)
@@ -97,6 +129,37 @@ class _Config:
   has_bias: bool
   has_ref: bool
   has_ref_bias: bool
+  alpha: float | None = None
+  generator: object = None   # a hashable callable f(u), for f_divergence
+
+
+def _term(cfg: _Config, name: str, logp, logr, p, r):
+  """The per-entry term ``g(log pi, log ref)`` of a ``TERM_OUTPUTS``
+  divergence and its partials ``(g, dg/dlog pi, dg/dlog ref)``."""
+  if name == "alpha_divergence":
+    a = cfg.alpha
+    e = jnp.exp((1.0 - a) * logp + a * logr)
+    g = (e - (1.0 - a) * p - a * r) / (a * (a - 1.0))
+    return g, (p - e) / a, (e - r) / (a - 1.0)
+  if name == "chi_square":
+    e = jnp.exp(2.0 * logp - logr)
+    return e - 2.0 * p + r, 2.0 * (e - p), r - e
+  if name == "total_variation":
+    sign = jnp.sign(p - r)
+    return 0.5 * jnp.abs(p - r), 0.5 * sign * p, -0.5 * sign * r
+  if name == "hellinger":
+    e = jnp.exp(0.5 * (logp + logr))
+    return 0.5 * (p + r) - e, 0.5 * (p - e), 0.5 * (r - e)
+  if name == "f_divergence":
+    f = cfg.generator
+
+    def g_of(lp, lr):
+      return jnp.exp(lr) * f(jnp.exp(lp - lr))
+
+    g, vjp = jax.vjp(g_of, logp, logr)
+    da, db = vjp(jnp.ones_like(g))
+    return g, da, db
+  raise ValueError(name)
 
 
 # ----------------------------------------------------------------------------
@@ -214,6 +277,10 @@ def _chunk_forward(cfg: _Config, h, w, b, tgt, keep, hr, wr, br):
       kl_rm = _psum(jnp.sum(r * (logr - logm), axis=-1), ax)
       out["js"] = 0.5 * (kl_pm + kl_rm)
       res["kl_pm"], res["kl_rm"] = kl_pm, kl_rm
+    for name in TERM_OUTPUTS:
+      if name in want:
+        g = _term(cfg, name, logp, logr, p, r)[0]
+        out[name] = _psum(jnp.sum(g, axis=-1), ax)
   k = keep > 0
   out = {name: jnp.where(k, v, 0.0) for name, v in out.items()}
   res.update(out)
@@ -233,6 +300,8 @@ def _chunk_backward(cfg: _Config, h, w, b, tgt, keep, hr, wr, br, res, g):
     forward_kl          dz = g (p - r),  dz' = g r (log r - log p - KL_f)
     js                  dz = g p (u - sum p u),  u = 0.5 log(p / M);
                         dz' = g r (u' - sum r u'),  u' = 0.5 log(r / M)
+    TERM_OUTPUTS        dz = g (a - p sum a),  dz' = g (b - r sum b), with
+                        a, b the partials of the per-entry term (_term)
   """
   ax = cfg.axis_name
   kb = keep[:, None] > 0
@@ -290,6 +359,14 @@ def _chunk_backward(cfg: _Config, h, w, b, tgt, keep, hr, wr, br, res, g):
       logm = jnp.logaddexp(logp, logr) - _LOG2
       a = a + gj * (0.5 * (logp - logm) - 0.5 * col(res["kl_pm"]))
       ar = ar + gj * (0.5 * (logr - logm) - 0.5 * col(res["kl_rm"]))
+    for name in TERM_OUTPUTS:
+      if name in want:
+        gt = col(g[name])
+        _, da, db = _term(cfg, name, logp, logr, p, r)
+        c = c + gt * da
+        a = a - gt * col(_psum(jnp.sum(da, axis=-1), ax))
+        cr = cr + gt * db
+        ar = ar - gt * col(_psum(jnp.sum(db, axis=-1), ax))
     dz_ref = jnp.where(kb, r * ar + cr, 0.0)
     if cfg.temperature != 1.0:
       dz_ref = dz_ref / cfg.temperature
@@ -401,6 +478,8 @@ def token_statistics(
     temperature: float = 1.0,
     outputs: Sequence[str] | str = ("logprob",),
     top_p: float | None = None,
+    alpha: float | None = None,
+    generator=None,
     ref_hidden: Array | None = None,
     ref_unembedding: Array | None = None,
     ref_bias: Array | None = None,
@@ -424,6 +503,11 @@ def token_statistics(
     temperature: static positive Python float dividing the logits.
     outputs: names from ``OUTPUTS`` (a string or a sequence).
     top_p: in ``(0, 1]``; required for ``"top_p_entropy"``.
+    alpha: static Python float, not 0 or 1; required for
+      ``"alpha_divergence"``.
+    generator: a hashable elementwise JAX callable ``f(u)``, convex with
+      ``f(1) = 0``; required for ``"f_divergence"`` (see the module
+      docstring for where it overflows).
     ref_hidden: ``[N,d']`` reference hidden states (for the divergences).
     ref_unembedding: ``[d',V]`` reference unembedding.
     ref_bias: optional ``[V]`` reference logit bias.
@@ -482,6 +566,15 @@ def token_statistics(
       raise ValueError("top_p must be set for outputs 'top_p_entropy'.")
     if not 0.0 < float(top_p) <= 1.0:
       raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}.")
+  if "alpha_divergence" in outputs:
+    if (not isinstance(alpha, (int, float)) or isinstance(alpha, bool)
+        or not math.isfinite(alpha) or alpha in (0, 1)):
+      raise ValueError(f"alpha must be a finite Python float other than 0"
+                       f" and 1 for 'alpha_divergence' (0 is the reverse KL,"
+                       f" 1 the forward KL), got {alpha!r}.")
+  if "f_divergence" in outputs and not callable(generator):
+    raise ValueError(f"generator must be a callable f(u) for"
+                     f" 'f_divergence', got {generator!r}.")
   need_ref = any(k in outputs for k in REF_OUTPUTS)
   if need_ref:
     for name, x in (("ref_hidden", ref_hidden),
@@ -508,7 +601,10 @@ def token_statistics(
   cfg = _Config(outputs=outputs, temperature=float(temperature),
                 top_p=None if top_p is None else float(top_p),
                 axis_name=vocab_axis_name, has_bias=bias is not None,
-                has_ref=need_ref, has_ref_bias=ref_bias is not None)
+                has_ref=need_ref, has_ref_bias=ref_bias is not None,
+                alpha=(float(alpha) if "alpha_divergence" in outputs
+                       else None),
+                generator=generator if "f_divergence" in outputs else None)
   if n == 0:
     return {k: jnp.zeros((0,), jnp.float32) for k in outputs}
   chunk = min(token_chunk, n)

@@ -45,6 +45,15 @@ PROVIDERS = {
                            " hidden states"),
     "js": Provider("divrl.ops.token_statistics with the reference hidden"
                    " states"),
+    "alpha_divergence": Provider("divrl.ops.token_statistics with the"
+                                 " reference hidden states, order"
+                                 " statistics.alpha"),
+    "chi_square": Provider("divrl.ops.token_statistics with the reference"
+                           " hidden states"),
+    "total_variation": Provider("divrl.ops.token_statistics with the"
+                                " reference hidden states"),
+    "hellinger": Provider("divrl.ops.token_statistics with the reference"
+                          " hidden states"),
     "embeddings": Provider("the policy's final hidden states, averaged over"
                            " the response tokens"),
     "sample_source": Provider("the sampler (0 = policy, 1 = reference)"),

@@ -14,6 +14,16 @@ from jax.sharding import PartitionSpec as P
 
 ALL = tuple(k for k in OUTPUTS if k != "top_p_entropy")
 TOP_P = 0.8
+ALPHA = 0.3
+
+
+def jeffreys(u):
+  """The generator of KL(pi || ref) + KL(ref || pi)."""
+  return (u - 1.0) * jnp.log(u)
+
+
+# The order and the generator of the alpha and general f outputs.
+F_KW = dict(alpha=ALPHA, generator=jeffreys)
 
 
 # ----------------------------------------------------------------------------
@@ -82,6 +92,19 @@ def naive(h, w, tgt, *, mask=None, b=None, temperature=1.0, outputs=ALL,
         logm = jnp.logaddexp(logp, logr) - jnp.log(2.0)
         out[name] = 0.5 * (jnp.sum(p * (logp - logm), -1)
                            + jnp.sum(r * (logr - logm), -1))
+      elif name == "alpha_divergence":
+        u = p / r
+        f = (u ** (1 - ALPHA) - (1 - ALPHA) * u - ALPHA) / (
+            ALPHA * (ALPHA - 1))
+        out[name] = jnp.sum(r * f, -1)
+      elif name == "chi_square":
+        out[name] = jnp.sum((p - r) ** 2 / r, -1)
+      elif name == "total_variation":
+        out[name] = 0.5 * jnp.sum(jnp.abs(p - r), -1)
+      elif name == "hellinger":
+        out[name] = 0.5 * jnp.sum((jnp.sqrt(p) - jnp.sqrt(r)) ** 2, -1)
+      elif name == "f_divergence":
+        out[name] = jnp.sum(r * jeffreys(p / r), -1)
   if mask is not None:
     out = {k: jnp.where(mask > 0, x, 0.0) for k, x in out.items()}
   return out
@@ -109,7 +132,8 @@ def _fused_loss(x, g, **kw):
     out = token_statistics(
         params["h"], params["w"], x["tgt"], mask=x.get("mask"),
         bias=params.get("b"), ref_hidden=params.get("hr"),
-        ref_unembedding=params.get("wr"), ref_bias=params.get("br"), **kw)
+        ref_unembedding=params.get("wr"), ref_bias=params.get("br"),
+        **F_KW, **kw)
     return sum(jnp.sum(g[k] * out[k]) for k in out), out
   return loss
 
@@ -244,7 +268,7 @@ def test_top_p_entropy_matches_numpy(top_p):
 
 def test_jit_matches_eager():
   x = make_inputs(5)
-  f = functools.partial(token_statistics, outputs=ALL, token_chunk=7)
+  f = functools.partial(token_statistics, outputs=ALL, token_chunk=7, **F_KW)
   args = (x["h"], x["w"], x["tgt"])
   kw = dict(mask=x["mask"], bias=x["b"], ref_hidden=x["hr"],
             ref_unembedding=x["wr"], ref_bias=x["br"])
@@ -338,7 +362,7 @@ def test_vocab_sharded_equals_single_device(tensor_mesh):
     out = token_statistics(
         params["h"], params["w"], tgt, mask=mask, bias=params["b"],
         ref_hidden=params["hr"], ref_unembedding=params["wr"],
-        ref_bias=params["br"], vocab_axis_name=axis_name, **kw)
+        ref_bias=params["br"], vocab_axis_name=axis_name, **F_KW, **kw)
     return sum(jnp.sum(g[k] * out[k]) for k in OUTPUTS), out
 
   (l1, o1), g1 = jax.value_and_grad(loss_fn, has_aux=True)(
