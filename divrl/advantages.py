@@ -381,8 +381,11 @@ def otb(token_rewards: Array, mask: Array, old_logprobs: Array,
   (positions are padded positions, not compacted valid tokens: verl's
   ``tir_optimal_token_baseline`` is not implemented). We choose to clip
   ``pi_old = exp(min(old_logprobs, 0))`` so that invalid log-probs above 0
-  cannot make ``w`` negative through ``pi_old > 1``; verl's rollout-IS
-  scaling of ``w`` is not implemented.
+  cannot make ``w`` negative through ``pi_old > 1``, and to clamp ``w`` at
+  its lower bound ``(1 - pi_old)^2`` (``sum_v pi^2 >= pi(y)^2``), which
+  inconsistent or rounded inputs could violate (a negative ``W`` can cancel
+  ``eps`` and give 0/0); verl's rollout-IS scaling of ``w`` is not
+  implemented.
 
   References:
     The optimal-token-baseline blog post (inspired by):
@@ -418,7 +421,11 @@ def otb(token_rewards: Array, mask: Array, old_logprobs: Array,
                   zero)
   g = _reverse_cumsum(r * m)
   pi = jnp.exp(jnp.minimum(old, 0.0))
-  w = jnp.where(valid, 1.0 - 2.0 * pi + sps, zero)
+  # w >= (1 - pi)^2 >= 0 because sum_v pi_v^2 >= pi^2: clamp at that bound
+  # (inconsistent or rounded inputs could make it negative, and a group's
+  # sum of W could then cancel eps: 0/0).
+  w = jnp.maximum(1.0 - 2.0 * pi + sps, (1.0 - pi) ** 2)
+  w = jnp.where(valid, w, zero)
   big_w = jnp.cumsum(w * m, axis=1)
   num = groups.group_sum(g * big_w * m, group_ids, num_groups, axis_name)
   den = groups.group_sum(big_w * m, group_ids, num_groups, axis_name) + eps

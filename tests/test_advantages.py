@@ -306,6 +306,18 @@ def test_otb_falls_back_to_logprobs_for_pi_old():
                              rtol=2e-5, atol=2e-5)
 
 
+def test_otb_is_finite_on_inconsistent_statistics_under_jit():
+  # pi_old(y) = 1 with sum pi^2 ~ 0 (impossible for a real policy) made
+  # w = -1 and, in a group with a w = 1 row, sum W + eps = 0 under jit: 0/0.
+  lp = jnp.full((4, 2), -19.0).at[1, 0].set(0.0)
+  mask = jnp.asarray([[True, False]] * 4)
+  sps = jnp.exp(2 * jnp.full((4, 2), -19.0))
+  fn = jax.jit(lambda r: advantages.otb(r, mask, lp, sps,
+                                        jnp.asarray([0, 0, 1, 1]), 2))
+  got = fn(jnp.asarray([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0]]))
+  assert np.all(np.isfinite(np.asarray(got)))
+
+
 def test_gae_returns_match_reference():
   d = _data(4)
   adv, ret = advantages.gae(jnp.asarray(d["token_rewards"]),

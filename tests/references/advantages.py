@@ -333,7 +333,8 @@ def otb(token_rewards, mask, old_logprobs, sum_pi_squared, group_ids, *,
         handle_zero_tail=True, eps=1e-8):
     """Per-position baseline B_t = sum_i G W m / (sum_i W m + eps) per group.
 
-    G_{i,t} = sum_{s >= t} R_s m_s; w = 1 - 2 min(exp(old), 1) + sum_pi^2;
+    G_{i,t} = sum_{s >= t} R_s m_s; w = 1 - 2 min(exp(old), 1) + sum_pi^2,
+    at least (1 - min(exp(old), 1))^2;
     W_{i,t} = sum_{s <= t} w_s m_s. Singleton groups: B = 0. Zero tail: a
     uniquely longest row (length = number of valid tokens) has B_t = 0 for
     t >= the second-longest length.
@@ -350,7 +351,7 @@ def otb(token_rewards, mask, old_logprobs, sum_pi_squared, group_ids, *,
             for s in range(t + 1):
                 if mask[i, s] > 0:
                     p = min(np.exp(old[i, s]), 1.0)
-                    acc += (1.0 - 2.0 * p + sps[i, s]) * mask[i, s]
+                    acc += max(1.0 - 2.0 * p + sps[i, s], (1.0 - p) ** 2) * mask[i, s]
             w_cum[i, t] = acc
     base = np.zeros_like(tr)
     lengths = [sum(1 for t in range(t_len) if mask[i, t] > 0) for i in range(b)]
