@@ -150,6 +150,11 @@ RECIPES: dict[str, dict[str, Any]] = {
                    regularizers={"dph_rehearsal": {"divergence": "forward_kl",
                                                    "coef": 0.01}},
                    aggregation="token-mean"),
+    # "Jointly Reinforcing Diversity and Quality" (DARLING),
+    # arXiv:2509.02534: quality times partition diversity, group mean
+    # baseline without the std (the released math scripts).
+    "darling": dict(transforms=["darling"], advantage="dr_grpo",
+                    surrogate="ppo_clip", aggregation="token-mean"),
     # Library defaults (docs/conventions.md).
     "verl_grpo": dict(
         advantage={"name": "grpo", "singleton": "reward"},

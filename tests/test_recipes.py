@@ -35,6 +35,9 @@ def _full_batch(k_rewards=None, seed=0):
       truncated=jnp.asarray(lengths == T),
       tokens=jnp.asarray(rng.integers(0, 4, (B, T)), jnp.int32),
       sample_source=jnp.asarray(np.arange(B) % 4 == 3, jnp.int32),
+      solution_ids=jnp.asarray(np.where(rewards > 0.5, np.arange(B) % 3, -1)
+                               if k_rewards is None else np.arange(B) % 3,
+                               jnp.int32),
       num_groups=G)
 
 
