@@ -59,6 +59,8 @@ class Batch:
       ``pi_old``).
     vocab_mean_logprob: ``[B,T]``. ``(1/V) sum_v log pi(v | prefix)``, the
       log-prob averaged over the vocabulary (uniform-policy values).
+    old_vocab_mean_logprob: ``[B,T]``. ``vocab_mean_logprob`` of the
+      behaviour policy (``pi_old``), from the scoring forward.
     reverse_kl: ``[B,T]``. Exact ``KL(pi || ref)`` of the next-token
       distributions at each position, summed over the whole vocabulary.
     forward_kl: ``[B,T]``. Exact ``KL(ref || pi)`` per position.
@@ -112,6 +114,7 @@ class Batch:
   top_p_entropy: Array | None = None
   sum_pi_squared: Array | None = None
   vocab_mean_logprob: Array | None = None
+  old_vocab_mean_logprob: Array | None = None
   reverse_kl: Array | None = None
   forward_kl: Array | None = None
   js: Array | None = None
@@ -160,7 +163,8 @@ REFERENCE_DIVERGENCES = ("reverse_kl", "forward_kl", "js", "alpha_divergence",
 
 TOKEN_FIELDS = (("old_logprobs", "ref_logprobs", "rollout_logprobs")
                 + POLICY_STATISTICS + REFERENCE_DIVERGENCES
-                + ("advantages", "token_rewards", "values", "old_values"))
+                + ("old_vocab_mean_logprob", "advantages", "token_rewards",
+                   "values", "old_values"))
 SEQUENCE_INT_FIELDS = ("sample_source", "solution_ids")
 CORE_FIELDS = ("logprobs", "response_mask", "rewards", "group_ids")
 OPTIONAL_FIELDS = tuple(f.name for f in dataclasses.fields(Batch)

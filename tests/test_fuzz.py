@@ -59,6 +59,7 @@ def _batch(logprobs, gaps, rewards, lengths, entropy):
                                jnp.int32),
       # Every other per-token statistic the data path serves.
       vocab_mean_logprob=f(-entropy - 1.0),
+      old_vocab_mean_logprob=f(-entropy - 1.0 + gaps[0] * 0.01),
       embeddings=f(np.stack([np.cos(np.arange(B) * 0.7 + rewards),
                              np.sin(np.arange(B) * 1.3), rewards], 1)),
       **{n: f(entropy * (i + 1) / 8.0) for i, n in enumerate(

@@ -32,7 +32,8 @@ def _field(name, rng):
   lp = -rng.uniform(0.1, 2.0, (B, T))
   if name in ("old_logprobs", "ref_logprobs", "rollout_logprobs"):
     return f(lp + rng.normal(0, 0.1, lp.shape))
-  if name in types.POLICY_STATISTICS + types.REFERENCE_DIVERGENCES:
+  if name in (types.POLICY_STATISTICS + types.REFERENCE_DIVERGENCES
+               + ("old_vocab_mean_logprob",)):
     return f(rng.uniform(0.0, 0.5, (B, T)))
   if name in ("values", "old_values", "token_rewards"):
     return f(rng.normal(size=(B, T)))

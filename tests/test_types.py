@@ -32,7 +32,7 @@ def _full_batch(seed=0):
       entropy=tok(), top_p_entropy=tok(), sum_pi_squared=tok(),
       vocab_mean_logprob=tok(), reverse_kl=tok(), forward_kl=tok(), js=tok(),
       alpha_divergence=tok(), chi_square=tok(), total_variation=tok(),
-      hellinger=tok(),
+      hellinger=tok(), old_vocab_mean_logprob=tok(),
       embeddings=jnp.asarray(rng.normal(size=(B, D)), jnp.float32),
       sample_source=jnp.asarray([0, 1, 0, 1, 0, 0], jnp.int32),
       solution_ids=jnp.asarray([0, -1, 2, 2, -1, 1], jnp.int32),
@@ -242,13 +242,14 @@ def test_inputs_are_the_optional_fields_but_advantages_plus_derived():
       fields)
   assert set(types.INPUTS) == {
       "old_logprobs", "ref_logprobs", "rollout_logprobs", "entropy",
-      "top_p_entropy", "sum_pi_squared", "vocab_mean_logprob", "reverse_kl",
+      "top_p_entropy", "sum_pi_squared", "vocab_mean_logprob",
+      "old_vocab_mean_logprob", "reverse_kl",
       "forward_kl", "js", "alpha_divergence", "chi_square",
       "total_variation", "hellinger", "embeddings", "sample_source",
       "solution_ids",
       "token_rewards", "values", "old_values", "baseline_rewards",
       "truncated", "tokens", "reward_components", "reference_samples"}
-  assert len(types.INPUTS) == len(set(types.INPUTS)) == 25
+  assert len(types.INPUTS) == len(set(types.INPUTS)) == 26
   assert "advantages" not in types.INPUTS
   assert set(types.DERIVED_INPUTS) == {"reward_components",
                                        "reference_samples"}

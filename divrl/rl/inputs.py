@@ -39,6 +39,8 @@ PROVIDERS = {
                               " statistics.top_p"),
     "sum_pi_squared": Provider("divrl.ops.token_statistics"),
     "vocab_mean_logprob": Provider("divrl.ops.token_statistics"),
+    "old_vocab_mean_logprob": Provider("divrl.ops.token_statistics in the"
+                                       " scoring forward"),
     "reverse_kl": Provider("divrl.ops.token_statistics with the reference"
                            " hidden states"),
     "forward_kl": Provider("divrl.ops.token_statistics with the reference"

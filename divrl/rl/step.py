@@ -148,6 +148,8 @@ class Plan:
     score = set(req.prepare) & set(MODEL_FIELDS)
     if "old_values" in req.inputs:
       score.add("values")
+    if "old_vocab_mean_logprob" in req.inputs:
+      score.add("vocab_mean_logprob")
     if log_entropy:
       score.add("entropy")
     update = set(req.update) & set(MODEL_FIELDS)
@@ -265,8 +267,9 @@ def make_objective_prepare(objective: Objective, plan: Plan):
         sample_source=rollout.sample_source,
         solution_ids=rollout.solution_ids,
         baseline_rewards=rollout.baseline_rewards,
-        old_values=stats.get("values"), num_groups=rollout.num_groups,
-        **stats)
+        old_values=stats.get("values"),
+        old_vocab_mean_logprob=stats.get("vocab_mean_logprob"),
+        num_groups=rollout.num_groups, **stats)
     batch, carry = objective.prepare(batch, key, carry=carry)
     mask = rollout.response_mask
     metrics = {"response_length": jnp.mean(jnp.sum(mask, axis=1)

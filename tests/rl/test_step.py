@@ -96,6 +96,11 @@ def _full_reference(model, ref_model, r):
       "forward_kl": (q * (logr - logp)).sum(-1),
       "js": 0.5 * (p * (logp - np.log(m))).sum(-1)
             + 0.5 * (q * (logr - np.log(m))).sum(-1),
+      # Plan's default order 0.5 (DPH's generator; 4 x squared Hellinger).
+      "alpha_divergence": 4.0 * (1.0 - np.sqrt(p * q).sum(-1)),
+      "chi_square": ((p - q) ** 2 / q).sum(-1),
+      "total_variation": 0.5 * np.abs(p - q).sum(-1),
+      "hellinger": 1.0 - np.sqrt(p * q).sum(-1),
       "values": h @ np.asarray(model.value_head[...], np.float64),
   }
   valid = np.asarray(r.response_mask)
