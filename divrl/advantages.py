@@ -37,6 +37,7 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from divrl import groups
 from divrl.registry import State, defaults_from, register
@@ -758,7 +759,7 @@ def ema_std_grpo(rewards: Array, group_ids: Array, num_groups: int,
     rewards: ``[B]`` float sequence rewards.
     group_ids: ``[B]`` int group ids.
     num_groups: static upper bound on the group ids.
-    std: scalar, the tracked reward std.
+    std: scalar, the tracked reward std (or ``[B]``, one per sample).
     eps: added to ``std``.
     singleton: what a group of one gets, as in ``grpo``.
     axis_name: mesh axis for ``psum`` inside ``shard_map``.
@@ -766,7 +767,7 @@ def ema_std_grpo(rewards: Array, group_ids: Array, num_groups: int,
   Returns:
     ``[B]`` advantages.
   """
-  chex.assert_rank(std, 0)
+  chex.assert_rank(std, {0, 1})
   dev = grpo(rewards, group_ids, num_groups, singleton=singleton,
              scale_by_std=False, axis_name=axis_name)
   return dev / (std.astype(dev.dtype) + eps)
@@ -840,6 +841,51 @@ def tracked_std(carry: dict[str, Array]) -> Array:
   """The bias-corrected average ``ema / weight`` (0 before any update)."""
   w = carry["weight"]
   return jnp.where(w > 0, carry["ema"] / jnp.where(w > 0, w, 1.0), 0.0)
+
+
+def ema_task_std_init(*, num_tasks: int = 1) -> dict[str, Array]:
+  """The carry of ``ema_task_std_grpo``: one empty average per task."""
+  if not isinstance(num_tasks, int) or num_tasks < 1:
+    raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}.")
+  return {"ema": jnp.zeros((num_tasks,), jnp.float32),
+          "weight": jnp.zeros((num_tasks,), jnp.float32)}
+
+
+def _task_ids(batch: Batch, num_tasks: int) -> Array:
+  ids = batch.task_ids
+  if not isinstance(ids, jax.core.Tracer):
+    bad = (np.asarray(ids) < 0) | (np.asarray(ids) >= num_tasks)
+    if bad.any():
+      raise ValueError(f"Batch.task_ids must lie in [0, num_tasks ="
+                       f" {num_tasks}), got {np.asarray(ids)[bad][:4]}.")
+  return ids
+
+
+def ema_task_std_update(carry: dict[str, Array], batch: Batch, *,
+                        decay: float = 0.9, num_tasks: int = 1,
+                        reward_weights=None,
+                        axis_name=None) -> dict[str, Array]:
+  """One step of the per-task reward-std averages: for each task ``k`` with
+  at least two valid samples in the batch, ``ema_k <- decay ema_k + (1 -
+  decay) std_k(r)`` and ``weight_k <- decay weight_k + (1 - decay)``
+  (``std_k`` unbiased over the task's samples with a non-empty response,
+  ``psum`` over ``axis_name``); the other tasks keep their average."""
+  if not 0.0 <= decay < 1.0:
+    raise ValueError(f"decay must lie in [0, 1), got {decay}.")
+  r = scalar_rewards(batch.rewards, reward_weights)
+  ids = _task_ids(batch, num_tasks)
+  valid = jnp.any(batch.response_mask > 0, axis=1).astype(r.dtype)
+  count = groups.group_sum(valid, ids, num_tasks, axis_name)
+  mean = groups.group_sum(valid * r, ids, num_tasks, axis_name) / (
+      jnp.maximum(count, 1.0))
+  dev = valid * (r - mean[ids])
+  ss = groups.group_sum(dev * dev, ids, num_tasks, axis_name)
+  seen = count >= 2
+  std = jnp.sqrt(jnp.where(seen, ss / jnp.maximum(count - 1.0, 1.0), 0.0))
+  return {"ema": jnp.where(seen, decay * carry["ema"] + (1.0 - decay) * std,
+                           carry["ema"]),
+          "weight": jnp.where(seen, decay * carry["weight"] + (1.0 - decay),
+                              carry["weight"])}
 
 
 # --- Batch adapters ---------------------------------------------------------
@@ -1061,6 +1107,35 @@ def ema_std_grpo_part(batch: Batch, *, carry, axis_name=None, eps, singleton,
   r = scalar_rewards(batch.rewards, reward_weights)
   adv = ema_std_grpo(r, batch.group_ids, batch.groups, tracked_std(carry),
                      eps=eps, singleton=singleton, axis_name=axis_name)
+  return per_token(adv, batch.response_mask)
+
+
+@register("advantage", "ema_task_std_grpo", reads=("task_ids",),
+          state=State(init=ema_task_std_init, update=ema_task_std_update))
+@defaults_from(ema_std_grpo, ema_task_std_update, scalar_rewards)
+def ema_task_std_grpo_part(batch: Batch, *, carry, axis_name=None, eps,
+                           singleton, decay, num_tasks,
+                           reward_weights) -> Array:
+  """EMA-GRPO: the group-centred reward over a moving average of the reward
+  std of the sample's task, ``(r - mean_g) / (sigma_task + eps)``.
+
+  ``sigma_task`` is carried across steps, one average per task
+  (``ema_task_std_update``, bias-corrected as in ``tracked_std``), from
+  ``Batch.task_ids`` in ``[0, num_tasks)``. Inspired by EMA-GRPO of
+  OneThinker, which normalises by a per-task moving average of the reward
+  std: the per-step measurement (the unbiased std of the task's rewards in
+  the batch) and the bias correction are our choices. With ``num_tasks=1``
+  it is ``ema_std_grpo``.
+
+  References:
+    Feng et al., "OneThinker: All-in-one Reasoning Model for Image and
+    Video", arXiv:2512.03043.
+  """
+  del decay  # used by the carry update
+  r = scalar_rewards(batch.rewards, reward_weights)
+  std = tracked_std(carry)[_task_ids(batch, num_tasks)]
+  adv = ema_std_grpo(r, batch.group_ids, batch.groups, std, eps=eps,
+                     singleton=singleton, axis_name=axis_name)
   return per_token(adv, batch.response_mask)
 
 

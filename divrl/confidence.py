@@ -1,5 +1,6 @@
 """Confidence-aware corrections: ACE's confidence shift on negative
-advantages, and the backward correction of a noisy binary verifier.
+advantages, a confidence reweighting of positive advantages (ProGRPO), and
+the backward and forward corrections of a noisy binary verifier.
 
 References:
   "Overconfident Errors Need Stronger Correction: Asymmetric Confidence
@@ -8,6 +9,8 @@ References:
   Verifiers" (2025) (backward correction).
   Natarajan et al., "Learning with Noisy Labels" (2013) (the unbiased
   estimator under class-conditional flips).
+  "Back to Basics: Revisiting Exploration in Reinforcement Learning for LLM
+  Reasoning via Generative Probabilities" (2025) (ProGRPO).
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from divrl import groups
 from divrl.registry import register
-from divrl.types import Batch, scalar_rewards_of
+from divrl.sequences import per_token, sequence_mean
+from divrl.types import Batch, behaviour_logprobs, scalar_rewards_of
 
 Array = jax.Array
 
@@ -87,9 +92,8 @@ def noisy_verifier_correction_part(batch: Batch, *,
   """Backward correction of 0/1 rewards from a verifier with known flip
   rates (``backward_corrected_rewards``). The corrected reward is unbiased
   for the clean one, at the price of variance ``1 / (1 - rho0 - rho1)^2``
-  times larger. The paper's forward correction (a reweighting of the
-  score-function terms from the false-negative rate) is not implemented: its
-  form was not available to us (see docs/catalog.md).
+  times larger. The paper's forward correction is the advantage
+  ``noisy_verifier_forward``.
 
   References:
     "Reinforcement Learning with Verifiable yet Noisy Rewards under
@@ -99,3 +103,96 @@ def noisy_verifier_correction_part(batch: Batch, *,
   new = backward_corrected_rewards(r, false_positive=false_positive,
                                    false_negative=false_negative)
   return batch.replace(rewards=new.astype(r.dtype))
+
+
+def forward_correction_weights(observed: Array, *,
+                               false_negative: float) -> Array:
+  """The forward correction's score-function weights of 0/1 rewards:
+  ``w = rho1`` where the verifier passed the sample, ``rho1 - 1`` where it
+  failed it.
+
+  Under a verifier with false-positive rate ``rho0`` and false-negative rate
+  ``rho1``, ``E[w | r = 1] = 0`` and ``E[w | r = 0] = -(1 - rho0 - rho1)``:
+  the expected update ``E[w grad log pi(y)]`` is ``(1 - rho0 - rho1) (grad
+  J_clean - E[grad log pi]) = (1 - rho0 - rho1) grad J_clean``, the clean
+  gradient's direction, whatever ``rho0`` is (it needs only ``rho1``).
+
+  Raises:
+    ValueError: unless ``0 <= rho1 < 1``.
+  """
+  r1 = float(false_negative)
+  if not 0.0 <= r1 < 1.0:
+    raise ValueError(f"false_negative must lie in [0, 1), got"
+                     f" {false_negative!r}.")
+  return jnp.where(observed > 0.5, r1, r1 - 1.0).astype(observed.dtype)
+
+
+@register("advantage", "noisy_verifier_forward")
+def noisy_verifier_forward_part(batch: Batch, *,
+                                false_negative: float = 0.0) -> Array:
+  """The forward correction of a noisy 0/1 verifier as an advantage: ``A =
+  rho1`` on passed samples, ``rho1 - 1`` on failed ones
+  (``forward_correction_weights``), on every valid token, with no group
+  baseline (a baseline would cancel the correction, which is a constant
+  shift of the observed reward). Its expected gradient is the clean
+  gradient times ``1 - rho0 - rho1``; it needs only the false-negative rate
+  ``rho1``. Inspired by the paper's forward correction: the weights ``w_1 =
+  rho1``, ``w_0 = rho1 - 1`` are from a summary of the paper, not its text or
+  code, and placing them as a baseline-free advantage is our reading.
+
+  References:
+    Cai et al., "Reinforcement Learning with Verifiable yet Noisy Rewards
+    under Imperfect Verifiers", arXiv:2510.00915.
+  """
+  r = scalar_rewards_of(batch, "noisy_verifier_forward")
+  return per_token(forward_correction_weights(
+      r, false_negative=false_negative), batch.response_mask)
+
+
+def confidence_weights(confidence: Array, positive: Array, group_ids: Array,
+                       num_groups: int, *, coef: float = 1.0,
+                       floor: float = 0.5, cap: float = 2.0,
+                       valid: Array | None = None,
+                       axis_name=None) -> Array:
+  """``w_i = clip(1 + coef (mean - c_i), floor, cap)`` on the ``positive``
+  rows, ``c_i`` their confidence and ``mean`` the average confidence of the
+  positive rows of their group; 1 elsewhere. Less confident correct
+  answers weigh more, more confident ones less."""
+  if coef < 0 or not 0.0 <= floor <= 1.0 <= cap:
+    raise ValueError(f"need coef >= 0 and floor <= 1 <= cap, got coef="
+                     f"{coef}, floor={floor}, cap={cap}.")
+  ok = positive if valid is None else positive & valid
+  w = ok.astype(confidence.dtype)
+  total = groups.group_sum(w * confidence, group_ids, num_groups, axis_name)
+  count = groups.group_sum(w, group_ids, num_groups, axis_name)
+  mean = groups.broadcast(total / jnp.maximum(count, 1.0), group_ids)
+  out = jnp.clip(1.0 + coef * (mean - confidence), floor, cap)
+  return jnp.where(ok, out, 1.0)
+
+
+@register("token_weight", "confidence_reweight")
+def confidence_reweight_part(batch: Batch, advantages: Array, *,
+                             coef: float = 1.0, floor: float = 0.5,
+                             cap: float = 2.0, axis_name=None) -> Array:
+  """ProGRPO-style reweighting of positive advantages by confidence: rows
+  with ``A > 0`` get ``confidence_weights`` of their mean token log-prob
+  under the behaviour policy (``c_i = mean_t log pi_old``, relative to the
+  group's other positive rows), so that correct answers the policy already
+  finds likely are reinforced less and unlikely correct ones more; other
+  rows get 1. Inspired by ProGRPO (ARM): its weight also reads the prompt's
+  perplexity, which the batch does not carry, and its exact form was not
+  available to us; the linear, clipped family and its defaults are ours.
+
+  References:
+    "Back to Basics: Revisiting Exploration in Reinforcement Learning for
+    LLM Reasoning via Generative Probabilities" (2025).
+  """
+  mask = batch.mask
+  c = jax.lax.stop_gradient(sequence_mean(behaviour_logprobs(batch),
+                                          mask)[:, 0])
+  positive = jnp.sum(jax.lax.stop_gradient(advantages) * mask, axis=1) > 0
+  valid = jnp.any(mask > 0, axis=1)
+  w = confidence_weights(c, positive, batch.group_ids, batch.groups,
+                         coef=coef, floor=floor, cap=cap, valid=valid,
+                         axis_name=axis_name)
+  return jnp.where(mask > 0, w[:, None], 0.0)

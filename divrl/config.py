@@ -65,8 +65,10 @@ def default_config() -> ml_collections.ConfigDict:
       num_prompts=8, num_samples=8, max_new_tokens=24, temperature=1.0,
       top_k=0, top_p=1.0, min_p=0.0, ref_share=0.0))
   # top_p: the nucleus of Batch.top_p_entropy (SIREN's 0.8); alpha: the
-  # order of Batch.alpha_divergence (DPH-RL's family; not 0 or 1).
-  c.statistics = ml_collections.ConfigDict(dict(top_p=0.8, alpha=0.5))
+  # order of Batch.alpha_divergence (DPH-RL's family; not 0 or 1); min_p:
+  # the threshold of Batch.min_p_logprob (Lp-Reg's proxy, kappa = 0.02).
+  c.statistics = ml_collections.ConfigDict(dict(top_p=0.8, alpha=0.5,
+                                                min_p=0.02))
   c.train = ml_collections.ConfigDict(dict(
       steps=20, learning_rate=1e-3, weight_decay=0.0, grad_clip=1.0,
       warmup_steps=0, ppo_epochs=1, num_minibatches=1, micro_batches=1,

@@ -96,9 +96,13 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from divrl import groups
 from divrl.registry import register
 from divrl.sequences import on_last_token
-from divrl.types import Batch
+from divrl.surrogates import ppo_clip
+from divrl.types import Batch, behaviour_logprobs
+
+sg = jax.lax.stop_gradient
 
 Array = jax.Array
 
@@ -385,3 +389,88 @@ del _name, _field, _formula
 
 __all__ = ["ESTIMATORS", "EXACT", "GENERATORS", "Generator",
            "f_divergence_estimate", "generator", "reference_rows"]
+
+
+# --- Lp-Reg -----------------------------------------------------------------
+
+
+def lp_reg_selection(logprobs: Array, proxy_logprobs: Array,
+                     advantages: Array, mask: Array, *,
+                     quantile: float = 0.01, axis_name=None) -> Array:
+  """Lp-Reg's regularised tokens, bool ``[B,T]``.
+
+  A valid token is selected when its advantage is negative, its log-prob is
+  at most the ``quantile`` of the log-probs of the valid negative-advantage
+  tokens (NumPy's linear quantile, over the whole batch slice, all devices
+  of ``axis_name``), and it is below the proxy's (``log pi < log q``, so
+  tokens the proxy drops, ``log q = -inf``, never qualify). The selection is
+  a constant of the parameters (it reads ``stop_gradient`` log-probs).
+  """
+  chex.assert_equal_shape([logprobs, proxy_logprobs, advantages, mask])
+  lp = jax.lax.stop_gradient(logprobs)
+  negative = (mask > 0) & (advantages < 0)
+  threshold = groups.masked_quantile(
+      groups.all_gather(lp, axis_name).reshape(-1),
+      groups.all_gather(negative, axis_name).reshape(-1), quantile)
+  # No negative token anywhere: the quantile is NaN and nothing is selected.
+  return negative & (lp <= threshold) & (lp < proxy_logprobs)
+
+
+def lp_reg_loss(logprobs: Array, old_logprobs: Array, proxy_logprobs: Array,
+                advantages: Array, mask: Array, *, coef: float = 1.0,
+                quantile: float = 0.01, eps_low: float = 0.2,
+                eps_high: float = 0.2, log_ratio_clip: float | None = 20.0,
+                axis_name=None):
+  """Lp-Reg per token: PPO clip, except on the selected tokens
+  (``lp_reg_selection``), which get ``-A rho + coef * k3(log pi, log q)``
+  (unclipped ratio ``rho = pi / pi_old``; ``k3(l, l_q) = exp(l_q - l) - (l_q
+  - l) - 1``, the low-variance estimate of ``KL(q || pi)`` at the sampled
+  token). Returns ``(loss [B,T], diagnostics)`` with the selected share as
+  ``"lp_reg_frac"``.
+  """
+  if coef < 0:
+    raise ValueError(f"coef must be >= 0, got {coef}.")
+  if not 0.0 <= quantile <= 1.0:
+    raise ValueError(f"quantile must lie in [0, 1], got {quantile}.")
+  clipped, diagnostics = ppo_clip(
+      logprobs, old_logprobs, advantages, eps_low=eps_low, eps_high=eps_high,
+      log_ratio_clip=log_ratio_clip)
+  selected = lp_reg_selection(logprobs, proxy_logprobs, advantages, mask,
+                              quantile=quantile, axis_name=axis_name)
+  rho = diagnostics["ratio"] * jnp.exp(logprobs - sg(logprobs))
+  lq = jnp.where(selected, proxy_logprobs, sg(logprobs))   # finite everywhere
+  d = lq - logprobs
+  regularised = -sg(advantages) * rho + coef * (jnp.exp(d) - d - 1.0)
+  loss = jnp.where(selected, regularised, clipped)
+  diagnostics = dict(diagnostics, lp_reg_frac=selected.astype(jnp.float32))
+  return loss, diagnostics
+
+
+@register("surrogate", "lp_reg", reads=("old_min_p_logprob",))
+def lp_reg_part(batch: Batch, advantages: Array, *, coef: float = 1.0,
+                quantile: float = 0.01, eps_low: float = 0.2,
+                eps_high: float = 0.2, log_ratio_clip: float | None = 20.0,
+                axis_name=None):
+  """Lp-Reg: PPO clip, but the lowest-probability negative-advantage tokens
+  are pulled toward a min-p proxy of the behaviour policy instead of being
+  pushed down (``lp_reg_loss``). The proxy ``q`` is ``pi_old`` min-p
+  filtered at ``statistics.min_p`` (``kappa = 0.02``) and renormalised
+  (``Batch.old_min_p_logprob``); on the tokens with ``A < 0``, ``log pi`` in
+  the lowest ``quantile`` (1%) of the negative tokens of the batch slice and
+  ``log pi < log q``, the loss is ``-A rho + coef k3(log pi, log q)``
+  (``coef = 1``), elsewhere the clipped surrogate. Exact to the released
+  code (``compute_policy_loss_lp_reg``, ``apply_min_p``): its positive
+  branch is off by default and not built; its on-policy scripts set the
+  clip range to ``[0, 10]`` (clipping off), ours defaults to PPO's 0.2, and
+  the quantile is over the micro-batch as in the code. Use token-mean
+  aggregation.
+
+  References:
+    "Low-probability Tokens Sustain Exploration in Reinforcement Learning
+    with Verifiable Reward", arXiv:2510.03222.
+  """
+  return lp_reg_loss(batch.logprobs, behaviour_logprobs(batch),
+                     batch.old_min_p_logprob, advantages, batch.mask,
+                     coef=coef, quantile=quantile, eps_low=eps_low,
+                     eps_high=eps_high, log_ratio_clip=log_ratio_clip,
+                     axis_name=axis_name)

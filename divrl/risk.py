@@ -545,7 +545,12 @@ def maxmin_heads(rewards: Array, *, temperature: float = 0.0,
   maxmin_head_weights(...)``, ``[B]``: the policy step of its max-min
   objective, optimising the user group (head) whose average reward is
   lowest. The EM that learns one reward model per user group is out of
-  scope (reward-model training)."""
+  scope (reward-model training).
+
+  References:
+    Chakraborty et al., "MaxMin-RLHF: Alignment with Diverse Human
+    Preferences", arXiv:2402.08925.
+  """
   w = maxmin_head_weights(rewards, temperature=temperature, valid=valid,
                           axis_name=axis_name)
   return rewards @ jax.lax.stop_gradient(w)

@@ -61,6 +61,13 @@ class Batch:
       log-prob averaged over the vocabulary (uniform-policy values).
     old_vocab_mean_logprob: ``[B,T]``. ``vocab_mean_logprob`` of the
       behaviour policy (``pi_old``), from the scoring forward.
+    min_p_logprob: ``[B,T]``. ``log q(y_t)``, ``q`` the policy's next-token
+      distribution min-p filtered (tokens with ``pi_v >= min_p max pi``;
+      ``min_p`` is the trainer's ``statistics.min_p``) and renormalised;
+      ``-inf`` where the filter drops the sampled token (Lp-Reg's proxy; see
+      ``divrl.ops.token_statistics``).
+    old_min_p_logprob: ``[B,T]``. ``min_p_logprob`` of the behaviour policy
+      (``pi_old``), from the scoring forward.
     reverse_kl: ``[B,T]``. Exact ``KL(pi || ref)`` of the next-token
       distributions at each position, summed over the whole vocabulary.
     forward_kl: ``[B,T]``. Exact ``KL(ref || pi)`` per position.
@@ -83,6 +90,9 @@ class Batch:
     solution_ids: ``[B]`` integer. The task's canonical solution class of
       each sample, from the verifier's canonical form: equal ids within a
       batch mean the same solution; -1 marks a wrong answer.
+    task_ids: ``[B]`` integer. The task of each sample's prompt, in ``[0,
+      num_tasks)``, for per-task statistics; a divrl run trains on one task,
+      so the data path serves 0 everywhere.
     advantages: ``[B,T]``. Precomputed advantages. Objectives compute them
       from whole groups when absent; set them before splitting a batch into
       micro-batches (see ``Objective.with_advantages``).
@@ -115,6 +125,8 @@ class Batch:
   sum_pi_squared: Array | None = None
   vocab_mean_logprob: Array | None = None
   old_vocab_mean_logprob: Array | None = None
+  min_p_logprob: Array | None = None
+  old_min_p_logprob: Array | None = None
   reverse_kl: Array | None = None
   forward_kl: Array | None = None
   js: Array | None = None
@@ -125,6 +137,7 @@ class Batch:
   embeddings: Array | None = None
   sample_source: Array | None = None
   solution_ids: Array | None = None
+  task_ids: Array | None = None
   advantages: Array | None = None
   token_rewards: Array | None = None
   values: Array | None = None
@@ -156,16 +169,17 @@ class Batch:
 # Per-token statistics of the policy that ``divrl.ops`` computes from hidden
 # states (same policy as ``Batch.logprobs``).
 POLICY_STATISTICS = ("entropy", "top_p_entropy", "sum_pi_squared",
-                     "vocab_mean_logprob")
+                     "vocab_mean_logprob", "min_p_logprob")
 # Exact per-token divergences between the policy and the reference.
 REFERENCE_DIVERGENCES = ("reverse_kl", "forward_kl", "js", "alpha_divergence",
                          "chi_square", "total_variation", "hellinger")
 
 TOKEN_FIELDS = (("old_logprobs", "ref_logprobs", "rollout_logprobs")
                 + POLICY_STATISTICS + REFERENCE_DIVERGENCES
-                + ("old_vocab_mean_logprob", "advantages", "token_rewards",
+                + ("old_vocab_mean_logprob", "old_min_p_logprob",
+                   "advantages", "token_rewards",
                    "values", "old_values"))
-SEQUENCE_INT_FIELDS = ("sample_source", "solution_ids")
+SEQUENCE_INT_FIELDS = ("sample_source", "solution_ids", "task_ids")
 CORE_FIELDS = ("logprobs", "response_mask", "rewards", "group_ids")
 OPTIONAL_FIELDS = tuple(f.name for f in dataclasses.fields(Batch)
                         if f.name not in CORE_FIELDS + ("num_groups",))

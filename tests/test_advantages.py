@@ -724,3 +724,98 @@ def test_sign_asymmetric_reinforce_ascends_the_success_probability(name,
   expected = jnp.sum((pi * adv)[:, None] * grad_logpi, axis=0)
   grad_p = jax.grad(lambda t: jnp.sum(jax.nn.softmax(t) * correct))(theta)
   np.testing.assert_allclose(expected, scale * grad_p, rtol=1e-5, atol=1e-7)
+
+
+def _ema_task_reference(reward_batches, group_batches, task_batches, masks,
+                        *, num_tasks, decay, eps=1e-6):
+  """Loop reference of EMA-GRPO per task: per step, update each task seen
+  at least twice (non-empty rows), then (r - group mean) / (tracked + eps)
+  (singleton groups and empty rows get 0)."""
+  ema = [0.0] * num_tasks
+  weight = [0.0] * num_tasks
+  out = []
+  for r, g, k, m in zip(reward_batches, group_batches, task_batches, masks):
+    for task in range(num_tasks):
+      vals = [r[i] for i in range(len(r)) if k[i] == task and m[i]]
+      if len(vals) >= 2:
+        ema[task] = decay * ema[task] + (1 - decay) * np.std(vals, ddof=1)
+        weight[task] = decay * weight[task] + (1 - decay)
+    adv = []
+    for i in range(len(r)):
+      members = [r[j] for j in range(len(r)) if g[j] == g[i]]
+      std = ema[k[i]] / weight[k[i]] if weight[k[i]] > 0 else 0.0
+      dev = 0.0 if len(members) == 1 else r[i] - np.mean(members)
+      adv.append(dev / (std + eps) if m[i] else 0.0)
+    out.append(np.array(adv))
+  return out
+
+
+def test_ema_task_std_grpo_tracks_one_std_per_task():
+  objective = divrl.from_config({
+      "advantage": {"name": "ema_task_std_grpo", "decay": 0.6,
+                    "num_tasks": 3},
+      "surrogate": "reinforce"})
+  assert "task_ids" in objective.requires.inputs
+  carry = objective.init_carry()
+  assert carry["advantage"]["ema"].shape == (3,)
+  prepare = jax.jit(objective.prepare)
+  rng = np.random.default_rng(1)
+  g = np.asarray([0, 0, 0, 1, 1, 1, 2, 2, 3], np.int32)   # group 3: one
+  steps = []
+  for step in range(4):
+    # Task 0 is noisy, task 1 calm; task 2 appears only at step 2.
+    k = np.asarray([0, 0, 0, 1, 1, 1, 0, 0, 1] if step != 2
+                   else [0, 0, 0, 1, 1, 1, 2, 2, 2], np.int32)
+    r = rng.normal(size=9) * np.where(k == 0, 5.0, 0.5)
+    m = np.ones(9, bool)
+    m[4] = step != 1                                     # an empty row
+    batch = divrl.Batch(
+        logprobs=jnp.zeros((9, 3)),
+        response_mask=jnp.asarray(np.repeat(m[:, None], 3, 1)),
+        rewards=jnp.asarray(r, jnp.float32), group_ids=jnp.asarray(g),
+        task_ids=jnp.asarray(k), num_groups=4)
+    prepared, carry = prepare(batch, carry=carry)
+    steps.append((r, g, k, m, np.asarray(prepared.advantages[:, 0])))
+  want = _ema_task_reference(*[[s[i] for s in steps] for i in range(4)],
+                             num_tasks=3, decay=0.6)
+  for s, w in zip(steps, want):
+    np.testing.assert_allclose(s[4], w, rtol=1e-5, atol=1e-5)
+  tracked = np.asarray(advantages.tracked_std(carry["advantage"]))
+  assert tracked[0] > 4 * tracked[1] > 0 and tracked[2] > 0
+
+
+def test_ema_task_std_grpo_with_one_task_is_ema_std_grpo():
+  per_task = divrl.from_config({"advantage": {"name": "ema_task_std_grpo",
+                                              "decay": 0.7},
+                                "surrogate": "reinforce"})
+  scalar = divrl.from_config({"advantage": {"name": "ema_std_grpo",
+                                            "decay": 0.7},
+                              "surrogate": "reinforce"})
+  c1, c2 = per_task.init_carry(), scalar.init_carry()
+  rng = np.random.default_rng(2)
+  for _ in range(3):
+    batch = divrl.Batch(
+        logprobs=jnp.zeros((8, 2)), response_mask=jnp.ones((8, 2)),
+        rewards=jnp.asarray(rng.normal(size=8), jnp.float32),
+        group_ids=jnp.asarray(np.arange(8) // 4), task_ids=jnp.zeros(
+            (8,), jnp.int32), num_groups=2)
+    p1, c1 = per_task.prepare(batch, carry=c1)
+    p2, c2 = scalar.prepare(batch, carry=c2)
+    np.testing.assert_allclose(p1.advantages, p2.advantages, rtol=1e-5)
+
+
+def test_ema_task_std_grpo_refuses_bad_tasks():
+  objective = divrl.from_config({"advantage": {"name": "ema_task_std_grpo",
+                                               "num_tasks": 2},
+                                 "surrogate": "reinforce"})
+  batch = divrl.Batch(logprobs=jnp.zeros((4, 2)),
+                      response_mask=jnp.ones((4, 2)),
+                      rewards=jnp.asarray([0.0, 1.0, 0.0, 1.0]),
+                      group_ids=jnp.asarray([0, 0, 1, 1]),
+                      task_ids=jnp.asarray([0, 1, 2, 1]), num_groups=2)
+  with pytest.raises(ValueError, match="task_ids"):
+    objective.prepare(batch, carry=objective.init_carry())
+  with pytest.raises(ValueError, match="num_tasks"):
+    divrl.from_config({"advantage": {"name": "ema_task_std_grpo",
+                                     "num_tasks": 0},
+                       "surrogate": "reinforce"}).init_carry()

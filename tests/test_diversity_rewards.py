@@ -233,3 +233,59 @@ def test_group_permutation_equivariance_of_the_pairwise_rewards():
     c = np.asarray(_transform(name, **kw)(bp).rewards)
     np.testing.assert_allclose(c, a[perm], rtol=1e-4, atol=1e-5,
                                err_msg=name)
+
+
+@pytest.mark.parametrize("rho0,rho1", [(0.0, 0.0), (0.1, 0.2), (0.3, 0.05)])
+def test_forward_correction_aligns_with_the_clean_gradient(rho0, rho1):
+  # E[w | clean r] over the verifier channel: 0 for r = 1 and
+  # -(1 - rho0 - rho1) for r = 0, i.e. (1 - rho0 - rho1) (r - 1), whose
+  # score-function update is the clean gradient times 1 - rho0 - rho1.
+  w = confidence.forward_correction_weights(jnp.asarray([0.0, 1.0]),
+                                            false_negative=rho1)
+  for clean in (0.0, 1.0):
+    p1 = 1 - rho1 if clean else rho0
+    mean = (1 - p1) * float(w[0]) + p1 * float(w[1])
+    assert mean == pytest.approx((1 - rho0 - rho1) * (clean - 1), abs=1e-6)
+  # On a two-answer policy the expected update is exactly that direction.
+  pi = np.array([0.3, 0.7])               # answer 0 wrong, answer 1 right
+  score = np.eye(2) - pi[None]            # d log pi_y / d logits
+  clean_grad = pi[1] * score[1]           # d pi_right / d logits
+  noisy = sum(pi[y] * (p_obs * float(w[1]) + (1 - p_obs) * float(w[0]))
+              * score[y]
+              for y, p_obs in ((0, rho0), (1, 1 - rho1)))
+  np.testing.assert_allclose(noisy, (1 - rho0 - rho1) * clean_grad,
+                             atol=1e-6)
+  b = _batch([0.0, 1.0, 1.0], [0, 0, 0], lengths=[6, 2, 0])
+  adv = registry.make("advantage", {"name": "noisy_verifier_forward",
+                                    "false_negative": rho1})(b)
+  want = np.array([rho1 - 1, rho1, rho1])[:, None] * np.asarray(
+      b.response_mask)
+  np.testing.assert_allclose(adv, want, rtol=1e-6)
+  with pytest.raises(ValueError, match="false_negative"):
+    confidence.forward_correction_weights(jnp.zeros(1), false_negative=1.0)
+
+
+def test_confidence_reweight_favours_unlikely_correct_answers():
+  b = _batch([1.0, 1.0, 0.0, 1.0, 1.0, 0.0], [0, 0, 0, 1, 1, 2],
+             lengths=[6, 3, 6, 4, 0, 5], seed=3)
+  adv = jnp.asarray(np.repeat([[0.5], [0.5], [-1.0], [0.3], [0.3], [0.0]],
+                              T, 1), jnp.float32)
+  part = registry.make("token_weight", {"name": "confidence_reweight",
+                                        "coef": 2.0, "floor": 0.2,
+                                        "cap": 3.0})
+  w = np.asarray(part(b, adv))
+  m = np.asarray(b.response_mask)
+  lp = np.asarray(b.logprobs)      # on-policy: the behaviour log-probs
+  c = np.array([lp[i][m[i]].mean() if m[i].any() else 0.0 for i in range(6)])
+  want = np.ones(6)
+  # Group 0: rows 0 and 1 positive; group 1: row 3 only (row 4 is empty).
+  mean0 = (c[0] + c[1]) / 2
+  for i, mean in ((0, mean0), (1, mean0), (3, c[3])):
+    want[i] = np.clip(1 + 2.0 * (mean - c[i]), 0.2, 3.0)
+  np.testing.assert_allclose(w, want[:, None] * m, rtol=1e-5, atol=1e-6)
+  less_confident = 0 if c[0] < c[1] else 1
+  assert w[less_confident, 0] > 1 > w[1 - less_confident, 0]
+  assert w[3, 0] == 1.0            # alone among its group's positives
+  with pytest.raises(ValueError, match="coef"):
+    confidence.confidence_weights(jnp.zeros(2), jnp.ones(2, bool),
+                                  jnp.zeros(2, int), 1, coef=-1.0)

@@ -251,3 +251,49 @@ def test_entropy_advantage_weight_equals_the_shaped_advantage():
   g1 = jax.grad(lambda lp: objective(b.replace(logprobs=lp))[0])(b.logprobs)
   g2 = jax.grad(lambda lp: plain(b.replace(logprobs=lp))[0])(b.logprobs)
   np.testing.assert_allclose(g1, g2, rtol=1e-5, atol=1e-6)
+
+
+# --- Entropy band -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope", ["token", "batch"])
+def test_entropy_band_is_a_hinge_on_the_entropy(scope):
+  b = _batch(4)
+  part = registry.make("regularizer", {"name": "entropy_band", "low": 1.0,
+                                       "high": 2.0, "scope": scope})
+  got = np.asarray(part(b))
+  h, m = np.asarray(b.entropy, np.float64), np.asarray(b.response_mask)
+  if scope == "batch":
+    h = np.full_like(h, h[m].mean())
+  want = (np.maximum(1.0 - h, 0) + np.maximum(h - 2.0, 0)) * m
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # Gradient: -1 below the band, +1 above, 0 inside (token scope); the
+  # batch hinge spreads its slope over the valid tokens.
+  grad = np.asarray(jax.grad(lambda e: jnp.sum(em.entropy_band(
+      e, b.mask, low=1.0, high=2.0, scope=scope)))(b.entropy))
+  if scope == "token":
+    want_g = (np.where(h < 1.0, -1.0, 0.0) + np.where(h > 2.0, 1.0, 0.0)) * m
+  else:
+    mean = h[m].mean() if m.any() else 0.0
+    slope = -1.0 if mean < 1.0 else (1.0 if mean > 2.0 else 0.0)
+    want_g = slope * m
+  np.testing.assert_allclose(grad, want_g, atol=1e-6)
+
+
+def test_entropy_band_batch_mean_is_the_same_sharded_and_refuses_bad_bands():
+  b = _batch(5)
+  mesh = jax.make_mesh((2,), ("data",))
+  spec = jax.sharding.PartitionSpec("data")
+  fn = jax.jit(jax.shard_map(
+      lambda e, m: em.entropy_band(e, m, low=1.4, high=1.6,
+                                   axis_name="data"),
+      mesh=mesh, in_specs=spec, out_specs=spec))
+  put = lambda x: jax.device_put(  # noqa: E731
+      x, jax.sharding.NamedSharding(mesh, spec))
+  np.testing.assert_allclose(
+      fn(put(b.entropy), put(b.mask)),
+      em.entropy_band(b.entropy, b.mask, low=1.4, high=1.6), rtol=1e-6)
+  with pytest.raises(ValueError, match="low"):
+    em.entropy_band(b.entropy, b.mask, low=2.0, high=1.0)
+  with pytest.raises(ValueError, match="scope"):
+    em.entropy_band(b.entropy, b.mask, scope="rows")

@@ -391,3 +391,101 @@ def test_exact_regularizers_add_their_batch_field(part, field):
   assert objective.requires.update >= {field}
   with pytest.raises(ValueError, match=field):
     objective(batch.replace(**{field: None}))
+
+
+# --- Lp-Reg (arXiv:2510.03222) ----------------------------------------------
+
+
+def _lp_reg_case(seed=0):
+  rng = np.random.default_rng(seed)
+  b, t = 6, 8
+  lp = -rng.uniform(0.05, 6.0, (b, t))
+  old = lp + rng.normal(0, 0.2, (b, t))
+  proxy = np.minimum(old + rng.uniform(0.0, 1.0, (b, t)), 0.0)
+  proxy[rng.random((b, t)) < 0.3] = -np.inf      # tokens the filter drops
+  adv = np.repeat(rng.normal(size=(b, 1)), t, 1)
+  mask = np.arange(t)[None] < np.array([8, 5, 8, 3, 0, 7])[:, None]
+  return lp, old, proxy, adv, mask
+
+
+def _np_lp_reg(lp, old, proxy, adv, mask, *, coef, quantile, eps=0.2):
+  negative = mask & (adv < 0)
+  threshold = np.quantile(lp[negative], quantile)
+  sel = negative & (lp <= threshold) & (lp < proxy)
+  rho = np.exp(old * 0 + lp - old)
+  clipped = np.maximum(-adv * rho, -adv * np.clip(rho, 1 - eps, 1 + eps))
+  d = np.where(sel, proxy, lp) - lp
+  reg = -adv * rho + coef * (np.exp(d) - d - 1)
+  return np.where(sel, reg, clipped), sel
+
+
+@pytest.mark.parametrize("quantile,coef", [(0.01, 1.0), (0.3, 0.5),
+                                           (1.0, 2.0)])
+def test_lp_reg_values_and_gradient_match_numpy(quantile, coef):
+  lp, old, proxy, adv, mask = _lp_reg_case(1)
+  f = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+  batch = divrl.Batch(logprobs=f(lp), old_logprobs=f(old),
+                      old_min_p_logprob=f(proxy), response_mask=mask,
+                      rewards=f(np.zeros(6)), group_ids=jnp.zeros(6, int))
+  part = divrl.registry.make("surrogate", {"name": "lp_reg", "coef": coef,
+                                           "quantile": quantile})
+  loss, diag = part(batch, f(adv))
+  want, sel = _np_lp_reg(lp, old, proxy, adv, mask, coef=coef,
+                         quantile=quantile)
+  assert sel.any()
+  np.testing.assert_array_equal(np.asarray(diag["lp_reg_frac"]) > 0, sel)
+  np.testing.assert_allclose(np.asarray(loss)[mask], want[mask], rtol=1e-5,
+                             atol=1e-5)
+  # d loss / d log pi on the selected tokens: -A rho + coef (1 - q / pi).
+  grad = jax.grad(lambda x: jnp.sum(part(batch.replace(logprobs=x), f(adv))[0]
+                                    * mask))(f(lp))
+  rho = np.exp(lp - old)
+  np.testing.assert_allclose(
+      np.asarray(grad)[sel],
+      (-adv * rho + coef * (1.0 - np.exp(proxy - lp)))[sel], rtol=1e-4,
+      atol=1e-5)
+  # The regulariser pulls the selected tokens up (negative gradient of the
+  # KL term), whatever their advantage push.
+  assert np.all((1.0 - np.exp(proxy - lp))[sel] < 0)
+
+
+def test_lp_reg_never_selects_dropped_positive_or_likely_tokens():
+  lp, old, proxy, adv, mask = _lp_reg_case(2)
+  sel = np.asarray(fd.lp_reg_selection(jnp.asarray(lp), jnp.asarray(proxy),
+                                       jnp.asarray(adv), jnp.asarray(mask),
+                                       quantile=0.5))
+  assert sel.any()
+  assert not sel[np.isinf(proxy)].any()       # the proxy has no mass there
+  assert not sel[adv >= 0].any() and not sel[~mask].any()
+  assert not sel[lp >= proxy].any()
+  # Without negative tokens it is PPO clip exactly.
+  kw = dict(coef=1.0, quantile=0.5)
+  loss, _ = fd.lp_reg_loss(jnp.asarray(lp), jnp.asarray(old),
+                           jnp.asarray(proxy), jnp.abs(jnp.asarray(adv)),
+                           jnp.asarray(mask, jnp.float32), **kw)
+  ppo, _ = divrl.surrogates.ppo_clip(jnp.asarray(lp), jnp.asarray(old),
+                                     jnp.abs(jnp.asarray(adv)))
+  np.testing.assert_array_equal(loss, ppo)
+
+
+def test_lp_reg_selection_is_the_same_on_sharded_rows():
+  lp, _, proxy, adv, mask = _lp_reg_case(3)
+  mesh = jax.make_mesh((2,), ("data",))
+  spec = jax.sharding.PartitionSpec("data")
+  fn = jax.jit(jax.shard_map(
+      lambda *a: fd.lp_reg_selection(*a, quantile=0.2, axis_name="data"),
+      mesh=mesh, in_specs=spec, out_specs=spec))
+  args = [jnp.asarray(x) for x in (lp, proxy, adv, mask.astype(np.float32))]
+  placed = [jax.device_put(x, jax.sharding.NamedSharding(mesh, spec))
+            for x in args]
+  np.testing.assert_array_equal(
+      fn(*placed), fd.lp_reg_selection(*args, quantile=0.2))
+
+
+@pytest.mark.parametrize("kw,name", [({"coef": -1.0}, "coef"),
+                                     ({"quantile": 1.5}, "quantile")])
+def test_lp_reg_refuses_bad_hyperparameters(kw, name):
+  lp, old, proxy, adv, mask = _lp_reg_case(0)
+  with pytest.raises(ValueError, match=name):
+    fd.lp_reg_loss(jnp.asarray(lp), jnp.asarray(old), jnp.asarray(proxy),
+                   jnp.asarray(adv), jnp.asarray(mask, jnp.float32), **kw)

@@ -60,6 +60,12 @@ def _batch(logprobs, gaps, rewards, lengths, entropy):
       # Every other per-token statistic the data path serves.
       vocab_mean_logprob=f(-entropy - 1.0),
       old_vocab_mean_logprob=f(-entropy - 1.0 + gaps[0] * 0.01),
+      # The min-p proxy is above the log-prob where kept, -inf where not.
+      min_p_logprob=f(np.where(lengths[:, None] % 2 == 0, -np.inf,
+                               np.minimum(logprobs + 0.5, 0.0))),
+      old_min_p_logprob=f(np.where(np.arange(T)[None] % 3 == 2, -np.inf,
+                                   np.minimum(old + 0.5, 0.0))),
+      task_ids=jnp.zeros((B,), jnp.int32),
       embeddings=f(np.stack([np.cos(np.arange(B) * 0.7 + rewards),
                              np.sin(np.arange(B) * 1.3), rewards], 1)),
       **{n: f(entropy * (i + 1) / 8.0) for i, n in enumerate(

@@ -33,7 +33,7 @@ def _field(name, rng):
   if name in ("old_logprobs", "ref_logprobs", "rollout_logprobs"):
     return f(lp + rng.normal(0, 0.1, lp.shape))
   if name in (types.POLICY_STATISTICS + types.REFERENCE_DIVERGENCES
-               + ("old_vocab_mean_logprob",)):
+               + ("old_vocab_mean_logprob", "old_min_p_logprob")):
     return f(rng.uniform(0.0, 0.5, (B, T)))
   if name in ("values", "old_values", "token_rewards"):
     return f(rng.normal(size=(B, T)))
@@ -41,6 +41,8 @@ def _field(name, rng):
     return f(rng.normal(size=(B, D)))
   if name == "baseline_rewards":
     return f(rng.integers(0, 2, B))
+  if name == "task_ids":   # the default num_tasks is 1
+    return jnp.zeros((B,), jnp.int32)
   if name in ("sample_source", "solution_ids"):
     return jnp.asarray(rng.integers(0, 2, B), jnp.int32)
   if name == "truncated":

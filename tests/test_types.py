@@ -32,7 +32,9 @@ def _full_batch(seed=0):
       entropy=tok(), top_p_entropy=tok(), sum_pi_squared=tok(),
       vocab_mean_logprob=tok(), reverse_kl=tok(), forward_kl=tok(), js=tok(),
       alpha_divergence=tok(), chi_square=tok(), total_variation=tok(),
-      hellinger=tok(), old_vocab_mean_logprob=tok(),
+      hellinger=tok(), old_vocab_mean_logprob=tok(), min_p_logprob=tok(),
+      old_min_p_logprob=tok(),
+      task_ids=jnp.asarray([0, 1, 0, 1, 1, 0], jnp.int32),
       embeddings=jnp.asarray(rng.normal(size=(B, D)), jnp.float32),
       sample_source=jnp.asarray([0, 1, 0, 1, 0, 0], jnp.int32),
       solution_ids=jnp.asarray([0, -1, 2, 2, -1, 1], jnp.int32),
@@ -94,6 +96,7 @@ def _bad_shapes():
       "tokens": ("tokens", b.tokens[:, :-1]),
       "sample_source": ("sample_source", b.sample_source[:-1]),
       "solution_ids": ("solution_ids", b.solution_ids[:-1]),
+      "task_ids": ("task_ids", b.task_ids[:-1]),
   })
   return cases
 
@@ -137,6 +140,7 @@ def _bad_dtypes():
                         "integer"),
       "solution_ids": ("solution_ids", b.solution_ids.astype(jnp.float32),
                        "integer"),
+      "task_ids": ("task_ids", b.task_ids.astype(jnp.float32), "integer"),
   })
   return cases
 
@@ -243,13 +247,14 @@ def test_inputs_are_the_optional_fields_but_advantages_plus_derived():
   assert set(types.INPUTS) == {
       "old_logprobs", "ref_logprobs", "rollout_logprobs", "entropy",
       "top_p_entropy", "sum_pi_squared", "vocab_mean_logprob",
-      "old_vocab_mean_logprob", "reverse_kl",
+      "old_vocab_mean_logprob", "min_p_logprob", "old_min_p_logprob",
+      "reverse_kl",
       "forward_kl", "js", "alpha_divergence", "chi_square",
       "total_variation", "hellinger", "embeddings", "sample_source",
-      "solution_ids",
+      "solution_ids", "task_ids",
       "token_rewards", "values", "old_values", "baseline_rewards",
       "truncated", "tokens", "reward_components", "reference_samples"}
-  assert len(types.INPUTS) == len(set(types.INPUTS)) == 26
+  assert len(types.INPUTS) == len(set(types.INPUTS)) == 29
   assert "advantages" not in types.INPUTS
   assert set(types.DERIVED_INPUTS) == {"reward_components",
                                        "reference_samples"}

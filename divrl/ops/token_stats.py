@@ -12,6 +12,8 @@ name                   value per token
 ``top_p_entropy``      entropy of ``pi`` renormalised over the top-p set
 ``sum_pi_squared``     ``S = sum_v pi_v^2`` (optimal token baseline)
 ``vocab_mean_logprob`` ``(1/V) sum_v log pi_v`` (ROVER)
+``min_p_logprob``      ``log q(target)``, ``q`` = ``pi`` min-p filtered and
+                       renormalised (Lp-Reg's proxy); ``-inf`` if dropped
 ``reverse_kl``         ``KL(pi || ref) = sum_v pi_v (log pi_v - log ref_v)``
 ``forward_kl``         ``KL(ref || pi) = sum_v ref_v (log ref_v - log pi_v)``
 ``js``                 ``0.5 KL(pi || M) + 0.5 KL(ref || M)``,
@@ -83,6 +85,13 @@ It needs a sort over the vocabulary (forward and again in the backward); with
 ``vocab_axis_name`` each token chunk's log-probs are all-gathered for it, so
 this output costs ``[token_chunk, V]`` per device under vocabulary sharding.
 
+Min-p proxy. The min-p set keeps the tokens with ``pi_v >= min_p * max_u
+pi_u`` (``min_p`` in ``(0, 1]``; the argmax is always kept), and ``q`` is
+``pi`` restricted to it and renormalised: ``min_p_logprob = log pi_t - log
+sum_{v in set} pi_v`` when the target is in the set, ``-inf`` (no proxy
+mass) when it is not. The set is held fixed for the gradient: ``dz = g
+(onehot - q)`` on the set for a kept target, 0 for a dropped one.
+
 Vocabulary sharding. Inside ``jax.shard_map`` with ``W`` (and ``b``, ``W'``,
 ``b'``) sharded on the vocabulary axis over the mesh axis ``vocab_axis_name``
 and the hidden states and targets replicated, pass ``vocab_axis_name``. The
@@ -107,7 +116,7 @@ from jax import lax
 Array = jax.Array
 
 OUTPUTS = ("logprob", "entropy", "top_p_entropy", "sum_pi_squared",
-           "vocab_mean_logprob", "reverse_kl", "forward_kl", "js",
+           "vocab_mean_logprob", "min_p_logprob", "reverse_kl", "forward_kl", "js",
            "alpha_divergence", "chi_square", "total_variation", "hellinger",
            "f_divergence")
 REF_OUTPUTS = ("reverse_kl", "forward_kl", "js", "alpha_divergence",
@@ -131,6 +140,7 @@ class _Config:
   has_ref_bias: bool
   alpha: float | None = None
   generator: object = None   # a hashable callable f(u), for f_divergence
+  min_p: float | None = None
 
 
 def _term(cfg: _Config, name: str, logp, logr, p, r):
@@ -234,6 +244,29 @@ def _top_p_local(logp, top_p, axis_name, offset, v_local):
   return local(keep), local(logq), local(q), h_top
 
 
+def _target_logp(logp, tgt, offset, v_local, axis_name):
+  """``logp[n, tgt[n]]`` with global target ids (vocabulary-sharded)."""
+  local = tgt - offset
+  inside = (local >= 0) & (local < v_local)
+  idx = jnp.clip(local, 0, v_local - 1)
+  zt = jnp.take_along_axis(logp, idx[:, None], axis=-1)[:, 0]
+  return _psum(jnp.where(inside, zt, 0.0), axis_name)
+
+
+def _min_p_parts(logp, tgt, min_p, axis_name, offset, v_local):
+  """The min-p set (bool ``[c,V]``), its log-mass ``[c]``, whether each
+  target is in it and the target's log-prob."""
+  lmax = jnp.max(logp, axis=-1)
+  if axis_name is not None:
+    lmax = lax.pmax(lmax, axis_name)
+  threshold = lmax + math.log(min_p)
+  kept = logp >= threshold[:, None]
+  mass = _psum(jnp.sum(jnp.where(kept, jnp.exp(logp), 0.0), axis=-1),
+               axis_name)
+  lt = _target_logp(logp, tgt, offset, v_local, axis_name)
+  return kept, jnp.log(mass), lt >= threshold, lt
+
+
 def _chunk_forward(cfg: _Config, h, w, b, tgt, keep, hr, wr, br):
   """Per-token statistics of one chunk; returns (outputs, residual stats)."""
   ax = cfg.axis_name
@@ -246,11 +279,11 @@ def _chunk_forward(cfg: _Config, h, w, b, tgt, keep, hr, wr, br):
   out, res = {}, {"lse": lse}
   want = set(cfg.outputs)
   if "logprob" in want:
-    local = tgt - offset
-    inside = (local >= 0) & (local < v_local)
-    idx = jnp.clip(local, 0, v_local - 1)
-    zt = jnp.take_along_axis(logp, idx[:, None], axis=-1)[:, 0]
-    out["logprob"] = _psum(jnp.where(inside, zt, 0.0), ax)
+    out["logprob"] = _target_logp(logp, tgt, offset, v_local, ax)
+  if "min_p_logprob" in want:
+    _, log_mass, target_kept, lt = _min_p_parts(logp, tgt, cfg.min_p, ax,
+                                                offset, v_local)
+    out["min_p_logprob"] = jnp.where(target_kept, lt - log_mass, -jnp.inf)
   if "entropy" in want:
     out["entropy"] = -_psum(jnp.sum(p * logp, axis=-1), ax)
   if "sum_pi_squared" in want:
@@ -296,6 +329,8 @@ def _chunk_backward(cfg: _Config, h, w, b, tgt, keep, hr, wr, br, res, g):
     sum_pi_squared      dz = 2 g p (p - S)
     vocab_mean_logprob  dz = g (1/V - p)
     top_p_entropy       dz = -g q (log q + H_K) on the set K (held fixed)
+    min_p_logprob       dz = g (onehot - q) on the min-p set, for a kept
+                        target (held fixed)
     reverse_kl          dz = g p (log p - log r - KL),  dz' = g (r - p)
     forward_kl          dz = g (p - r),  dz' = g r (log r - log p - KL_f)
     js                  dz = g p (u - sum p u),  u = 0.5 log(p / M);
@@ -337,6 +372,14 @@ def _chunk_backward(cfg: _Config, h, w, b, tgt, keep, hr, wr, br, res, g):
     ks, logq, q, _ = _top_p_local(logp, cfg.top_p, ax, offset, v_local)
     gt = col(g["top_p_entropy"])
     c = c + jnp.where(ks, -gt * q * (logq + col(res["top_p_entropy"])), 0.0)
+  if "min_p_logprob" in want:
+    kept, log_mass, target_kept, _ = _min_p_parts(logp, tgt, cfg.min_p, ax,
+                                                  offset, v_local)
+    gm = jnp.where(target_kept, g["min_p_logprob"], 0.0)[:, None]
+    q = jnp.where(kept, jnp.exp(logp - log_mass[:, None]), 0.0)
+    onehot = (lax.broadcasted_iota(jnp.int32, z.shape, 1)
+              == col(tgt - offset).astype(jnp.int32))
+    c = c + gm * (jnp.where(onehot, 1.0, 0.0) - q)
   dz_ref = None
   if cfg.has_ref and any(k in want for k in REF_OUTPUTS):
     hr = jnp.where(kb, hr, jnp.zeros((), hr.dtype))
@@ -478,6 +521,7 @@ def token_statistics(
     temperature: float = 1.0,
     outputs: Sequence[str] | str = ("logprob",),
     top_p: float | None = None,
+    min_p: float | None = None,
     alpha: float | None = None,
     generator=None,
     ref_hidden: Array | None = None,
@@ -503,6 +547,7 @@ def token_statistics(
     temperature: static positive Python float dividing the logits.
     outputs: names from ``OUTPUTS`` (a string or a sequence).
     top_p: in ``(0, 1]``; required for ``"top_p_entropy"``.
+    min_p: in ``(0, 1]``; required for ``"min_p_logprob"``.
     alpha: static Python float, not 0 or 1; required for
       ``"alpha_divergence"``.
     generator: a hashable elementwise JAX callable ``f(u)``, convex with
@@ -566,6 +611,11 @@ def token_statistics(
       raise ValueError("top_p must be set for outputs 'top_p_entropy'.")
     if not 0.0 < float(top_p) <= 1.0:
       raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}.")
+  if "min_p_logprob" in outputs:
+    if min_p is None:
+      raise ValueError("min_p must be set for outputs 'min_p_logprob'.")
+    if not 0.0 < float(min_p) <= 1.0:
+      raise ValueError(f"min_p must lie in (0, 1], got {min_p!r}.")
   if "alpha_divergence" in outputs:
     if (not isinstance(alpha, (int, float)) or isinstance(alpha, bool)
         or not math.isfinite(alpha) or alpha in (0, 1)):
@@ -604,7 +654,9 @@ def token_statistics(
                 has_ref=need_ref, has_ref_bias=ref_bias is not None,
                 alpha=(float(alpha) if "alpha_divergence" in outputs
                        else None),
-                generator=generator if "f_divergence" in outputs else None)
+                generator=generator if "f_divergence" in outputs else None,
+                min_p=(float(min_p) if "min_p_logprob" in outputs
+                       else None))
   if n == 0:
     return {k: jnp.zeros((0,), jnp.float32) for k in outputs}
   chunk = min(token_chunk, n)

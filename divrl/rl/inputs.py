@@ -41,6 +41,11 @@ PROVIDERS = {
     "vocab_mean_logprob": Provider("divrl.ops.token_statistics"),
     "old_vocab_mean_logprob": Provider("divrl.ops.token_statistics in the"
                                        " scoring forward"),
+    "min_p_logprob": Provider("divrl.ops.token_statistics, threshold"
+                              " statistics.min_p"),
+    "old_min_p_logprob": Provider("divrl.ops.token_statistics in the"
+                                  " scoring forward, threshold"
+                                  " statistics.min_p"),
     "reverse_kl": Provider("divrl.ops.token_statistics with the reference"
                            " hidden states"),
     "forward_kl": Provider("divrl.ops.token_statistics with the reference"
@@ -60,6 +65,8 @@ PROVIDERS = {
                            " the response tokens"),
     "sample_source": Provider("the sampler (0 = policy, 1 = reference)"),
     "solution_ids": Provider("the task verifier's canonical forms"),
+    "task_ids": Provider("the run's task: 0 for every sample (a run trains"
+                         " on one task)"),
     "token_rewards": Provider("no divrl task gives per-token rewards",
                               "task.name"),
     "values": Provider("the value head (added to the decoder when a part"

@@ -44,6 +44,7 @@ def response_hidden(model, prompt_tokens: Array, prompt_mask: Array,
 def model_statistics(model, hidden: Array, tokens: Array, mask: Array,
                      names: tuple[str, ...], *, temperature: float = 1.0,
                      top_p: float = 0.8, alpha: float = 0.5,
+                     min_p: float = 0.02,
                      ref_hidden: Array | None = None,
                      ref_unembedding: Array | None = None) -> dict[str, Array]:
   """``logprobs`` and the model fields ``names`` from hidden states.
@@ -61,6 +62,8 @@ def model_statistics(model, hidden: Array, tokens: Array, mask: Array,
     kwargs["top_p"] = top_p
   if "alpha_divergence" in ops:
     kwargs["alpha"] = alpha
+  if "min_p_logprob" in ops:
+    kwargs["min_p"] = min_p
   if set(ops) & set(REFERENCE_DIVERGENCES):
     kwargs.update(ref_hidden=ref_hidden, ref_unembedding=ref_unembedding,
                   ref_bias=None)

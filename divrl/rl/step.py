@@ -126,6 +126,7 @@ class Plan:
       ``softmax(logits / temperature)``).
     top_p: nucleus of ``top_p_entropy``.
     alpha: order of ``alpha_divergence``.
+    min_p: threshold of ``min_p_logprob``.
     log_entropy: report the batch's token entropy.
     log_kl_ref: report the batch's KL to the reference.
   """
@@ -138,11 +139,13 @@ class Plan:
   alpha: float = 0.5
   log_entropy: bool = False
   log_kl_ref: bool = False
+  min_p: float = 0.02
 
   @classmethod
   def of(cls, objective: Objective, *, temperature: float = 1.0,
          top_p: float = 0.8, alpha: float = 0.5,
-         log_entropy: bool = False, log_kl_ref: bool = False) -> "Plan":
+         log_entropy: bool = False, log_kl_ref: bool = False,
+         min_p: float = 0.02) -> "Plan":
     """The plan that serves exactly ``objective.requires`` and the metrics."""
     req = objective.requires
     score = set(req.prepare) & set(MODEL_FIELDS)
@@ -150,6 +153,8 @@ class Plan:
       score.add("values")
     if "old_vocab_mean_logprob" in req.inputs:
       score.add("vocab_mean_logprob")
+    if "old_min_p_logprob" in req.inputs:
+      score.add("min_p_logprob")
     if log_entropy:
       score.add("entropy")
     update = set(req.update) & set(MODEL_FIELDS)
@@ -160,7 +165,7 @@ class Plan:
     order = lambda names: tuple(n for n in MODEL_FIELDS if n in names)
     return cls(order(score), order(update), reference, float(temperature),
                float(top_p), float(alpha), bool(log_entropy),
-               bool(log_kl_ref))
+               bool(log_kl_ref), float(min_p))
 
   @property
   def value_head(self) -> bool:
@@ -234,12 +239,12 @@ def make_score(graphdef, plan: Plan):
       ref_w = ref_model.unembedding()
       ref_logprobs = model_statistics(
           ref_model, ref_hidden, rollout.tokens, rollout.response_mask, (),
-          temperature=plan.temperature, top_p=plan.top_p,
+          temperature=plan.temperature, top_p=plan.top_p, min_p=plan.min_p,
           alpha=plan.alpha)["logprobs"]
     stats = model_statistics(model, hidden, rollout.tokens,
                              rollout.response_mask, plan.score,
                              temperature=plan.temperature, top_p=plan.top_p,
-                             alpha=plan.alpha,
+                             min_p=plan.min_p, alpha=plan.alpha,
                              ref_hidden=ref_hidden, ref_unembedding=ref_w)
     return Scored(stats, ref_logprobs,
                   ref_hidden if plan.keep_ref_hidden else None)
@@ -266,9 +271,11 @@ def make_objective_prepare(objective: Objective, plan: Plan):
         truncated=rollout.truncated, tokens=rollout.tokens,
         sample_source=rollout.sample_source,
         solution_ids=rollout.solution_ids,
+        task_ids=jnp.zeros_like(rollout.group_ids),
         baseline_rewards=rollout.baseline_rewards,
         old_values=stats.get("values"),
         old_vocab_mean_logprob=stats.get("vocab_mean_logprob"),
+        old_min_p_logprob=stats.get("min_p_logprob"),
         num_groups=rollout.num_groups, **stats)
     batch, carry = objective.prepare(batch, key, carry=carry)
     mask = rollout.response_mask
@@ -344,7 +351,7 @@ def make_statistics(graphdef, plan: Plan):
     return model_statistics(model, hidden, inputs.tokens,
                             inputs.response_mask, plan.update,
                             temperature=plan.temperature, top_p=plan.top_p,
-                            alpha=plan.alpha,
+                            min_p=plan.min_p, alpha=plan.alpha,
                             ref_hidden=inputs.ref_hidden,
                             ref_unembedding=ref_w)
 

@@ -187,6 +187,7 @@ class Trainer:
     self.plan = step_lib.Plan.of(
         self.objective, temperature=sc.temperature,
         top_p=config.statistics.top_p, alpha=config.statistics.alpha,
+        min_p=config.statistics.min_p,
         log_entropy=config.log.entropy,
         log_kl_ref=config.log.kl_ref)
     # Built once per run and handed down.

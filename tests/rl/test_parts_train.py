@@ -65,6 +65,11 @@ TRAINS_WITH = {
     # The smoothed VaR moves only groups whose failure count puts the gap
     # between a 0 and a 1 inside the band: a wide band for a robust test.
     ("advantage", "var"): {"width": 0.8},
+    # Defaults that are the identity on this task's responses of at most 6
+    # tokens: a cap inside that range, and the Countdown operator ids as
+    # step delimiters, so that the mechanism is what trains.
+    ("transform", "dler_truncation"): {"max_length": 4},
+    ("transform", "rlsp_step_reward"): {"step_token": [7, 9, 6], "coef": 0.1},
 }
 
 
