@@ -92,7 +92,8 @@ def _local(x: Array, batch_size: int, axis_name) -> Array:
   return x[groups.global_index(batch_size, axis_name)]
 
 
-def _same_group(group_ids: Array, valid: Array) -> Array:
+def same_group(group_ids: Array, valid: Array) -> Array:
+  """``[B,B]`` bool: rows ``i`` and ``j`` are valid and in one group."""
   return ((group_ids[:, None] == group_ids[None, :]) & valid[:, None]
           & valid[None, :])
 
@@ -136,13 +137,13 @@ def darling_values(quality: Array, labels: Array, group_ids: Array, *,
   n_rows = quality.shape[0]
   valid = jnp.ones((n_rows,), bool) if valid is None else valid.astype(bool)
   among = valid if among is None else among.astype(bool) & valid
-  same = _same_group(group_ids, among)
+  same = same_group(group_ids, among)
   n = jnp.sum(same, axis=1).astype(jnp.float32)
   size = class_sizes(labels, same).astype(jnp.float32)
   div = jnp.where(n > 1, (n - size) / jnp.maximum(n - 1.0, 1.0), 1.0)
   div = jnp.where(among, jnp.maximum(div, floor), 1.0)
   if shift_min:
-    g = _same_group(group_ids, valid)
+    g = same_group(group_ids, valid)
     low = jnp.min(jnp.where(g, quality[None, :], jnp.inf), axis=1)
     quality = quality - jnp.where(valid, low, 0.0)
   return jnp.where(valid, quality * div, quality)
@@ -223,7 +224,7 @@ def darling_embeddings_part(batch: Batch, *, threshold: float = 0.9,
   emb = groups.all_gather(batch.embeddings, axis_name)
 
   def labels(g, v):
-    adj = (cosine_similarity(emb) > threshold) & _same_group(g, v)
+    adj = (cosine_similarity(emb) > threshold) & same_group(g, v)
     return connected_classes(adj)
 
   return _darling_part(batch, labels, correct_only=correct_only, floor=floor,
@@ -250,7 +251,7 @@ def vendi_credit(embeddings: Array, group_ids: Array, *,
   n_rows = embeddings.shape[0]
   valid = jnp.ones((n_rows,), bool) if valid is None else valid.astype(bool)
   kern = cosine_similarity(embeddings)
-  same = _same_group(group_ids, valid).astype(jnp.float32)
+  same = same_group(group_ids, valid).astype(jnp.float32)
 
   def one(i):
     member = same[i]
@@ -289,7 +290,7 @@ def elliptical_bonus(embeddings: Array, group_ids: Array, *,
   with ``phi`` the group-centred, unit-normalised embeddings, ``[N]``."""
   n_rows, d = embeddings.shape
   valid = jnp.ones((n_rows,), bool) if valid is None else valid.astype(bool)
-  same = _same_group(group_ids, valid).astype(jnp.float32)
+  same = same_group(group_ids, valid).astype(jnp.float32)
   e = embeddings.astype(jnp.float32) * valid[:, None]
   mean = same @ e / jnp.maximum(same.sum(1, keepdims=True), 1.0)
   phi = e - mean
@@ -330,7 +331,7 @@ def correct_dissimilarity(embeddings: Array, group_ids: Array,
   """DSDR's ``d_i = 1 - mean_{j != i correct} cos(e_i, e_j)`` over the
   correct rows of ``i``'s group (0 for a wrong row or a lone correct row),
   ``[N]``."""
-  same = _same_group(group_ids, correct) & ~jnp.eye(correct.shape[0],
+  same = same_group(group_ids, correct) & ~jnp.eye(correct.shape[0],
                                                     dtype=bool)
   cos = cosine_similarity(embeddings)
   count = jnp.sum(same, axis=1)
@@ -366,7 +367,7 @@ def majority_frequency(answer_ids: Array, group_ids: Array, *,
   unparsed answers: each its own answer)."""
   n_rows = answer_ids.shape[0]
   valid = jnp.ones((n_rows,), bool) if valid is None else valid.astype(bool)
-  same = _same_group(group_ids, valid)
+  same = same_group(group_ids, valid)
   labels = id_labels(answer_ids)
   match = same & (labels[:, None] == labels[None, :])
   n = jnp.maximum(jnp.sum(same, axis=1), 1).astype(jnp.float32)

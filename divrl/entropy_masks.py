@@ -42,10 +42,6 @@ from divrl.types import Batch, behaviour_logprobs
 Array = jax.Array
 
 
-def _psum(x, axis_name):
-  return x if axis_name is None else jax.lax.psum(x, axis_name)
-
-
 # --- SIREN ------------------------------------------------------------------
 
 
@@ -83,8 +79,8 @@ def selected_entropy(entropy: Array, selected: Array, axis_name=None) -> Array:
   count = jnp.sum(selected, axis=1)
   row = jnp.sum(selected * entropy, axis=1) / jnp.maximum(count, 1.0)
   has = (count > 0).astype(jnp.float32)
-  num = _psum(jnp.sum(row * has), axis_name)
-  den = _psum(jnp.sum(has), axis_name)
+  num = groups.psum(jnp.sum(row * has), axis_name)
+  den = groups.psum(jnp.sum(has), axis_name)
   return num / jnp.maximum(den, 1.0)
 
 
@@ -388,8 +384,8 @@ def entropy_band(entropy: Array, mask: Array, *, low: float = 0.5,
   m = mask > 0
   h = jnp.where(m, entropy, 0.0)
   if scope == "batch":
-    total = _psum(jnp.sum(h), axis_name)
-    count = _psum(jnp.sum(m.astype(h.dtype)), axis_name)
+    total = groups.psum(jnp.sum(h), axis_name)
+    count = groups.psum(jnp.sum(m.astype(h.dtype)), axis_name)
     h = jnp.broadcast_to(total / jnp.maximum(count, 1.0), h.shape)
   band = jax.nn.relu(low - h) + jax.nn.relu(h - high)
   return jnp.where(m, band, 0.0)

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _psum(x: Array, axis_name: str | tuple[str, ...] | None) -> Array:
+def psum(x: Array, axis_name: str | tuple[str, ...] | None) -> Array:
+  """``x`` summed over the devices of ``axis_name`` (``x`` when None)."""
   return x if axis_name is None else jax.lax.psum(x, axis_name)
 
 
@@ -29,7 +30,7 @@ def group_sum(x: Array, group_ids: Array, num_groups: int,
               axis_name=None) -> Array:
   """Per-group sums ``[num_groups, ...]`` of ``x [B, ...]``."""
   s = jax.ops.segment_sum(x, group_ids, num_segments=num_groups)
-  return _psum(s, axis_name)
+  return psum(s, axis_name)
 
 
 def group_min(x: Array, group_ids: Array, num_groups: int,
@@ -90,9 +91,9 @@ def batch_moments(x: Array, *, weights: Array | None = None, ddof: int = 0,
   mask. The variance divides by ``sum(weights) - ddof``.
   """
   w = jnp.ones_like(x) if weights is None else weights.astype(x.dtype)
-  n = _psum(jnp.sum(w), axis_name)
-  mean = _psum(jnp.sum(w * x), axis_name) / jnp.maximum(n, 1.0)
-  ss = _psum(jnp.sum(w * (x - mean) ** 2), axis_name)
+  n = psum(jnp.sum(w), axis_name)
+  mean = psum(jnp.sum(w * x), axis_name) / jnp.maximum(n, 1.0)
+  ss = psum(jnp.sum(w * (x - mean) ** 2), axis_name)
   dof = n - ddof
   var = jnp.where(dof > 0, ss / jnp.where(dof > 0, dof, 1.0), 0.0)
   return mean, var

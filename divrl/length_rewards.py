@@ -64,10 +64,6 @@ def _valid_rows(mask: Array) -> Array:
   return jnp.any(mask > 0, axis=1)
 
 
-def _psum(x: Array, axis_name) -> Array:
-  return x if axis_name is None else jax.lax.psum(x, axis_name)
-
-
 def _group_softmax(logits: Array, member: Array, group_ids: Array,
                    num_groups: int, axis_name=None) -> Array:
   """``exp(l_i) / sum_{j in g(i), member} exp(l_j)`` on members, else 0."""
@@ -373,20 +369,20 @@ def length_bias_fit(rewards: Array, lengths: Array, *, degree: int = 1,
   w = ok.astype(jnp.float32)
   r = jnp.where(ok, rewards.astype(jnp.float32), 0.0)
   x = jnp.where(ok, lengths.astype(jnp.float32), 0.0)
-  n = _psum(jnp.sum(w), axis_name)
-  mean_x = _psum(jnp.sum(w * x), axis_name) / jnp.maximum(n, 1.0)
-  var_x = _psum(jnp.sum(w * (x - mean_x) ** 2), axis_name) / jnp.maximum(
+  n = groups.psum(jnp.sum(w), axis_name)
+  mean_x = groups.psum(jnp.sum(w * x), axis_name) / jnp.maximum(n, 1.0)
+  var_x = groups.psum(jnp.sum(w * (x - mean_x) ** 2), axis_name) / jnp.maximum(
       n, 1.0)
   std = jnp.sqrt(var_x)
   z = jnp.where(ok & (std > 0), (x - mean_x) / jnp.where(std > 0, std, 1.0),
                 0.0)
   phi = jnp.stack([z ** p for p in range(degree + 1)], axis=-1)
-  a = _psum(jnp.einsum("bi,b,bj->ij", phi, w, phi), axis_name)
+  a = groups.psum(jnp.einsum("bi,b,bj->ij", phi, w, phi), axis_name)
   penalty = jnp.concatenate([jnp.zeros((1,)), jnp.ones((degree,))])
   a = a + jnp.diag(ridge * n * penalty + jnp.where(n > 0, 0.0, 1.0))
-  b = _psum(jnp.einsum("bi,b->i", phi, w * r), axis_name)
+  b = groups.psum(jnp.einsum("bi,b->i", phi, w * r), axis_name)
   coef = jnp.linalg.solve(a, b)
-  mean_r = _psum(jnp.sum(w * r), axis_name) / jnp.maximum(n, 1.0)
+  mean_r = groups.psum(jnp.sum(w * r), axis_name) / jnp.maximum(n, 1.0)
   return phi @ coef, mean_r
 
 

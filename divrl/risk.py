@@ -529,9 +529,9 @@ def maxmin_head_weights(rewards: Array, *, temperature: float = 0.0,
     raise ValueError(f"temperature must be >= 0, got {temperature}.")
   ok = (jnp.ones(rewards.shape[:1], bool) if valid is None
         else valid.astype(bool))
-  total = groups._psum(  # pylint: disable=protected-access
+  total = groups.psum(
       jnp.sum(jnp.where(ok[:, None], rewards, 0.0), axis=0), axis_name)
-  n = groups._psum(jnp.sum(ok), axis_name)  # pylint: disable=protected-access
+  n = groups.psum(jnp.sum(ok), axis_name)
   means = total / jnp.maximum(n, 1).astype(rewards.dtype)
   if temperature == 0:
     return jax.nn.one_hot(jnp.argmin(means), rewards.shape[-1],
@@ -608,7 +608,7 @@ def bundle_papers(rewards: Array, group_ids: Array, num_groups: int,
       group_bundle, num_segments=nb)
   row_valid = j.astype(jnp.int32) < papers_per_bundle[bundle]
   row_paper = bundle * b_global + j.astype(jnp.int32)
-  score = groups._psum(jax.ops.segment_sum(  # pylint: disable=protected-access
+  score = groups.psum(jax.ops.segment_sum(
       jnp.where(row_valid, rewards.astype(jnp.float32), 0.0), row_paper,
       num_segments=nb * b_global), axis_name)
   slot = jnp.arange(nb * b_global)

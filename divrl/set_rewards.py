@@ -56,9 +56,9 @@ Array = jax.Array
 CREDITS = ("unique_share", "leave_one_out")
 METRICS = ("cosine", "euclidean")
 
-# Private helpers of sibling modules, reused as they are.
-_same_group = diversity._same_group  # pylint: disable=protected-access
-_compact = shaping._compact  # pylint: disable=protected-access
+# Helpers of sibling modules.
+same_group = diversity.same_group
+compact_valid = shaping.compact_valid
 
 
 # --- Shared helpers ----------------------------------------------------------
@@ -66,7 +66,7 @@ _compact = shaping._compact  # pylint: disable=protected-access
 
 def _peers(group_ids: Array, valid: Array) -> Array:
   """``[N,N]``: both rows valid and in the same group (diagonal included)."""
-  return _same_group(group_ids, valid)
+  return same_group(group_ids, valid)
 
 
 def _others(group_ids: Array, valid: Array) -> Array:
@@ -127,7 +127,7 @@ def _window_keys(tokens: Array, valid: Array, n: int):
   b, t = tokens.shape
   w = t - n + 1
   total = jnp.maximum(jnp.sum(valid, axis=1, dtype=jnp.int32) - n + 1, 0)
-  s = _compact(tokens.astype(jnp.int32), valid)
+  s = compact_valid(tokens.astype(jnp.int32), valid)
   cols = [s[:, j:j + w].reshape(-1) for j in range(n)]
   row = jnp.repeat(jnp.arange(b, dtype=jnp.int32), w)
   ok = (jnp.arange(w)[None, :] < total[:, None]).reshape(-1)

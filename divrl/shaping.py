@@ -130,7 +130,7 @@ def cosine_length_reward_part(batch: Batch, *, max_length: int = 1000,
 # --- n-gram repetition penalty ----------------------------------------------
 
 
-def _compact(tokens: Array, valid: Array) -> Array:
+def compact_valid(tokens: Array, valid: Array) -> Array:
   """Moves the valid tokens of each row to the front, keeping their order."""
   order = jnp.argsort(jnp.logical_not(valid).astype(jnp.int32), axis=1,
                       stable=True)
@@ -161,7 +161,7 @@ def ngram_counts(tokens: Array, mask: Array, n: int = 3):
   if t < n:
     zeros = jnp.zeros((b,), jnp.int32)
     return zeros, zeros
-  s = _compact(tokens.astype(jnp.int32), valid)
+  s = compact_valid(tokens.astype(jnp.int32), valid)
   w = t - n + 1
   windows = [s[:, j:j + w] for j in range(n)]
   invalid = (jnp.arange(w)[None, :] >= total[:, None]).astype(jnp.int32)

@@ -65,7 +65,7 @@ def _check_2d(*xs: Array) -> None:
   chex.assert_equal_shape(list(xs))
 
 
-def _check_eps(eps_low: float, eps_high: float) -> None:
+def check_eps(eps_low: float, eps_high: float) -> None:
   if eps_low < 0:
     raise ValueError(f"eps_low must be >= 0, got {eps_low}.")
   if eps_high < 0:
@@ -77,7 +77,7 @@ def _check_positive(name: str, value) -> None:
     raise ValueError(f"{name} must be > 0, got {value}.")
 
 
-def _check_clip(log_ratio_clip) -> None:
+def check_clip(log_ratio_clip) -> None:
   if log_ratio_clip is not None and not log_ratio_clip > 0:
     raise ValueError(f"log_ratio_clip must be > 0 or None, got"
                      f" {log_ratio_clip}.")
@@ -133,8 +133,8 @@ def ppo_clip(logprobs: Array, old_logprobs: Array, advantages: Array, *,
     ``(loss [B,T], {"clipfrac", "ratio"[, "clipfrac_lower"]})``.
   """
   _check_2d(logprobs, old_logprobs, advantages)
-  _check_eps(eps_low, eps_high)
-  _check_clip(log_ratio_clip)
+  check_eps(eps_low, eps_high)
+  check_clip(log_ratio_clip)
   if clip_ratio_c is not None and not clip_ratio_c > 1.0:
     raise ValueError(f"clip_ratio_c must be > 1 (dual clip), got"
                      f" {clip_ratio_c}.")
@@ -172,7 +172,7 @@ def ppo_clip_part(batch: Batch, advantages: Array, *, eps_low, eps_high,
 # --- GSPO -------------------------------------------------------------------
 
 
-def _clipped_pg(ratio: Array, adv: Array, eps_low: float, eps_high: float):
+def clipped_pg(ratio: Array, adv: Array, eps_low: float, eps_high: float):
   unclipped = -adv * ratio
   clipped = -adv * jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high)
   return (jnp.maximum(unclipped, clipped),
@@ -208,12 +208,12 @@ def gspo_sequence(logprobs: Array, old_logprobs: Array, advantages: Array,
     ``(loss [B,T], {"clipfrac", "seq_ratio"})``.
   """
   _check_2d(logprobs, old_logprobs, advantages, mask)
-  _check_eps(eps_low, eps_high)
+  check_eps(eps_low, eps_high)
   log_s = sequence_mean(logprobs - sg(old_logprobs), mask)
   if max_log_ratio is not None:
     log_s = jnp.minimum(log_s, max_log_ratio)
   s = jnp.broadcast_to(jnp.exp(log_s), logprobs.shape)
-  loss, clipfrac = _clipped_pg(s, sg(advantages), eps_low, eps_high)
+  loss, clipfrac = clipped_pg(s, sg(advantages), eps_low, eps_high)
   return (jnp.where(valid(mask), loss, 0.0),
           {"clipfrac": clipfrac, "seq_ratio": sg(s)})
 
@@ -251,13 +251,13 @@ def gspo_token(logprobs: Array, old_logprobs: Array, advantages: Array,
     ``(loss [B,T], {"clipfrac", "seq_ratio"})``.
   """
   _check_2d(logprobs, old_logprobs, advantages, mask)
-  _check_eps(eps_low, eps_high)
+  check_eps(eps_low, eps_high)
   log_s = sg(sequence_mean(logprobs - old_logprobs, mask))
   log_st = logprobs - sg(logprobs) + log_s
   if max_log_ratio is not None:
     log_st = jnp.minimum(log_st, max_log_ratio)
   s = jnp.exp(log_st)
-  loss, clipfrac = _clipped_pg(s, sg(advantages), eps_low, eps_high)
+  loss, clipfrac = clipped_pg(s, sg(advantages), eps_low, eps_high)
   return (jnp.where(valid(mask), loss, 0.0),
           {"clipfrac": clipfrac, "seq_ratio": sg(s)})
 
@@ -347,8 +347,8 @@ def gmpo(logprobs: Array, old_logprobs: Array, advantages: Array,
     ``(loss [B,T], {"clipfrac", "seq_ratio"})``.
   """
   _check_2d(logprobs, old_logprobs, advantages, mask)
-  _check_eps(eps_low, eps_high)
-  _check_clip(log_ratio_clip)
+  check_eps(eps_low, eps_high)
+  check_clip(log_ratio_clip)
   adv = sg(advantages)
   d = log_ratio(logprobs, sg(old_logprobs), log_ratio_clip)
   sgn = jnp.sign(adv)
@@ -383,9 +383,9 @@ def cispo_weight(logprobs: Array, old_logprobs: Array, *,
   _check_2d(logprobs, old_logprobs)
   if bound not in ("two_sided", "upper"):
     raise ValueError(f"bound must be 'two_sided' or 'upper', got {bound!r}.")
-  _check_eps(eps_low, eps_high)
+  check_eps(eps_low, eps_high)
   _check_positive("max_ratio", max_ratio)
-  _check_clip(log_ratio_clip)
+  check_clip(log_ratio_clip)
   rho = jnp.exp(log_ratio(sg(logprobs), sg(old_logprobs), log_ratio_clip))
   if bound == "two_sided":
     return jnp.clip(rho, 1.0 - eps_low, 1.0 + eps_high)
@@ -457,7 +457,7 @@ def sapo(logprobs: Array, old_logprobs: Array, advantages: Array, *,
   _check_2d(logprobs, old_logprobs, advantages)
   _check_positive("tau_pos", tau_pos)
   _check_positive("tau_neg", tau_neg)
-  _check_clip(log_ratio_clip)
+  check_clip(log_ratio_clip)
   adv = sg(advantages)
   rho = jnp.exp(log_ratio(logprobs, sg(old_logprobs), log_ratio_clip))
   tau = jnp.where(adv > 0, tau_pos, tau_neg).astype(rho.dtype)
@@ -533,7 +533,7 @@ def dppo(logprobs: Array, old_logprobs: Array, advantages: Array, *,
   """
   _check_2d(logprobs, old_logprobs, advantages)
   _check_positive("max_ratio", max_ratio)
-  _check_clip(log_ratio_clip)
+  check_clip(log_ratio_clip)
   m = dppo_mask(logprobs, old_logprobs, advantages, divergence=divergence,
                 delta_low=delta_low, delta_high=delta_high)
   rho = jnp.exp(log_ratio(sg(logprobs), sg(old_logprobs), log_ratio_clip))
@@ -654,7 +654,7 @@ def dro(logprobs: Array, old_logprobs: Array, advantages: Array, *,
   """
   _check_2d(logprobs, old_logprobs, advantages)
   _check_positive("beta", beta)
-  _check_clip(log_ratio_clip)
+  check_clip(log_ratio_clip)
   d = log_ratio(logprobs, sg(old_logprobs), log_ratio_clip)
   return -(sg(advantages) * logprobs - 0.5 * beta * d * d)
 
@@ -708,7 +708,7 @@ def truncated_is_weight(logprobs: Array, base_logprobs: Array, mask: Array,
   if level not in ("token", "sequence"):
     raise ValueError(f"level must be 'token' or 'sequence', got {level!r}.")
   _check_positive("max_ratio", max_ratio)
-  _check_clip(log_ratio_clip)
+  check_clip(log_ratio_clip)
   d = sg(logprobs) - sg(base_logprobs)
   if level == "sequence":
     d = jnp.broadcast_to(sequence_sum(d, mask), d.shape)
@@ -872,16 +872,16 @@ def clip_cov(logprobs: Array, old_logprobs: Array, advantages: Array,
     ``(loss [B,T], {"clipfrac", "ratio", "cov_selected"})``.
   """
   _check_2d(logprobs, old_logprobs, advantages, mask)
-  _check_eps(eps_low, eps_high)
+  check_eps(eps_low, eps_high)
   _check_positive("ratio", ratio)
   if not lb < ub:
     raise ValueError(f"lb must be < ub, got lb={lb}, ub={ub}.")
-  _check_clip(log_ratio_clip)
+  check_clip(log_ratio_clip)
   if key is None:
     raise ValueError("clip_cov needs a PRNG key (key=...) to select tokens.")
   adv = sg(advantages)
   rho = jnp.exp(log_ratio(logprobs, sg(old_logprobs), log_ratio_clip))
-  loss, clipfrac = _clipped_pg(rho, adv, eps_low, eps_high)
+  loss, clipfrac = clipped_pg(rho, adv, eps_low, eps_high)
   v = valid(mask)
   cov = token_covariance(logprobs, advantages, mask, axis_name=axis_name)
   cand = v & (clipfrac == 0) & (cov > lb) & (cov < ub)
@@ -936,7 +936,7 @@ def kl_cov(logprobs: Array, old_logprobs: Array, advantages: Array,
   _check_positive("ratio", ratio)
   if not kappa >= 0:
     raise ValueError(f"kappa must be >= 0, got {kappa}.")
-  _check_clip(log_ratio_clip)
+  check_clip(log_ratio_clip)
   adv = sg(advantages)
   d = log_ratio(logprobs, sg(old_logprobs), log_ratio_clip)
   rho = jnp.exp(d)

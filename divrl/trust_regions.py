@@ -41,20 +41,14 @@ import numpy as np
 from divrl import groups
 from divrl.registry import defaults_from, register
 from divrl.sequences import valid
-from divrl.surrogates import _check_clip  # pylint: disable=protected-access
-from divrl.surrogates import _check_eps  # pylint: disable=protected-access
-from divrl.surrogates import _clipped_pg  # pylint: disable=protected-access
-from divrl.surrogates import log_ratio, ppo_clip
+from divrl.surrogates import check_clip, check_eps, clipped_pg, log_ratio
+from divrl.surrogates import ppo_clip
 from divrl.types import Batch, behaviour_logprobs
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
 
 _TINY = 1e-12
-
-
-def _psum(x: Array, axis_name) -> Array:
-  return x if axis_name is None else jax.lax.psum(x, axis_name)
 
 
 def _check_2d(*xs: Array) -> None:
@@ -74,14 +68,14 @@ def clipped_loss(rho: Array, advantages: Array, low: Array, high: Array,
 
   ``L = max(-A rho, -A clip(rho, low, high))``, then with the dual clip
   ``L = min(L, -A clip_ratio_c)`` where ``A < 0``: ``ppo_clip`` with
-  ``eps_low = 1 - low`` and ``eps_high = high - 1`` (its ``_clipped_pg``),
+  ``eps_low = 1 - low`` and ``eps_high = high - 1`` (its ``clipped_pg``),
   for bounds that are arrays rather than Python floats.
 
   Returns:
     ``(loss, {"clipfrac"[, "clipfrac_lower"]})``.
   """
   adv = sg(advantages)
-  loss, clipfrac = _clipped_pg(rho, adv, 1.0 - low, high - 1.0)
+  loss, clipfrac = clipped_pg(rho, adv, 1.0 - low, high - 1.0)
   diagnostics = {"clipfrac": clipfrac}
   if clip_ratio_c is not None:
     cap = -adv * clip_ratio_c
@@ -184,7 +178,7 @@ def bapo_contributions(rho: Array, advantages: Array, mask: Array,
 
   p = jax.lax.map(p_of, jnp.asarray(highs, jnp.float32))
   n = jax.lax.map(n_of, jnp.asarray(lows, jnp.float32))
-  total = _psum(jnp.concatenate([p, n]), axis_name)
+  total = groups.psum(jnp.concatenate([p, n]), axis_name)
   return total[:p.shape[0]], total[p.shape[0]:]
 
 
@@ -273,7 +267,7 @@ def bapo(logprobs: Array, old_logprobs: Array, advantages: Array,
     scalars broadcast to ``[B,T]``.
   """
   _check_2d(logprobs, old_logprobs, advantages, mask)
-  _check_clip(log_ratio_clip)
+  check_clip(log_ratio_clip)
   _check_dual_clip(clip_ratio_c)
   rho = jnp.exp(log_ratio(logprobs, sg(old_logprobs), log_ratio_clip))
   low, high, share = bapo_bounds(
@@ -327,7 +321,7 @@ def _row_group_std(rewards: Array, rows: Array, group_ids: Array,
 def _relative(x: Array, v: Array, axis_name) -> Array:
   """``x / mean_valid(x)`` (token mean over the batch, ``psum``-ed); 1
   everywhere when that mean is 0."""
-  stats = _psum(jnp.stack([jnp.sum(jnp.where(v, x, 0.0)),
+  stats = groups.psum(jnp.stack([jnp.sum(jnp.where(v, x, 0.0)),
                            jnp.sum(v).astype(jnp.float32)]), axis_name)
   mean = stats[0] / jnp.maximum(stats[1], 1.0)
   ok = mean > _TINY
@@ -408,8 +402,8 @@ def etr(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array,
     "clipfrac_lower"]})``.
   """
   _check_2d(logprobs, old_logprobs, advantages, mask)
-  _check_eps(eps_low, eps_high)
-  _check_clip(log_ratio_clip)
+  check_eps(eps_low, eps_high)
+  check_clip(log_ratio_clip)
   _check_dual_clip(clip_ratio_c)
   f = etr_clip_scale(advantages, mask, rewards, group_ids, num_groups,
                      adv_coef=adv_coef, var_coef=var_coef,
@@ -452,7 +446,7 @@ def _unit_moments(d: Array, v: Array, axis: int | None, axis_name):
   batch: ``None``, psum-ed), broadcast to ``[B,T]``, and the counts."""
   def reduce_(x):
     s = jnp.sum(x, axis=axis, keepdims=True)
-    return s if axis == 1 else _psum(s, axis_name)
+    return s if axis == 1 else groups.psum(s, axis_name)
 
   n = reduce_(v.astype(jnp.float32))
   mean = reduce_(jnp.where(v, d, 0.0)) / jnp.maximum(n, 1.0)
@@ -486,7 +480,7 @@ def normalized_log_ratio(delta: Array, mask: Array, *,
   mean, var, _ = _unit_moments(d, v, axis, axis_name)
   z = jnp.where(v, d - mean, 0.0)
   if rescale:
-    stats = _psum(jnp.stack([jnp.sum(z * z), jnp.sum(v).astype(
+    stats = groups.psum(jnp.stack([jnp.sum(z * z), jnp.sum(v).astype(
         jnp.float32)]), axis_name)
     pooled = stats[0] / jnp.maximum(stats[1], 1.0)
     ok = var > _TINY
@@ -536,7 +530,7 @@ def grpo_guard(logprobs: Array, old_logprobs: Array, advantages: Array,
     "clipfrac_lower"]})``; ``ratio`` is ``e^z``.
   """
   _check_2d(logprobs, old_logprobs, advantages, mask)
-  _check_clip(log_ratio_clip)
+  check_clip(log_ratio_clip)
   d = log_ratio(sg(logprobs), sg(old_logprobs), log_ratio_clip)
   z = normalized_log_ratio(d, mask, level=level, rescale=rescale,
                            axis_name=axis_name)

@@ -80,3 +80,13 @@ def test_every_named_part_is_registered():
       if name not in known:
         bad.append((title, name))
   assert not bad, f"not a registered part or recipe: {bad}"
+
+
+def test_the_counts_sentence_matches_the_table():
+  text = " ".join(CATALOG.read_text(encoding="utf-8").split())
+  m = re.search(r"In all, (\d+) seed papers: (\d+) implemented, (\d+)"
+                r" partial, (\d+) not yet, (\d+) out of scope\.", text)
+  assert m, "the 'In all, ...' sentence is missing from docs/catalog.md"
+  statuses = [r[2] for r in _rows()]
+  want = [len(statuses)] + [statuses.count(s) for s in STATUSES]
+  assert [int(x) for x in m.groups()] == want
