@@ -141,17 +141,25 @@ def nft_part(batch: Batch, advantages: Array, *,
 
 # --- REC / AsymRE -------------------------------------------------------------
 
-REC_MASKS = ("none", "one_side", "two_side")
+REC_MASKS = ("none", "one_side", "two_side", "ring")
 
 
 def rec_mask(ratio: Array, advantages: Array, *, mode: str = "one_side",
-             eps_low: float = 0.2, eps_high: float = 0.2) -> Array:
+             eps_low: float = 0.2, eps_high: float = 0.2,
+             ring_low: float = 0.6, ring_high: float = 2.0) -> Array:
   """Which tokens REINFORCE keeps, by their ratio ``rho = pi / pi_old``.
 
   ``"none"``: all. ``"one_side"``: drop the tokens PPO's clip would freeze
   (``A > 0`` with ``rho > 1 + eps_high``, ``A < 0`` with ``rho < 1 -
   eps_low``). ``"two_side"``: keep ``1 - eps_low <= rho <= 1 + eps_high``.
+  ``"ring"``: the two-sided band, plus the tokens far on the side the update
+  would move back toward it: ``A >= 0`` with ``rho <= 1 - ring_low`` and
+  ``A <= 0`` with ``rho >= 1 + ring_high`` (the released code's rule).
   """
+  if mode == "ring":
+    band = (ratio >= 1.0 - eps_low) & (ratio <= 1.0 + eps_high)
+    return (band | ((advantages >= 0) & (ratio <= 1.0 - ring_low))
+            | ((advantages <= 0) & (ratio >= 1.0 + ring_high)))
   if mode == "none":
     return jnp.ones_like(ratio, bool)
   if mode == "one_side":
@@ -165,7 +173,8 @@ def rec_mask(ratio: Array, advantages: Array, *, mode: str = "one_side",
 
 @register("surrogate", "rec")
 def rec_part(batch: Batch, advantages: Array, *, mode: str = "one_side",
-             eps_low: float = 0.2, eps_high: float = 0.2, tau: float = 0.0,
+             eps_low: float = 0.2, eps_high: float = 0.2,
+             ring_low: float = 0.6, ring_high: float = 2.0, tau: float = 0.0,
              log_ratio_clip: float | None = 20.0) -> Array:
   """REC: off-policy group REINFORCE ``-sg(A) log pi`` on the tokens
   ``rec_mask`` keeps, plus ``tau/2 (log pi - log pi_old)^2`` (OPMD's
@@ -173,9 +182,12 @@ def rec_part(batch: Batch, advantages: Array, *, mode: str = "one_side",
 
   With ``mode="one_side"`` the gradient of every kept token equals PPO
   clip's at ``rho = 1``: the policy gradient without the importance ratio.
-  Inspired by the REC family: the masks are the paper's named variants (its
-  "ring" variant is not implemented) and the proximal term is our reading
-  of OPMD.
+  The four masks follow the released code (Trinity-RFT's ``rec`` loss; its
+  ring bounds default to ``ring_low = 0.6``, ``ring_high = 2``); its ``k2``
+  regularizer ``c (log pi - log pi_old)^2`` is our ``tau = 2 c``. Inspired
+  by the REC family for the rest: the code averages the loss over all
+  tokens (``token-mean``), and its sequence-ratio and advantage-weighted
+  variants are not built.
 
   References:
     "Group-Relative REINFORCE Is Secretly an Off-Policy Algorithm:
@@ -185,7 +197,7 @@ def rec_part(batch: Batch, advantages: Array, *, mode: str = "one_side",
   if log_ratio_clip is not None:
     d = jnp.clip(d, -log_ratio_clip, log_ratio_clip)
   keep = rec_mask(jnp.exp(sg(d)), sg(advantages), mode=mode, eps_low=eps_low,
-                  eps_high=eps_high)
+                  eps_high=eps_high, ring_low=ring_low, ring_high=ring_high)
   loss = jnp.where(keep, -sg(advantages) * batch.logprobs, 0.0)
   if tau:
     loss = loss + 0.5 * tau * d * d

@@ -114,21 +114,29 @@ def test_rover_on_policy_is_reinforce_with_two_rho_a(temperature):
 # --- REC / AsymRE -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["none", "one_side", "two_side"])
+@pytest.mark.parametrize("mode", ["none", "one_side", "two_side", "ring"])
 def test_rec_masks_and_gradients(mode):
   b = _batch(5)
   adv = jnp.asarray(np.random.default_rng(1).normal(size=(B, T)),
                     jnp.float32) * b.mask
-  got = _token_grad(lambda x: _surrogate("rec", mode=mode)(x, adv), b)
+  ring = dict(ring_low=0.3, ring_high=0.3) if mode == "ring" else {}
+  got = _token_grad(lambda x: _surrogate("rec", mode=mode, **ring)(x, adv),
+                    b)
   rho = np.exp(np.asarray(b.logprobs) - np.asarray(b.old_logprobs))
   a = np.asarray(adv)
   if mode == "none":
     keep = np.ones_like(rho, bool)
   elif mode == "one_side":
     keep = ~(((a > 0) & (rho > 1.2)) | ((a < 0) & (rho < 0.8)))
-  else:
+  elif mode == "two_side":
     keep = (rho >= 0.8) & (rho <= 1.2)
+  else:   # the band, and the far side each sign's update moves back from
+    keep = (((rho >= 0.8) & (rho <= 1.2)) | ((a >= 0) & (rho <= 0.7))
+            | ((a <= 0) & (rho >= 1.3)))
   m = np.asarray(b.response_mask)
+  if mode == "ring":   # both extra arms are exercised, and the gap between
+    band = (rho >= 0.8) & (rho <= 1.2)
+    assert (m & ~band & keep).any() and (m & ~keep).any()
   np.testing.assert_allclose(np.asarray(got)[m], np.where(keep, -a, 0.0)[m],
                              rtol=1e-5, atol=1e-6)
   if mode == "one_side":
@@ -148,7 +156,7 @@ def test_rec_proximal_term_and_bad_mode():
   m = np.asarray(b.response_mask)
   np.testing.assert_allclose(got[m], (0.2 * d * d)[m], rtol=1e-5, atol=1e-7)
   with pytest.raises(ValueError, match="mode"):
-    _surrogate("rec", mode="ring")(b, adv)
+    _surrogate("rec", mode="rings")(b, adv)
 
 
 def test_asymre_shifts_the_group_mean_baseline():
@@ -164,4 +172,4 @@ def test_asymre_shifts_the_group_mean_baseline():
                                                 "shift": 0.0})(b))
   np.testing.assert_allclose(zero, registry.make("advantage", "dr_grpo")(b),
                              rtol=1e-6, atol=1e-7)
-  assert alt.REC_MASKS == ("none", "one_side", "two_side")
+  assert alt.REC_MASKS == ("none", "one_side", "two_side", "ring")
