@@ -383,7 +383,10 @@ def pareto_front_part(batch: Batch, *, axis_name=None, scope) -> Batch:
   advantage still reads all ``K`` components, e.g. their sum for GRPO).
   Parrot selects over its batch of text-to-image samples (``scope="batch"``);
   the per-prompt default is ours, for group-relative advantages. With
-  ``K = 1`` it keeps each group's best rows. See ``pareto_mask``.
+  ``K = 1`` it keeps each group's best rows. Inspired by Parrot: the
+  dominance rule and the update on the non-dominated set follow its
+  abstract (its method text and code were not available to us). See
+  ``pareto_mask``.
 
   References:
     "Parrot: Pareto-optimal Multi-Reward Reinforcement Learning Framework
