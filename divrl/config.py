@@ -1,7 +1,8 @@
 """Run configs: the defaults every experiment file starts from, and variants.
 
-This module imports only ``ml_collections``, so an experiment file that
-imports it stays light: ``import experiments.countdown.grpo`` loads no JAX.
+This module imports ``ml_collections`` and, for the task defaults, the
+pure-Python ``divrl.tasks`` (NumPy), so an experiment file that imports it
+stays light: ``import experiments.countdown.grpo`` loads no JAX and no TFDS.
 
 An experiment file (``experiments/<task>/<name>.py``) defines
 ``get_config(arg=None)``. ``arg`` is the text after ``:`` in
@@ -26,6 +27,8 @@ uses its label as the registered name.
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
 
@@ -37,13 +40,43 @@ def recipe(name: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(out.to_dict(), type_safe=False)
 
 
+def task_defaults() -> dict[str, dict]:
+  """``{task name: {knob: default}}`` for every task of ``divrl.tasks``."""
+  from divrl import tasks  # pylint: disable=g-import-not-at-top
+  return {name: {f.name: f.default for f in dataclasses.fields(cls)
+                 if f.default is not dataclasses.MISSING}
+          for name, cls in tasks.TASKS.items()}
+
+
+def task_kwargs(config: ml_collections.ConfigDict) -> dict:
+  """The knobs of the run's task: ``config.task.kwargs[config.task.name]``.
+
+  ``config.task.kwargs`` holds one mapping per task, filled with that task's
+  defaults, so switching ``task.name`` takes the new task's defaults (not
+  another task's knobs) and every knob can be set key by key:
+  ``--config.task.kwargs.rare.max_target=500``. An unknown knob is refused
+  when the config is overridden (the key does not exist) and by
+  ``divrl.tasks.get_task``.
+
+  Raises:
+    ValueError: when ``config.task.name`` is not a known task.
+  """
+  name = config.task.name
+  if name not in config.task.kwargs:
+    raise ValueError(f"config.task.name: unknown task {name!r}; known tasks:"
+                     f" {', '.join(sorted(config.task.kwargs))}.")
+  return config.task.kwargs[name].to_dict()
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Every option of a run, with defaults; experiment files override them."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.workdir = ""
+  # task.kwargs: one mapping of knobs per task, each task's defaults; the
+  # run uses task.kwargs[task.name] (see task_kwargs).
   c.task = ml_collections.ConfigDict(dict(
-      name="countdown", kwargs={}, train_size=256, test_size=64,
+      name="countdown", kwargs=task_defaults(), train_size=256, test_size=64,
       use_tfds=True, data_dir=""))
   c.model = ml_collections.ConfigDict(dict(preset="tiny", overrides={}))
   c.base = ml_collections.ConfigDict(dict(

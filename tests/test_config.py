@@ -21,8 +21,10 @@ def test_experiment_files_do_not_import_jax():
           "import experiments.countdown.recipe\n"
           "experiments.countdown.grpo.get_config('seed=3')\n"
           "experiments.countdown.recipe.get_config('name=ppo_gae')\n"
-          "heavy = [m for m in ('jax', 'jaxlib', 'flax', 'optax', 'numpy')"
-          " if m in sys.modules]\n"
+          # NumPy comes with the task defaults (divrl.tasks); JAX and TFDS
+          # stay out.
+          "heavy = [m for m in ('jax', 'jaxlib', 'flax', 'optax',"
+          " 'tensorflow_datasets') if m in sys.modules]\n"
           "assert not heavy, heavy\n")
   subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
                  env={**os.environ, "PYTHONPATH": ROOT})
@@ -97,3 +99,46 @@ def test_experiment_docstrings_state_the_command_and_its_time(name):
           in doc), name
   assert re.search(r"measured on this 2-core CPU.*?\d minutes", doc,
                    re.S), name
+
+
+# --- Task knobs from the command line ---------------------------------------
+
+
+def _parse_cli(monkeypatch, *overrides,
+               file="experiments/countdown/grpo.py"):
+  """The config ``scripts.train`` would build from these arguments."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  argv = ["train", f"--config={file}", *overrides]
+  monkeypatch.setattr("sys.argv", argv)   # config_flags reads sys.argv
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values,
+                                  lock_config=True)
+  values(argv)
+  return values.config
+
+
+def test_switching_the_task_name_takes_that_tasks_defaults(monkeypatch):
+  from divrl import tasks  # pylint: disable=g-import-not-at-top
+  c = _parse_cli(monkeypatch, "--config.task.name=rare")
+  assert config_lib.task_kwargs(c) == config_lib.task_defaults()["rare"]
+  assert tasks.get_task(c.task.name, **config_lib.task_kwargs(c)) == (
+      tasks.RareTask())
+  # The experiment's Countdown knobs are kept for Countdown, not carried over.
+  assert c.task.kwargs.countdown.max_target == 30
+
+
+def test_task_knobs_are_set_key_by_key_and_unknown_ones_refused(monkeypatch):
+  c = _parse_cli(monkeypatch, "--config.task.name=rare",
+                 "--config.task.kwargs.rare.max_target=150")
+  assert config_lib.task_kwargs(c)["max_target"] == 150
+  # A knob the experiment file does not set is there with its default.
+  c = _parse_cli(monkeypatch, "--config.task.kwargs.countdown.use_all=True")
+  kw = config_lib.task_kwargs(c)
+  assert kw["use_all"] is True and kw["max_target"] == 30
+  with pytest.raises(AttributeError, match="no_such_knob"):
+    _parse_cli(monkeypatch, "--config.task.kwargs.rare.no_such_knob=1")
+  c = config_lib.default_config()
+  c.task.name = "sudoku"
+  with pytest.raises(ValueError, match="task.name"):
+    config_lib.task_kwargs(c)

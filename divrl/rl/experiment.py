@@ -20,6 +20,8 @@ from divrl.rl.trainer import Trainer, entropy_curve, pass_at_k_of
 
 TABLE_COLUMNS = ("pass@1", "pass@16", "distinct", "solution_entropy",
                  "token_entropy", "kl_base", "accuracy")
+# Task-specific diversity columns, shown when a task reports them.
+TASK_COLUMNS = ("rare_found",)
 
 
 def quiet_logs() -> None:
@@ -32,7 +34,11 @@ def quiet_logs() -> None:
 
 
 def table_row(evaluation: Mapping[str, float]) -> dict[str, float]:
-  """The summary columns of one ``Trainer.evaluate()`` dict."""
+  """The summary columns of one ``Trainer.evaluate()`` dict (and the task
+  columns it has, e.g. ``rare_found``: the share of prompts with a correct
+  sample of the planted rare family)."""
+  task = {c: evaluation[f"eval/{c}"] for c in TASK_COLUMNS
+          if f"eval/{c}" in evaluation}
   return {
       "pass@1": evaluation.get("eval/pass@1", float("nan")),
       "pass@16": evaluation.get("eval/pass@16", float("nan")),
@@ -41,6 +47,7 @@ def table_row(evaluation: Mapping[str, float]) -> dict[str, float]:
       "token_entropy": evaluation["eval/token_entropy"],
       "kl_base": evaluation["eval/kl_base_k3"],
       "accuracy": evaluation["eval/accuracy"],
+      **task,
   }
 
 
@@ -72,4 +79,5 @@ def results_table(results: Mapping[str, Mapping[str, Any]], *,
       rows["base"] = table_row(evals[0][1])
     if result["final"] is not None:
       rows[name] = table_row(result["final"])
-  return rl_logging.summary_table(rows, list(TABLE_COLUMNS))
+  extra = [c for c in TASK_COLUMNS if any(c in r for r in rows.values())]
+  return rl_logging.summary_table(rows, list(TABLE_COLUMNS) + extra)

@@ -2,13 +2,18 @@
 
 Real base models put broad but uneven mass on the correct solutions of a
 problem, plus some on wrong ones; RL then sharpens or preserves that spread.
-This stage makes a toy base with the same property (docs/design.md section 4): for
-every training prompt it enumerates up to ``max_solutions`` distinct correct
-solutions, shuffles them, and gives the ``i``-th the weight
-``(i + 1) ** -skew`` (a Zipf law, so one or two solutions dominate and the
-tail is rare); with probability ``wrong_share`` a target is a wrong answer
-instead. The model is trained with next-token cross-entropy on
-``answer + <eos>`` given ``<bos> + prompt``.
+This stage makes a toy base with the same property (docs/design.md section 4).
+The mixture (``sft_mixture``) gives every training example the same mass;
+within it, a wrong answer gets the share ``wrong_share``, and the correct
+answers the rest, split over the task's solution families
+(``task.solution_families``: one family for most tasks; the rare task's
+planted product family gets its ``rare_weight``). Each family enumerates up
+to ``max_solutions`` distinct correct solutions, shuffles them, and gives
+the ``i``-th the weight ``(i + 1) ** -skew`` (a Zipf law, so one or two
+solutions dominate and the tail is rare). ``sft_targets`` draws
+``num_targets`` training pairs from it, stratified by prompt and family. The
+model is trained with next-token cross-entropy on ``answer + <eos>`` given
+``<bos> + prompt``.
 
 ``pretrain(config)`` returns the parameters and writes them, the tokenizer
 and the config to ``config.base.dir`` (orbax checkpoint), from which every
@@ -21,7 +26,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +40,7 @@ from divrl.models.decoder import Decoder, DecoderConfig
 from divrl.models.tokenizer import CharTokenizer
 from divrl.rl import data as data_lib
 from divrl.rl import scoring
+from divrl import config as config_lib
 from divrl import tasks as tasks_lib
 
 
@@ -45,29 +51,124 @@ def model_config(config, tokenizer: CharTokenizer) -> DecoderConfig:
   return DecoderConfig.preset(config.model.preset, **overrides)
 
 
+class Mixture(NamedTuple):
+  """The pre-training mixture as data: a distribution over answers.
+
+  Row ``r`` is the answer ``answer[r]`` to ``examples[example[r]]``, of the
+  solution family ``family[r]``, with probability ``prob[r] > 0`` (the
+  probabilities sum to 1; each example has mass ``1 / len(examples)``). The
+  row of family ``"wrong"`` has ``answer[r] = None``: each draw of it is a
+  fresh ``task.wrong_answer``.
+  """
+
+  example: np.ndarray
+  answer: list[str | None]
+  family: list[str]
+  prob: np.ndarray
+
+
+def _families(task, example, max_solutions: int):
+  """``(name, weight, answers)`` families of one example (weights sum to 1).
+
+  ``task.solution_families`` when the task has it, else one family of
+  ``task.solutions``; the reference answer when there is no solution.
+  """
+  if hasattr(task, "solution_families"):
+    families = list(task.solution_families(example, limit=max_solutions))
+  else:
+    sols = list(task.solutions(example, limit=max_solutions))
+    families = [("all", 1.0, sols)] if sols else []
+  families = [(n, float(w), list(a)) for n, w, a in families if w > 0 and a]
+  if not families:
+    return [("reference", 1.0, [task.reference(example)])]
+  total = sum(w for _, w, _ in families)
+  return [(n, w / total, a) for n, w, a in families]
+
+
+def sft_mixture(task, examples, rng: np.random.Generator, *, skew: float,
+                wrong_share: float, max_solutions: int) -> Mixture:
+  """The skewed mixture of the module docstring, as exact probabilities.
+
+  Example ``i`` has mass ``1 / N``: its wrong answers ``wrong_share / N``
+  and family ``(name, w, answers)`` of ``task.solution_families(ex,
+  limit=max_solutions)`` the mass ``(1 - wrong_share) * w / N``, spread
+  over ``answers`` in an order shuffled by ``rng`` with weights
+  proportional to ``(j + 1) ** -skew``. Rows of probability 0 are left out.
+  """
+  if not examples:
+    raise ValueError("sft_mixture: no examples.")
+  if not 0.0 <= float(wrong_share) <= 1.0:
+    raise ValueError(f"wrong_share must be in [0, 1], got {wrong_share}.")
+  n = len(examples)
+  index, answers, families, probs = [], [], [], []
+
+  def add(i, answer, family, prob):
+    if prob > 0:
+      index.append(i)
+      answers.append(answer)
+      families.append(family)
+      probs.append(prob)
+
+  for i, ex in enumerate(examples):
+    for name, weight, members in _families(task, ex, max_solutions):
+      order = rng.permutation(len(members))
+      zipf = (np.arange(len(members)) + 1.0) ** -float(skew)
+      zipf /= zipf.sum()
+      for j, k in enumerate(order):
+        add(i, members[k], name, (1.0 - wrong_share) * weight * zipf[j] / n)
+    add(i, None, "wrong", float(wrong_share) / n)
+  return Mixture(np.asarray(index, np.int64), answers, families,
+                 np.asarray(probs, np.float64))
+
+
 def sft_targets(task, examples, rng: np.random.Generator, *,
                 num_targets: int, skew: float, wrong_share: float,
                 max_solutions: int) -> list[tuple[int, str]]:
-  """``(example index, answer)`` pairs of the skewed mixture."""
-  weights = []
-  pools = []
-  for ex in examples:
-    sols = list(task.solutions(ex, limit=max_solutions))
-    if not sols:
-      sols = [task.reference(ex)]
-    order = rng.permutation(len(sols))
-    pools.append([sols[i] for i in order])
-    w = (np.arange(len(sols)) + 1.0) ** -float(skew)
-    weights.append(w / w.sum())
+  """``num_targets`` ``(example index, answer)`` pairs of ``sft_mixture``.
+
+  The draws are stratified by (prompt, family): the rows of the mixture are
+  grouped by the prompt of their example (``task.prompt``; the example
+  index for a task without prompts) and their family, and systematic
+  sampling over the groups, in a random order, gives a group of
+  probability ``q`` either ``floor(num_targets * q)`` or
+  ``ceil(num_targets * q)`` pairs (in expectation exactly
+  ``num_targets * q``); within a group the pairs are drawn independently
+  by probability. So a family of a prompt appears in the pairs as soon as
+  its expected count is at least 1: for the rare task's products, as soon
+  as ``num_targets * (1 - wrong_share) * rare_weight * m >= 1`` for a
+  prompt of mass ``m`` (its share of the examples). The pairs come in a
+  random order.
+  """
+  if num_targets < 0:
+    raise ValueError(f"num_targets must be >= 0, got {num_targets}.")
+  mix = sft_mixture(task, examples, rng, skew=skew, wrong_share=wrong_share,
+                    max_solutions=max_solutions)
+  if hasattr(task, "prompt"):
+    where = [task.prompt(ex) for ex in examples]
+  else:
+    where = list(range(len(examples)))
+  groups: dict[Any, list[int]] = {}
+  for r, (i, family) in enumerate(zip(mix.example, mix.family)):
+    groups.setdefault((where[i], family), []).append(r)
+  rows = [np.asarray(groups[key]) for key in groups]
+  rows = [rows[g] for g in rng.permutation(len(rows))]
+  mass = np.cumsum([mix.prob[r].sum() for r in rows])
+  edges = np.floor(np.concatenate([[0.0], mass / mass[-1] * num_targets])
+                   + rng.random())
+  edges = np.minimum(edges, num_targets).astype(np.int64)
+  edges[0] = 0
   out = []
-  for _ in range(num_targets):
-    i = int(rng.integers(len(examples)))
-    if rng.random() < wrong_share:
-      out.append((i, task.wrong_answer(examples[i], rng)))
-    else:
-      j = int(rng.choice(len(pools[i]), p=weights[i]))
-      out.append((i, pools[i][j]))
-  return out
+  for r, count in zip(rows, np.diff(edges)):
+    if count <= 0:
+      continue
+    p = mix.prob[r] / mix.prob[r].sum()
+    for k in rng.choice(len(r), size=int(count), p=p):
+      i = int(mix.example[r[k]])
+      answer = mix.answer[r[k]]
+      if answer is None:
+        answer = task.wrong_answer(examples[i], rng)
+      out.append((i, answer))
+  return [out[k] for k in rng.permutation(len(out))]
 
 
 def _encode_pairs(tokenizer, task, examples, pairs, width_prompt,
@@ -84,8 +185,17 @@ def _encode_pairs(tokenizer, task, examples, pairs, width_prompt,
 
 
 def config_hash(config) -> str:
-  """A short hash of everything that determines the base model."""
-  keys = {"task": config.task.to_dict(), "model": config.model.to_dict(),
+  """A short hash of everything that determines the base model, and nothing
+  else: the task and its knobs (those of ``config.task.name`` only), the
+  train/test sizes (they fix the pre-training prompts), the model, the
+  pre-training config, the seed and the answer width. Where files live
+  (``task.data_dir``, ``base.cache_root``, the workdir) and how examples are
+  read (``task.use_tfds``, which gives the same examples) are not in it."""
+  keys = {"task": {"name": config.task.name,
+                   "kwargs": config_lib.task_kwargs(config),
+                   "train_size": config.task.train_size,
+                   "test_size": config.task.test_size},
+          "model": config.model.to_dict(),
           "pretrain": config.base.pretrain.to_dict(), "seed": config.seed,
           "max_new_tokens": config.sampling.max_new_tokens}
   blob = json.dumps(keys, sort_keys=True, default=str).encode()
@@ -99,10 +209,11 @@ def pretrain(config: ml_collections.ConfigDict, task=None, *, log=print):
   """
   pc = config.base.pretrain
   if task is None:
-    task = tasks_lib.get_task(config.task.name, **config.task.kwargs.to_dict())
+    task = tasks_lib.get_task(config.task.name,
+                                **config_lib.task_kwargs(config))
   tokenizer = data_lib.make_tokenizer(task)
   examples = data_lib.load_examples(
-      task, config.task.name, config.task.kwargs, "train",
+      task, config.task.name, config_lib.task_kwargs(config), "train",
       train_size=config.task.train_size, test_size=config.task.test_size,
       seed=config.seed, use_tfds=False)
   rng = np.random.default_rng([config.seed, 17])
@@ -191,13 +302,14 @@ def get_or_pretrain_base(config, task=None, *, log=print):
   """
   path = base_dir(config)
   if task is None:
-    task = tasks_lib.get_task(config.task.name, **config.task.kwargs.to_dict())
+    task = tasks_lib.get_task(config.task.name,
+                                **config_lib.task_kwargs(config))
   tokenizer = data_lib.make_tokenizer(task)
   mcfg = model_config(config, tokenizer)
   if os.path.exists(os.path.join(path, "summary.json")):
-    log(f"base model: loading {path}")
+    log(f"base model: cache hit, loading {path}")
     return load_base(path, mcfg), tokenizer, path
-  log(f"base model: pre-training into {path}")
+  log(f"base model: cache miss, pre-training into {path}")
   model, tokenizer, summary = pretrain(config, task, log=log)
   save_base(path, model, tokenizer, summary)
   return model, tokenizer, path

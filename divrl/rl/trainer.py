@@ -58,6 +58,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from divrl import config as config_lib
 from divrl import metrics as metrics_lib
 from divrl import tasks as tasks_lib
 from divrl.config import default_config
@@ -146,11 +147,12 @@ class RunSetup:
     workdir = os.path.abspath(workdir or config.workdir or "runs/default")
     if task is None:
       task = tasks_lib.get_task(config.task.name,
-                                **config.task.kwargs.to_dict())
+                                **config_lib.task_kwargs(config))
     base, tokenizer, base_path = pretrain_lib.get_or_pretrain_base(
         config, task, log=log)
     load = functools.partial(
-        data_lib.load_examples, task, config.task.name, config.task.kwargs,
+        data_lib.load_examples, task, config.task.name,
+        config_lib.task_kwargs(config),
         train_size=config.task.train_size, test_size=config.task.test_size,
         seed=config.seed, use_tfds=config.task.use_tfds,
         data_dir=config.task.data_dir or os.path.join(workdir, "tfds"))
@@ -182,8 +184,16 @@ class Trainer:
     tc, sc = config.train, config.sampling
     self.objective = Objective.from_config(config.objective)
     task = setup.task if setup else tasks_lib.get_task(
-        config.task.name, **config.task.kwargs.to_dict())
+        config.task.name, **config_lib.task_kwargs(config))
     inputs_lib.check(self.objective, config, task)  # before any heavy work
+    split_size = (config.task.test_size if config.eval.split == "test"
+                  else config.task.train_size)
+    if config.eval.num_prompts > split_size:
+      raise ValueError(
+          f"eval.num_prompts = {config.eval.num_prompts} is more than the"
+          f" {config.eval.split} split holds (task.{config.eval.split}_size"
+          f" = {split_size}); lower eval.num_prompts or raise"
+          f" task.{config.eval.split}_size.")
     self.plan = step_lib.Plan.of(
         self.objective, temperature=sc.temperature,
         top_p=config.statistics.top_p, alpha=config.statistics.alpha,

@@ -13,7 +13,10 @@ Tasks (each a frozen dataclass of difficulty knobs; see its module):
   problems with a safe numeric final-answer check; data from JSONL files.
 
 Every task has ``alphabet``, ``prompt``, ``verify -> Verdict``,
-``solutions``, ``wrong_answer`` and ``generate`` (``base.Task``), and all of
+``solutions``, ``solution_families``, ``wrong_answer`` and ``generate``
+(``base.Task``); ``generate`` with ``builders.split_rng(seed, split)`` draws
+"train" and "test" from disjoint parts of the task's instances (its
+``test_fraction`` knob), so no test prompt is a training prompt; and all of
 its parsing of model output goes through ``safe_parse`` or plain character
 checks (never ``eval``). The toy tasks' alphabets, and ``TOY_ALPHABET``, their
 union, fit a character-level tokenizer of fewer than 61 symbols.

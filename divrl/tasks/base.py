@@ -25,19 +25,34 @@ Conventions for every task:
 * **Canonical forms.** ``Verdict.canonical`` identifies the solution: two
   correct completions are the same solution iff their canonical strings are
   equal. Each task documents what "the same solution" means.
+* **Held-out splits.** ``generate`` given a ``SplitRng`` (what
+  ``divrl.tasks.builders.split_rng(seed, split)`` returns, and so what the
+  TFDS builders and ``divrl.rl.data`` use) draws only instances of that
+  split: each generated task partitions its instance space, deterministically
+  by the seed, into a "train" and a "test" part (a share ``test_fraction``
+  for test), so the two splits never share an instance. Each task documents
+  what "the same instance" is (at least: the same prompt) and how it splits.
+  Given an int seed or a plain Generator, ``generate`` draws from the whole
+  space.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping
+import hashlib
+import zlib
+from collections.abc import Hashable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 # Field kinds of FIELDS, as stored by the TFDS builders.
 FIELD_KINDS = ("int", "ints", "str")
+# The splits of a generated task; they share no instance.
+SPLITS = ("train", "test")
+# Salts the seeded partitions of the instance spaces (not the example draws).
+_PARTITION_SALT = 0x5EED5
 
 
 class Verdict(NamedTuple):
@@ -74,6 +89,96 @@ def as_rng(rng: np.random.Generator | int) -> np.random.Generator:
     return np.random.default_rng(int(rng))
   raise TypeError(f"rng must be a numpy Generator or an int seed, got "
                   f"{type(rng).__name__}.")
+
+
+class SplitRng(np.random.Generator):
+  """The random generator of one split of a seeded dataset; it names both.
+
+  ``SplitRng(seed, split)`` draws exactly the numbers of
+  ``np.random.default_rng([seed, zlib.crc32(split.encode())])`` and carries
+  ``seed`` and ``split``, which a task's ``generate`` reads (``split_of``) to
+  draw only the instances of that split (see the module docstring).
+
+  Attributes:
+    seed: the dataset seed, >= 0.
+    split: the split name.
+  """
+
+  def __init__(self, seed: int, split: str):
+    seed = check_int("seed", seed, 0)
+    if not isinstance(split, str):
+      raise ValueError(f"split must be a str, got {split!r}.")
+    super().__init__(np.random.PCG64([seed, zlib.crc32(split.encode())]))
+    self.seed = seed
+    self.split = split
+
+
+def split_of(rng: Any) -> tuple[int, str] | None:
+  """``(seed, split)`` of a ``SplitRng``; None for anything else.
+
+  Raises:
+    ValueError: for a ``SplitRng`` of a split other than "train" or "test"
+      (generated tasks have only those two).
+  """
+  if not isinstance(rng, SplitRng):
+    return None
+  if rng.split not in SPLITS:
+    raise ValueError(f"unknown split {rng.split!r}: generated tasks have the "
+                     f"splits {', '.join(SPLITS)}.")
+  return rng.seed, rng.split
+
+
+def check_fraction(name: str, value: Any) -> float:
+  """Returns ``value`` as a float in the open interval (0, 1)."""
+  if isinstance(value, bool) or not isinstance(value, (int, float,
+                                                       np.integer,
+                                                       np.floating)):
+    raise ValueError(f"{name} must be a number, got {value!r}.")
+  if not 0.0 < float(value) < 1.0:
+    raise ValueError(f"{name} must be in (0, 1), got {value}.")
+  return float(value)
+
+
+def held_out_count(n: int, test_fraction: float) -> int:
+  """How many of ``n >= 2`` enumerated instances are held out for "test":
+  ``round(test_fraction * n)``, clipped to ``[1, n - 1]`` so that neither
+  split is empty."""
+  check_int("n", n, 2)
+  return min(n - 1, max(1, round(check_fraction("test_fraction",
+                                                test_fraction) * n)))
+
+
+def split_members(n: int, seed: int, split: str, test_fraction: float,
+                  *salt: int) -> np.ndarray:
+  """The indices in ``range(n)`` of the instances of ``split``, ascending.
+
+  The partition of an enumerable instance space: a permutation of
+  ``range(n)`` seeded by ``(seed, *salt)``, whose first
+  ``held_out_count(n, test_fraction)`` entries are "test" and the rest
+  "train". The two parts are disjoint, non-empty and cover ``range(n)``.
+  """
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+  k = held_out_count(n, test_fraction)
+  order = np.random.default_rng(
+      [check_int("seed", seed, 0), _PARTITION_SALT, *salt]).permutation(n)
+  return np.sort(order[:k] if split == "test" else order[k:])
+
+
+def hashed_split(key: Hashable, seed: int, test_fraction: float) -> str:
+  """The split ("train" or "test") of the instance identified by ``key``.
+
+  The partition of an instance space too large to enumerate: "test" iff
+  ``u < test_fraction``, with ``u`` in [0, 1) the BLAKE2b hash of
+  ``repr((seed, key))`` (so ``key`` must have a stable ``repr``: ints,
+  strings and tuples of them). Each instance is "test" with probability
+  ``test_fraction`` over seeds, independently of the others.
+  """
+  check_fraction("test_fraction", test_fraction)
+  digest = hashlib.blake2b(repr((check_int("seed", seed, 0), key)).encode(),
+                           digest_size=8).digest()
+  u = int.from_bytes(digest, "big") / 2.0**64
+  return "test" if u < test_fraction else "train"
 
 
 def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -178,7 +283,10 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def generate(self, rng: np.random.Generator | int,
                n: int) -> list[dict[str, Any]]:
-    """``n`` examples drawn with ``rng`` (a Generator or an int seed)."""
+    """``n`` examples drawn with ``rng`` (a Generator or an int seed).
+
+    With a ``SplitRng``, only instances of its split (module docstring).
+    """
 
   # --- Shared behaviour -------------------------------------------------------
 
@@ -202,6 +310,28 @@ class Task(abc.ABC):
   def check_example(self, example: Mapping[str, Any]) -> dict[str, Any]:
     """``from_record`` plus task-specific checks; ValueError if malformed."""
     return self.from_record(example)
+
+  def solution_families(self, example: Mapping[str, Any],
+                        limit: int | None = None
+                        ) -> list[tuple[str, float, list[str]]]:
+    """The correct answers grouped into families, with pretraining weights.
+
+    ``divrl.rl.pretrain`` builds a base model's mixture from them: family
+    ``(name, weight, answers)`` gets the share ``weight`` of the example's
+    correct pretraining answers, spread over ``answers`` with a Zipf law.
+
+    Args:
+      example: the instance.
+      limit: at most this many answers per family (None: all of them).
+
+    Returns:
+      ``(name, weight, answers)`` triples with positive weights summing to 1
+      and non-empty lists of distinct solutions (no triple when there is no
+      solution). By default one family, ``"all"``: ``solutions(example,
+      limit)``; a task with a planted mode overrides this.
+    """
+    sols = self.solutions(example, limit=limit)
+    return [("all", 1.0, sols)] if sols else []
 
   def reference(self, example: Mapping[str, Any]) -> str:
     """The reference completion stored in the example."""

@@ -14,8 +14,11 @@ Design choices:
   with ``split_rng`` seeding NumPy from ``(seed, crc32(s))``, so a test can
   regenerate exactly what was written. ``disable_shuffling=True`` keeps the
   records in generation order, so record ``i`` of the data source is example
-  ``i``. Train and test are independent draws and may share instances when
-  the instance space is small.
+  ``i``. ``split_rng`` returns a ``base.SplitRng``, which names its split:
+  the task then draws train and test from disjoint parts of its instance
+  space (its ``test_fraction`` knob; see ``divrl.tasks.base``), so no test
+  instance is a training instance. Within a split, instances may repeat when
+  the space is small.
 * **Configs.** ``CountdownConfig`` etc. are ``tfds.core.BuilderConfig``
   subclasses holding the task object (its difficulty knobs), the seed and the
   split sizes. A config built without a ``name`` is named after all of its
@@ -41,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import zlib
 from typing import Any, ClassVar
 
 import numpy as np
@@ -59,12 +61,14 @@ FILE_FORMAT = "array_record"
 TOY_SPLITS = ("train", "test")
 
 
-def split_rng(seed: int, split: str) -> np.random.Generator:
-  """The generator that produces ``split`` of a toy config with ``seed``."""
-  base.check_int("seed", seed, 0)
-  if not isinstance(split, str):
-    raise ValueError(f"split must be a str, got {split!r}.")
-  return np.random.default_rng([seed, zlib.crc32(split.encode("utf-8"))])
+def split_rng(seed: int, split: str) -> base.SplitRng:
+  """The generator that produces ``split`` of a toy config with ``seed``.
+
+  It draws the numbers of ``np.random.default_rng([seed, crc32(split)])``
+  and names ``seed`` and ``split``, so that ``task.generate`` draws only
+  that split's instances.
+  """
+  return base.SplitRng(seed, split)
 
 
 def features(task: base.Task) -> tfds.features.FeaturesDict:
@@ -219,7 +223,7 @@ class RareBuilder(_ToyBuilder, skip_registration=True):
   BUILDER_CONFIGS: ClassVar[list[RareConfig]] = [
       RareConfig(name="default"),
       RareConfig(name="three_factors", task=RareTask(
-          min_target=30, max_target=300, num_factors=3)),
+          min_target=30, max_target=999, num_factors=3)),
   ]
 
 

@@ -51,6 +51,14 @@ values in ``[min_target, max_target]`` that are not one of the given numbers
 every instance has at least one solution. The reference solution is the
 canonical form of one of them.
 
+**Splits.** An instance is the multiset of the numbers with the target
+(the prompt up to the order of the numbers, which changes no solution). For
+a dataset seed, the instance space is split by a seeded hash of ``(sorted
+numbers, target)`` (``base.hashed_split``): each instance is a test instance
+with probability ``test_fraction``. Generation for a split draws the target
+among the reachable values whose instance is in that split (redrawing the
+numbers when there is none), so no test instance is a training instance.
+
 Uniform targets are often reachable in only one or two ways; the
 ``min_solutions`` knob keeps only targets with at least that many distinct
 solutions (for diversity experiments), and then the reference solution is the
@@ -205,6 +213,8 @@ class CountdownTask(base.Task):
       once).
     min_solutions: only targets with at least this many distinct solutions
       are drawn, >= 1.
+    test_fraction: the share of the instances held out for the "test"
+      split, in (0, 1).
   """
 
   num_count: int = 4
@@ -214,6 +224,7 @@ class CountdownTask(base.Task):
   max_target: int = 100
   use_all: bool = False
   min_solutions: int = 1
+  test_fraction: float = 0.25
 
   name: ClassVar[str] = "countdown"
   FIELDS: ClassVar[dict[str, str]] = {
@@ -229,6 +240,14 @@ class CountdownTask(base.Task):
     if not isinstance(self.use_all, bool):
       raise ValueError(f"use_all must be a bool, got {self.use_all!r}.")
     base.check_int("min_solutions", self.min_solutions, 1, 10**6)
+    base.check_fraction("test_fraction", self.test_fraction)
+
+  def split(self, example, seed: int) -> str:
+    """The split ("train" or "test") that ``example`` belongs to for the
+    dataset ``seed`` (see the module docstring)."""
+    ex = self.check_example(example)
+    return base.hashed_split((tuple(sorted(ex["numbers"])), ex["target"]),
+                             seed, self.test_fraction)
 
   @property
   def alphabet(self) -> str:
@@ -355,23 +374,33 @@ class CountdownTask(base.Task):
             for value, texts in found.items()
             if len(texts) >= self.min_solutions}
 
-  def _draw(self, rng: np.random.Generator) -> dict[str, Any]:
+  def _draw(self, rng: np.random.Generator,
+            where: tuple[int, str] | None) -> dict[str, Any]:
     for _ in range(1000):
       numbers = [int(v) for v in rng.integers(self.min_number,
                                               self.max_number + 1,
                                               size=self.num_count)]
       reachable = self._targets(numbers)
+      if where:
+        seed, split = where
+        key = tuple(sorted(numbers))
+        reachable = {
+            t: sol for t, sol in reachable.items()
+            if base.hashed_split((key, t), seed, self.test_fraction) == split}
       if reachable:
         targets = sorted(reachable)
         target = targets[int(rng.integers(len(targets)))]
         return {"numbers": numbers, "target": target,
                 "solution": reachable[target]}
+    split = f" of split {where[1]!r}" if where else ""
     raise ValueError(
-        f"no countdown instance with >= min_solutions={self.min_solutions} "
-        f"solutions found in 1000 draws; widen [min_target, max_target] = "
-        f"[{self.min_target}, {self.max_target}] or lower min_solutions.")
+        f"no countdown instance{split} with >= min_solutions="
+        f"{self.min_solutions} solutions found in 1000 draws; widen "
+        f"[min_target, max_target] = [{self.min_target}, {self.max_target}] "
+        f"or lower min_solutions.")
 
   def generate(self, rng, n: int) -> list[dict[str, Any]]:
     rng = base.as_rng(rng)
     base.check_int("n", n, 0)
-    return [self._draw(rng) for _ in range(n)]
+    where = base.split_of(rng)
+    return [self._draw(rng, where) for _ in range(n)]

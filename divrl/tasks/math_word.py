@@ -41,6 +41,12 @@ JSONL files from the TFDS ``manual_dir`` (see ``MANUAL_DOWNLOAD_INSTRUCTIONS``).
 Either way an example is ``{"question", "answer", "final"}``: ``answer`` is
 the reference solution text and ``final`` its extracted final answer.
 
+**Splits.** An instance is its question text (the prompt). ``generate`` for
+a split (``base.SplitRng``) keeps only questions whose seeded hash
+(``base.hashed_split``) puts them in that split, a share ``test_fraction``
+in "test", so generated train and test questions never coincide. The JSONL
+files are used as they are: keeping their splits apart is the data's job.
+
 Unlike the toy tasks, this alphabet is printable ASCII plus newline (96
 characters): it does not fit the small character-level tokenizer.
 """
@@ -215,11 +221,14 @@ class MathWordTask(base.Task):
     lenient: score a completion with no final-answer marker by its last
       number.
     max_completion_chars: longer completions are rejected unread.
+    test_fraction: the share of the generated questions held out for the
+      "test" split, in (0, 1) (``generate`` only).
   """
 
   style: str = "gsm8k"
   lenient: bool = False
   max_completion_chars: int = 65536
+  test_fraction: float = 0.25
 
   name: ClassVar[str] = "math_word"
   FIELDS: ClassVar[dict[str, str]] = {
@@ -233,6 +242,7 @@ class MathWordTask(base.Task):
       raise ValueError(f"lenient must be a bool, got {self.lenient!r}.")
     base.check_int("max_completion_chars", self.max_completion_chars, 1,
                    10**7)
+    base.check_fraction("test_fraction", self.test_fraction)
 
   @property
   def alphabet(self) -> str:
@@ -321,9 +331,19 @@ class MathWordTask(base.Task):
     """Templated two-step problems (no data needed); see ``style``."""
     rng = base.as_rng(rng)
     base.check_int("n", n, 0)
+    where = base.split_of(rng)
     out = []
     for _ in range(n):
       question, steps, value = self._problem(rng)
+      for _ in range(1000):
+        if (where is None or base.hashed_split(question, where[0],
+                                               self.test_fraction)
+            == where[1]):
+          break
+        question, steps, value = self._problem(rng)
+      else:
+        raise ValueError(f"no generated question of split {where[1]!r} in "
+                         f"1000 draws; raise or lower test_fraction.")
       if self.style == "gsm8k":
         final = _decimal_or_fraction(value)
         answer = "\n".join(steps) + f"\n#### {final}"

@@ -18,14 +18,23 @@ answer. For two terms and an odd modulus there are exactly ``(p + 1) / 2``
 distinct solutions (``p`` ordered pairs, of which exactly one has ``a == b``);
 in general, the number of size-``k`` multisets of ``Z_p`` with the given sum.
 
+**Splits.** An instance is the pair ``(p, c)`` (``num_terms`` is fixed by
+the task), i.e. the prompt. For a dataset seed, the residues of every
+modulus ``p`` are split by a seeded permutation into
+``held_out_count(p, test_fraction)`` test residues (at least one) and train
+residues (at least one), so no test prompt is a training prompt and every
+modulus occurs in both splits (``residues``).
+
 Generation: ``p`` uniform in ``[min_modulus, max_modulus]``, ``c`` uniform in
-``[0, p)``; the reference solution is the canonical form of uniformly random
-residues ``a_1..a_{k-1}`` completed by ``a_k = (c - sum) % p``.
+``[0, p)`` (among the residues of the split, with a split); the reference
+solution is the canonical form of uniformly random residues
+``a_1..a_{k-1}`` completed by ``a_k = (c - sum) % p``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from typing import Any, ClassVar
 
@@ -33,6 +42,13 @@ from divrl.tasks import base
 from divrl.tasks import safe_parse
 
 _MAX_TERM_DIGITS = 6
+
+
+@functools.lru_cache(maxsize=256)
+def _split_residues(modulus: int, test_fraction: float, seed: int,
+                    split: str) -> tuple[int, ...]:
+  return tuple(int(c) for c in base.split_members(modulus, seed, split,
+                                                  test_fraction, modulus))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +59,14 @@ class ModularTask(base.Task):
     num_terms: how many residues to give, in [1, 6].
     min_modulus: smallest modulus, >= 2.
     max_modulus: largest modulus, <= 100000.
+    test_fraction: the share of each modulus's residues held out for the
+      "test" split, in (0, 1).
   """
 
   num_terms: int = 2
   min_modulus: int = 5
   max_modulus: int = 23
+  test_fraction: float = 0.25
 
   name: ClassVar[str] = "modular"
   FIELDS: ClassVar[dict[str, str]] = {
@@ -59,6 +78,19 @@ class ModularTask(base.Task):
     base.check_int("num_terms", self.num_terms, 1, 6)
     base.check_int("min_modulus", self.min_modulus, 2, 10**5)
     base.check_int("max_modulus", self.max_modulus, self.min_modulus, 10**5)
+    base.check_fraction("test_fraction", self.test_fraction)
+
+  def residues(self, modulus: int, seed: int | None = None,
+               split: str | None = None) -> tuple[int, ...]:
+    """The target residues of ``modulus``, ascending: all of ``[0, p)``, or
+    those of ``split`` ("train" or "test") for the dataset ``seed``."""
+    base.check_int("modulus", modulus, 2, 10**5)
+    if split is None:
+      return tuple(range(modulus))
+    if seed is None:
+      raise ValueError("residues: a split needs the dataset seed.")
+    return _split_residues(int(modulus), float(self.test_fraction), seed,
+                           split)
 
   @property
   def alphabet(self) -> str:
@@ -137,10 +169,15 @@ class ModularTask(base.Task):
   def generate(self, rng, n: int) -> list[dict[str, Any]]:
     rng = base.as_rng(rng)
     base.check_int("n", n, 0)
+    where = base.split_of(rng) or ()
     out = []
     for _ in range(n):
       p = int(rng.integers(self.min_modulus, self.max_modulus + 1))
-      c = int(rng.integers(0, p))
+      if where:
+        allowed = self.residues(p, *where)
+        c = allowed[int(rng.integers(len(allowed)))]
+      else:
+        c = int(rng.integers(0, p))
       head = [int(t) for t in rng.integers(0, p, size=self.num_terms - 1)]
       terms = sorted(head + [(c - sum(head)) % p])
       out.append({"modulus": p, "residue": c, "num_terms": self.num_terms,

@@ -21,19 +21,32 @@ primes. Then
 
 Both families earn the same reward, so the set of correct answers is
 multi-modal with a mode that a pretraining mixture can make arbitrarily
-improbable: build the mixture from ``solutions`` with a tiny weight on the
-answers where ``is_rare`` is true. Whether an RL objective keeps (or
-rediscovers) the product mode, or collapses onto sums, is then measured by
-``is_rare`` on the canonical forms of its correct samples. Nothing in the
-prompt hints at the product mode.
+improbable. ``solution_families`` plants it: it gives the rare family the
+share ``rare_weight`` (default 0.05) of every prompt's correct pretraining
+answers and the sums the rest, and ``divrl.rl.pretrain`` builds the base
+model's mixture from it, for every prompt and whatever ``max_solutions``
+(each family is capped separately, so the products, which ``solutions``
+lists last, are never cut off). ``rare_weight=0`` leaves the products out
+of pretraining. Whether an RL objective keeps (or rediscovers) the product
+mode, or collapses onto sums, is then measured by ``is_rare`` on the
+canonical forms of its correct samples. Nothing in the prompt hints at the
+product mode.
 
 **Distinct solutions.** Order does not matter (``+`` and ``*`` commute): the
 canonical form is ``min op max`` without spaces, e.g. ``"17+18"``, ``"5*7"``;
 it is itself a valid answer.
 
-Generation: the target is uniform over the products of ``num_factors``
-distinct primes in ``[min_target, max_target]`` whose smallest prime is at
-least ``min_term``; the reference solution is a uniformly random *common*
+**Splits.** An instance is its target (the prompt is ``make <target>:``).
+The targets are the products of ``num_factors`` distinct primes in
+``[min_target, max_target]`` whose smallest prime is at least ``min_term``
+(83 with the defaults); for a dataset seed they are split by a seeded
+permutation into ``held_out_count(n, test_fraction)`` test targets (21 with
+the defaults) and train targets, so no test target, and no test prompt, is
+ever seen in training (``targets``). A product answer for a test prompt is
+then one that pretraining never showed for that target.
+
+Generation: the target is uniform over the targets of the split (over all of
+them without a split); the reference solution is a uniformly random *common*
 solution (the rare one is recoverable from ``factors``).
 """
 
@@ -100,22 +113,37 @@ def _parse_answer(text: str) -> tuple[tuple[str, int, int] | None, str | None]:
   return (text[i], terms[0], terms[1]), None
 
 
+@functools.lru_cache(maxsize=64)
+def _split_targets(targets: tuple[int, ...], test_fraction: float, seed: int,
+                   split: str) -> tuple[int, ...]:
+  index = base.split_members(len(targets), seed, split, test_fraction)
+  return tuple(targets[i] for i in index)
+
+
 @dataclasses.dataclass(frozen=True)
 class RareTask(base.Task):
   """Sum-or-product pairs with a planted rare product mode.
 
   Attributes:
     min_target: smallest target, >= 4.
-    max_target: largest target, <= 10**6.
+    max_target: largest target, <= 10**6; there must be at least two
+      targets (one per split).
     num_factors: number of distinct prime factors of the target, in [2, 4];
       the rare family then has ``2**(num_factors-1) - 1`` members.
     min_term: smallest allowed term or factor, >= 2.
+    test_fraction: the share of the targets held out for the "test" split,
+      in (0, 1).
+    rare_weight: the share of every prompt's correct pretraining answers
+      that are products (the rare family), in [0, 1]; see
+      ``solution_families``. Only the pretraining mixture depends on it.
   """
 
   min_target: int = 20
-  max_target: int = 99
+  max_target: int = 299
   num_factors: int = 2
   min_term: int = 2
+  test_fraction: float = 0.25
+  rare_weight: float = 0.05
 
   name: ClassVar[str] = "rare"
   FIELDS: ClassVar[dict[str, str]] = {
@@ -127,12 +155,33 @@ class RareTask(base.Task):
     base.check_int("max_target", self.max_target, self.min_target, 10**6)
     base.check_int("num_factors", self.num_factors, 2, 4)
     base.check_int("min_term", self.min_term, 2, 1000)
-    if not _targets(self.min_target, self.max_target, self.num_factors,
-                    self.min_term):
+    base.check_fraction("test_fraction", self.test_fraction)
+    if (isinstance(self.rare_weight, bool)
+        or not isinstance(self.rare_weight, (int, float))
+        or not 0.0 <= self.rare_weight <= 1.0):
+      raise ValueError(f"rare_weight must be a number in [0, 1], got "
+                       f"{self.rare_weight!r}.")
+    count = len(_targets(self.min_target, self.max_target, self.num_factors,
+                         self.min_term))
+    if count < 2:
       raise ValueError(
-          f"no target in [min_target, max_target] = [{self.min_target}, "
-          f"{self.max_target}] is a product of num_factors={self.num_factors} "
-          f"distinct primes >= min_term={self.min_term}.")
+          f"{count} target(s) in [min_target, max_target] = "
+          f"[{self.min_target}, {self.max_target}] are products of "
+          f"num_factors={self.num_factors} distinct primes >= "
+          f"min_term={self.min_term}; the train and test splits need at "
+          f"least two: widen the range.")
+
+  def targets(self, seed: int | None = None,
+              split: str | None = None) -> tuple[int, ...]:
+    """The targets, ascending: all of them, or those of ``split`` ("train"
+    or "test") for the dataset ``seed`` (see the module docstring)."""
+    out = _targets(self.min_target, self.max_target, self.num_factors,
+                   self.min_term)
+    if split is None:
+      return out
+    if seed is None:
+      raise ValueError("targets: a split needs the dataset seed.")
+    return _split_targets(out, float(self.test_fraction), seed, split)
 
   @property
   def alphabet(self) -> str:
@@ -176,8 +225,7 @@ class RareTask(base.Task):
     """Common (sum) solutions by first term, then rare (product) ones.
 
     The rare solutions come last, so a ``limit`` below the total count drops
-    them: to give the rare mode a small but non-zero share of a mixture, take
-    all solutions and weight them with ``is_rare``.
+    them; ``solution_families`` keeps the two families apart.
     """
     ex = self.check_example(example)
     if limit is not None:
@@ -187,6 +235,30 @@ class RareTask(base.Task):
     out += [f"{d}*{t // d}" for d in range(m, math.isqrt(t) + 1)
             if t % d == 0 and t // d >= m]
     return out if limit is None else out[:limit]
+
+  def solution_families(self, example, limit: int | None = None
+                        ) -> list[tuple[str, float, list[str]]]:
+    """``("common", 1 - rare_weight, sums)`` and ``("rare", rare_weight,
+    products)``: the pretraining weights of the two families.
+
+    ``limit`` caps each family on its own (the sums by first term), so the
+    rare family keeps its weight whatever the limit. A family with weight 0
+    or no member is left out and the weights of the others renormalised
+    (``rare_weight=0``: sums only).
+    """
+    sols = self.solutions(example)
+    if limit is not None:
+      base.check_int("limit", limit, 0)
+    families = [("common", 1.0 - self.rare_weight,
+                 [s for s in sols if "+" in s]),
+                ("rare", float(self.rare_weight),
+                 [s for s in sols if "*" in s])]
+    families = [(name, weight, members[:limit])
+                for name, weight, members in families
+                if weight > 0 and members[:limit]]
+    total = sum(weight for _, weight, _ in families)
+    return [(name, weight / total, members)
+            for name, weight, members in families]
 
   def wrong_answer(self, example, rng) -> str:
     ex = self.check_example(example)
@@ -208,8 +280,7 @@ class RareTask(base.Task):
   def generate(self, rng, n: int) -> list[dict[str, Any]]:
     rng = base.as_rng(rng)
     base.check_int("n", n, 0)
-    targets = _targets(self.min_target, self.max_target, self.num_factors,
-                       self.min_term)
+    targets = self.targets(*(base.split_of(rng) or ()))
     out = []
     for _ in range(n):
       t = targets[int(rng.integers(len(targets)))]

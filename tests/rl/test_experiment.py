@@ -40,3 +40,21 @@ def test_end_to_end_run_writes_metrics_plot_and_events(tmp_path, cache_root):
   assert (tmp_path / "run" / "plot.png").stat().st_size > 10_000
   table = experiment.results_table({"run": result})
   assert "base" in table and "pass@16" in table
+
+
+def _evaluation(**extra):
+  out = {"eval/pass@1": 0.1, "eval/pass@16": 0.5, "eval/distinct": 1.5,
+         "eval/solution_entropy": 0.2, "eval/token_entropy": 0.6,
+         "eval/kl_base_k3": 0.0, "eval/accuracy": 0.1}
+  return {**out, **{f"eval/{k}": v for k, v in extra.items()}}
+
+
+def test_results_table_shows_rare_found_when_the_task_reports_it():
+  rare = {"evals": [(0, _evaluation(rare_found=0.125))],
+          "final": _evaluation(rare_found=0.375)}
+  table = experiment.results_table({"grpo": rare})
+  header, _, base, run = table.splitlines()
+  assert header.split()[-1] == "rare_found"
+  assert base.split()[-1] == "0.125" and run.split()[-1] == "0.375"
+  plain = {"evals": [(0, _evaluation())], "final": _evaluation()}
+  assert "rare_found" not in experiment.results_table({"grpo": plain})

@@ -34,8 +34,8 @@ def _config(objective, root):
   c = config_lib.default_config()
   c.workdir = str(root / "run")
   c.base.cache_root = str(root / "bases")
-  c.task.kwargs = dict(num_count=2, max_number=5, min_target=1,
-                       max_target=10)
+  c.task.kwargs.countdown.update(num_count=2, max_number=5, min_target=1,
+                                 max_target=10)
   c.task.use_tfds = False
   c.task.train_size = 64
   c.task.test_size = 8

@@ -153,8 +153,8 @@ def _change(c, key, value):
 
 
 @pytest.mark.parametrize("key, value", [
-    ("task.name", "modular"), ("task.kwargs", {"max_number": 7}),
-    ("task.train_size", 17),
+    ("task.name", "modular"), ("task.kwargs.countdown.max_number", 7),
+    ("task.train_size", 17), ("task.test_size", 5),
     ("model.preset", "small25m"), ("model.overrides", {"num_layers": 1}),
     ("base.pretrain.steps", 7), ("base.pretrain.skew", 0.5),
     ("base.pretrain.wrong_share", 0.0), ("base.pretrain.num_targets", 9),
@@ -174,6 +174,9 @@ def test_config_hash_changes_with_what_determines_the_base(key, value):
     ("base.dir", "/some/base"), ("eval.num_samples", 3), ("mesh.data", 1),
     ("sampling.num_prompts", 2), ("sampling.temperature", 0.5),
     ("checkpoint.every", 5), ("log.progress", False),
+    # Where the files live, and knobs of tasks the run does not use.
+    ("task.data_dir", "/data/elsewhere"), ("task.use_tfds", False),
+    ("task.kwargs.rare.max_target", 500),
 ])
 def test_config_hash_ignores_the_rest(key, value):
   assert pretrain.config_hash(_change(default_config(), key, value)) == (
@@ -213,7 +216,7 @@ def test_model_config_uses_the_preset_overrides_and_vocabulary():
 def tiny_config(cache_root):
   c = default_config()
   c.task.name = "countdown"
-  c.task.kwargs = KWARGS
+  c.task.kwargs.countdown.update(KWARGS)
   c.task.train_size = 16
   c.task.test_size = 4
   c.model.overrides = {"num_layers": 1}
@@ -241,7 +244,7 @@ def base(cache_root):
 def test_get_or_pretrain_base_pretrains_then_loads(base):
   config, model, tokenizer, path, logs = base
   assert path == pretrain.base_dir(config)
-  assert logs[0] == f"base model: pre-training into {path}"
+  assert logs[0] == f"base model: cache miss, pre-training into {path}"
   assert [l.split("  ")[0] for l in logs[1:]] == [
       "pretrain step 1/3", "pretrain step 2/3", "pretrain step 3/3"]
   assert sorted(os.listdir(path)) == ["params", "summary.json",
@@ -249,7 +252,7 @@ def test_get_or_pretrain_base_pretrains_then_loads(base):
   again = []
   model2, tokenizer2, path2 = pretrain.get_or_pretrain_base(config,
                                                             log=again.append)
-  assert again == [f"base model: loading {path}"]
+  assert again == [f"base model: cache hit, loading {path}"]
   assert path2 == path
   assert tokenizer2.alphabet == tokenizer.alphabet
   for x, y in zip(_leaves(model), _leaves(model2), strict=True):
@@ -283,3 +286,15 @@ def test_pretrain_is_seeded_and_moves_the_params(base):
            zip(jax.tree.leaves(init), _leaves(model), strict=True)]
   assert any(moved)
   assert summary["hash"] == pretrain.config_hash(config)
+
+
+def test_the_same_base_is_found_from_two_workdirs_and_data_dirs(base,
+                                                               tmp_path):
+  config, _, _, path, _ = base
+  other = tiny_config(config.base.cache_root)
+  other.workdir = str(tmp_path / "another_run")
+  other.task.data_dir = str(tmp_path / "another_tfds")
+  other.task.use_tfds = not config.task.use_tfds
+  logs = []
+  _, _, path2 = pretrain.get_or_pretrain_base(other, log=logs.append)
+  assert path2 == path and logs == [f"base model: cache hit, loading {path}"]

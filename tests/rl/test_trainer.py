@@ -29,8 +29,8 @@ def small_config(workdir, cache_root, **train):
   c = default_config()
   c.workdir = str(workdir)
   c.task.name = "countdown"
-  c.task.kwargs = dict(num_count=3, max_number=9, min_target=5,
-                       max_target=20)
+  c.task.kwargs.countdown.update(num_count=3, max_number=9, min_target=5,
+                                 max_target=20)
   c.task.train_size = 64
   c.task.test_size = 16
   c.task.use_tfds = True
@@ -131,6 +131,14 @@ def test_bad_batch_geometry_is_refused(tmp_path, cache_root):
   c.sampling.num_prompts = 3          # 12 rows on 8 devices
   c.mesh.data = 8
   with pytest.raises(ValueError, match="num_prompts"):
+    Trainer(c, log=lambda *a: None)
+
+
+def test_more_eval_prompts_than_the_split_holds_is_an_error(tmp_path,
+                                                            cache_root):
+  c = small_config(tmp_path / "eval", cache_root)
+  c.eval.num_prompts = 17           # the test split holds 16
+  with pytest.raises(ValueError, match=r"eval.num_prompts = 17 .*test_size"):
     Trainer(c, log=lambda *a: None)
 
 
