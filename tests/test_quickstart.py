@@ -23,6 +23,13 @@ def test_quickstart_small_path_prints_table_and_saves_plot(tmp_path):
   assert rows == ["base", "grpo", "unlikeliness"]
   for l in lines[header + 2:header + 5]:
     float(l.split()[1])   # pass@1 is a number
+  # The pass@k table: the ks the 8 samples allow, base <= nothing assumed.
+  curve = lines.index("pass@k on the same samples:") + 1
+  assert lines[curve].split() == ["run", "pass@1", "pass@4"]
+  for l in lines[curve + 2:curve + 5]:
+    name, p1, p4 = l.split()
+    assert name in ("base", "grpo", "unlikeliness")
+    assert 0 <= float(p1) <= float(p4) <= 1
   assert (tmp_path / "quickstart.png").stat().st_size > 10_000
   for run in ("grpo", "unlikeliness"):
     assert (tmp_path / run / "metrics.jsonl").exists()

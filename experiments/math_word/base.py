@@ -6,7 +6,8 @@ final answer per problem, checked by the safe numeric verifier. To train on
 real GSM8K / MATH JSONL files, prepare the task's TFDS builder from a manual
 directory (``divrl.tasks.builders.MathWordBuilder``) and set
 ``task.use_tfds=True``. Answers are up to about 90 characters, hence 96 new
-tokens. The other settings are those of every experiment
+tokens, and pre-training takes 600 steps (a step costs about 6x a Countdown
+step; the templated answers are learned by then). The other settings are those of every experiment
 (``experiments.common``).
 
 Variants every word-problem experiment takes after ``:`` in ``--config``:
@@ -22,6 +23,6 @@ def math_word_config(arg=None, **extra_variants):
   """``(config, variants)``: the word-problem base config and the parsed
   variants; ``extra_variants`` are an experiment file's own keys."""
   c, arg = common.task_config("math_word", arg, max_new_tokens=96,
-                              **extra_variants)
+                              pretrain_steps=600, **extra_variants)
   c.task.use_tfds = False
   return c, arg

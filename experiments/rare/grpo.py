@@ -5,7 +5,9 @@ Run::
 
   python -m scripts.train --config experiments/rare/grpo.py
 
-RUNTIME
+Measured on this 2-core CPU (an AMD EPYC): 42 s on first use, including
+the base's pre-training; held-out pass@1 0.30 -> 0.51, distinct correct
+solutions per prompt 8.1 -> 5.1, rare_found 0.06 -> 0 (seed 0).
 
 Variants: ``--config experiments/rare/grpo.py:seed=1,steps=50``. Any part
 can be swapped from the command line, e.g.

@@ -8,7 +8,9 @@ Run::
 
   python -m scripts.train --config experiments/rare/unlikeliness.py
 
-RUNTIME
+Measured on this 2-core CPU (an AMD EPYC): 27 s with the base cached;
+held-out pass@1 0.30 -> 0.37, distinct correct solutions per prompt 8.1 ->
+8.4, rare_found 0.06 -> 0 (seed 0).
 
 Variants: ``seed``, ``steps`` and ``beta`` (float, default 0.25, the
 paper's setting), e.g.
