@@ -2,9 +2,9 @@
 
 Countdown with 4 numbers in 1..9, targets 10..30 and at least 3 distinct
 solutions per prompt; the tiny decoder pre-trained on a Zipf-skewed mixture
-of solutions plus 20% wrong answers (held-out pass@1 about 5%, pass@16 about
-39%); 8 prompts x 16 samples per step; held-out evaluation on 64 prompts
-x 64 samples.
+of solutions plus 20% wrong answers (held-out pass@1 3.7%, pass@16 36%,
+pass@256 84% at 256 samples per prompt, seed 0); 8 prompts x 16 samples per
+step; held-out evaluation on 64 prompts x 64 samples.
 
 Variants every Countdown experiment takes after ``:`` in ``--config``:
 ``seed`` (int), ``steps`` (RL steps, int; 0 keeps the default 100).

@@ -1,14 +1,16 @@
 """Any named recipe of ``divrl.recipes`` on Countdown: one file, one variant
 per published method, e.g. for a table over methods.
 
-Run (measured on this 2-core CPU with ``name=ppo_gae``: 2.2 minutes once the
-base is cached, about 5 minutes on first use, which pre-trains it)::
+Run (measured on a 2-core Intel Xeon CPU, before the held-out splits with
+``name=ppo_gae``: 2.2 minutes once the base is cached, about 5 minutes on first
+use, which pre-trains it)::
 
   python -m scripts.train --config experiments/countdown/recipe.py:name=ppo_gae
 
 Variants: ``name`` (a recipe of ``divrl.recipes``, default ``grpo``), ``seed``
-and ``steps``, e.g. ``--config experiments/countdown/recipe.py:name=dapo,seed=2``.
-The run directory is ``runs/countdown/<name>``.
+and ``steps``, e.g. ``--config
+experiments/countdown/recipe.py:name=dapo,seed=2``. The run directory is
+``runs/countdown/<name>``.
 """
 
 from divrl import config as config_lib

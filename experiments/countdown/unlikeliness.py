@@ -2,8 +2,9 @@
 correct samples are rewarded less the more likely they are within their
 group, which counters GRPO's rank bias and preserves rare solutions.
 
-Run (measured on this 2-core CPU: 1.7 minutes once the base is cached,
-about 5 minutes on first use, which pre-trains it)::
+Run (measured on a 2-core Intel Xeon CPU, before the held-out splits: 1.7
+minutes once the base is cached, about 5 minutes on first use, which pre-trains
+it)::
 
   python -m scripts.train --config experiments/countdown/unlikeliness.py
 
