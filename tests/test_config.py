@@ -104,7 +104,7 @@ def test_experiment_docstrings_state_the_command_and_its_time(name):
       f"experiments.{name.replace('/', '.')}").__doc__
   assert f"python -m scripts.train --config experiments/{name}.py" in doc, (
       name)
-  assert re.search(r"[Mm]easured on .*?\d+(\.\d+)? (minutes|s)\b", doc,
+  assert re.search(r"[Mm]easured on .*?\d+(\.\d+)?\s+(minutes|s)\b", doc,
                    re.S), name
 
 
