@@ -38,6 +38,7 @@ setup(
         "array-record>=0.8,<1",
         "ml-collections>=1.0,<2",
         "numpy>=1.26,<3",
+        "scipy>=1.11,<2",
         "absl-py>=2,<3",
         "safetensors>=0.4,<1",
         "tokenizers>=0.19,<1",
