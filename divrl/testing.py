@@ -8,7 +8,8 @@ objective a paper states (the verification ladder, docs/design.md section 3, ste
 
   policy = TabularPolicy(vocab=3, length=2)
   params = policy.init(jax.random.key(0))
-  g = expected_group_gradient(policy, params, group_size=3, loss_fn=...)
+  loss_fn = objective_loss(policy, objective, rewards=rewards)
+  g = expected_group_gradient(policy, params, group_size=3, loss_fn=loss_fn)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from divrl.types import Batch
 
 Array = jax.Array
 
@@ -83,6 +86,36 @@ def expected_group_gradient(policy: TabularPolicy, params, group_size: int,
   # One compiled program: eagerly, the vmapped objective dispatches each of
   # its operations one at a time (tens of seconds for a small objective).
   return jax.jit(jax.grad(total))(params)
+
+
+def group_batch(policy: TabularPolicy, params, seq_idx: Array, *,
+                rewards: Array | None = None, ref_params=None) -> Batch:
+  """The ``Batch`` of one group: the sequences ``seq_idx [G]`` of
+  ``policy`` (indices into ``policy.sequences()``), every token valid.
+
+  ``rewards`` (``[V**T]``, one per sequence) gives the group's rewards
+  (0 when None); ``ref_params`` the reference log-probs (none when None).
+  """
+  tokens = policy.sequences()[seq_idx]
+  return Batch(
+      logprobs=policy.logprobs(params, tokens),
+      response_mask=jnp.ones(tokens.shape, bool),
+      rewards=(jnp.zeros(seq_idx.shape, jnp.float32) if rewards is None
+               else rewards[seq_idx]),
+      group_ids=jnp.zeros(seq_idx.shape, jnp.int32),
+      ref_logprobs=(None if ref_params is None
+                    else policy.logprobs(ref_params, tokens)),
+      num_groups=1)
+
+
+def objective_loss(policy: TabularPolicy, objective, *,
+                   rewards: Array | None = None, ref_params=None):
+  """``loss_fn(params, seq_idx)``: ``objective``'s loss on ``group_batch``,
+  the ``loss_fn`` of ``expected_group_gradient``."""
+  def loss_fn(params, seq_idx):
+    return objective(group_batch(policy, params, seq_idx, rewards=rewards,
+                                 ref_params=ref_params))[0]
+  return loss_fn
 
 
 def expected_value(policy: TabularPolicy, params, values: Array) -> Array:

@@ -554,23 +554,8 @@ def test_bad_flags_and_missing_fields_are_named():
 POLICY = testing.TabularPolicy(vocab=3, length=2)
 
 
-SEQS = POLICY.sequences()
-
-
-def _group_batch(params, idx, rewards, ref_params=None):
-  tokens = SEQS[idx]
-  return divrl.Batch(
-      logprobs=POLICY.logprobs(params, tokens),
-      response_mask=jnp.ones(tokens.shape, bool),
-      rewards=rewards[idx], group_ids=jnp.zeros(idx.shape, jnp.int32),
-      ref_logprobs=None if ref_params is None else POLICY.logprobs(
-          ref_params, tokens),
-      num_groups=1)
-
-
 def _expected_objective_grad(objective, params, rewards, group_size):
-  def loss_fn(p, idx):
-    return objective(_group_batch(p, idx, rewards))[0]
+  loss_fn = testing.objective_loss(POLICY, objective, rewards=rewards)
   return testing.expected_group_gradient(POLICY, params, group_size, loss_fn)
 
 

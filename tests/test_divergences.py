@@ -223,19 +223,8 @@ def _kl_objective(estimator):
 
 
 def _expected_kl_grad(policy, params, ref_params, estimator):
-  objective = _kl_objective(estimator)
-  seqs = policy.sequences()
-
-  def loss_fn(p, idx):
-    tokens = seqs[idx]
-    batch = divrl.Batch(
-        logprobs=policy.logprobs(p, tokens),
-        response_mask=jnp.ones(tokens.shape, bool),
-        rewards=jnp.zeros(idx.shape), group_ids=jnp.zeros(idx.shape,
-                                                           jnp.int32),
-        ref_logprobs=policy.logprobs(ref_params, tokens), num_groups=1)
-    return objective(batch)[0]
-
+  loss_fn = testing.objective_loss(policy, _kl_objective(estimator),
+                                   ref_params=ref_params)
   return testing.expected_group_gradient(policy, params, 1, loss_fn)
 
 
@@ -320,17 +309,7 @@ def _kl_in_reward_grad(advantage, params, ref_params, beta, group_size):
       advantage, "ppo_clip", aggregation="seq-mean-token-sum",
       transforms=[{"name": "kl_in_reward", "coef": beta,
                    "estimator": "k1"}])
-
-  def loss_fn(p, idx):
-    tokens = SEQS[idx]
-    batch = divrl.Batch(
-        logprobs=POLICY.logprobs(p, tokens),
-        response_mask=jnp.ones(tokens.shape, bool),
-        rewards=jnp.zeros(idx.shape, jnp.float32),
-        group_ids=jnp.zeros(idx.shape, jnp.int32),
-        ref_logprobs=POLICY.logprobs(ref_params, tokens), num_groups=1)
-    return objective(batch)[0]
-
+  loss_fn = testing.objective_loss(POLICY, objective, ref_params=ref_params)
   return testing.expected_group_gradient(POLICY, params, group_size, loss_fn)
 
 

@@ -197,25 +197,6 @@ def _regularizer_objective(spec):
                      aggregation="seq-mean-token-sum")
 
 
-def _sampled_loss(policy, objective, ref_params):
-  """``loss_fn(params, seq_idx)``: the objective's loss on the sequences
-  ``seq_idx`` of the tabular policy, with reference log-probs (for
-  ``testing.expected_group_gradient``)."""
-  seqs = policy.sequences()
-
-  def loss_fn(p, idx):
-    tokens = seqs[idx]
-    batch = divrl.Batch(
-        logprobs=policy.logprobs(p, tokens),
-        response_mask=jnp.ones(tokens.shape, bool),
-        rewards=jnp.zeros(idx.shape), group_ids=jnp.zeros(idx.shape,
-                                                           jnp.int32),
-        ref_logprobs=policy.logprobs(ref_params, tokens), num_groups=1)
-    return objective(batch)[0]
-
-  return loss_fn
-
-
 def _conditional_divergence(policy, params, ref_params, name):
   """Sum over positions of E_{prefix ~ pi (held fixed)} D_f of the
   next-token distributions (what a per-token estimator targets)."""
@@ -242,7 +223,8 @@ def test_score_form_sampled_divergence_has_the_divergence_gradient(name):
   ref_params = policy.init(jax.random.key(2))
   objective = _regularizer_objective(
       {"name": "sampled_f_divergence", "divergence": name, "alpha": ALPHA})
-  loss_fn = _sampled_loss(policy, objective, ref_params)
+  loss_fn = testing.objective_loss(policy, objective,
+                                   ref_params=ref_params)
 
   got = jax.jit(lambda p: testing.expected_group_gradient(
       policy, p, 1, loss_fn))(params)
@@ -315,7 +297,8 @@ def test_sequence_chi_square_value_and_gradient_by_enumeration():
   params = policy.init(jax.random.key(5), scale=0.7)
   ref_params = policy.init(jax.random.key(6), scale=0.7)
   objective = _regularizer_objective({"name": "sequence_chi_square"})
-  loss_fn = _sampled_loss(policy, objective, ref_params)
+  loss_fn = testing.objective_loss(policy, objective,
+                                   ref_params=ref_params)
 
   def chi2(p):
     return jnp.sum(policy.probs(p) ** 2 / policy.probs(ref_params)) - 1.0
