@@ -41,7 +41,8 @@ import numpy as np
 
 from divrl import groups
 from divrl.registry import State, defaults_from, register
-from divrl.sequences import on_last_token, per_token, sequence_lengths
+from divrl.sequences import (on_last_token, per_token, sequence_lengths,
+                             valid_rows)
 from divrl.types import Batch, behaviour_logprobs
 
 Array = jax.Array
@@ -874,7 +875,7 @@ def ema_task_std_update(carry: dict[str, Array], batch: Batch, *,
     raise ValueError(f"decay must lie in [0, 1), got {decay}.")
   r = scalar_rewards(batch.rewards, reward_weights)
   ids = _task_ids(batch, num_tasks)
-  valid = jnp.any(batch.response_mask > 0, axis=1).astype(r.dtype)
+  valid = valid_rows(batch.response_mask).astype(r.dtype)
   count = groups.group_sum(valid, ids, num_tasks, axis_name)
   mean = groups.group_sum(valid * r, ids, num_tasks, axis_name) / (
       jnp.maximum(count, 1.0))

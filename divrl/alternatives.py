@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from divrl import groups
 from divrl.registry import register
+from divrl.sequences import valid_rows
 from divrl.types import Batch, behaviour_logprobs, scalar_rewards_of
 
 Array = jax.Array
@@ -131,7 +132,7 @@ def nft_part(batch: Batch, advantages: Array, *,
   """
   del advantages
   r = scalar_rewards_of(batch, "nft")
-  valid = jnp.any(batch.response_mask > 0, axis=1)
+  valid = valid_rows(batch.response_mask)
   acc = group_accuracy(r, batch.group_ids, batch.groups, valid=valid,
                        axis_name=axis_name)
   return nft_loss(batch.logprobs, behaviour_logprobs(batch), r > 0, acc,
@@ -217,7 +218,7 @@ def asymre_part(batch: Batch, *, shift: float = 0.1,
     Demystifying Some Myths About GRPO and Its Friends", arXiv:2509.24203.
   """
   r = scalar_rewards_of(batch, "asymre")
-  valid = jnp.any(batch.response_mask > 0, axis=1)
+  valid = valid_rows(batch.response_mask)
   total = groups.group_sum(jnp.where(valid, r, 0.0), batch.group_ids,
                            batch.groups, axis_name)
   count = groups.group_sum(valid.astype(r.dtype), batch.group_ids,

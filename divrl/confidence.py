@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from divrl import groups
 from divrl.registry import register
-from divrl.sequences import per_token, sequence_mean
+from divrl.sequences import per_token, sequence_mean, valid_rows
 from divrl.types import Batch, behaviour_logprobs, scalar_rewards_of
 
 Array = jax.Array
@@ -191,7 +191,7 @@ def confidence_reweight_part(batch: Batch, advantages: Array, *,
   c = jax.lax.stop_gradient(sequence_mean(behaviour_logprobs(batch),
                                           mask)[:, 0])
   positive = jnp.sum(jax.lax.stop_gradient(advantages) * mask, axis=1) > 0
-  valid = jnp.any(mask > 0, axis=1)
+  valid = valid_rows(mask)
   w = confidence_weights(c, positive, batch.group_ids, batch.groups,
                          coef=coef, floor=floor, cap=cap, valid=valid,
                          axis_name=axis_name)

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from divrl import groups
 from divrl.diversity import majority_frequency
 from divrl.registry import register
-from divrl.sequences import per_token
+from divrl.sequences import per_token, valid_rows
 from divrl.types import Batch, scalar_rewards_of
 
 Array = jax.Array
@@ -252,7 +252,7 @@ def copo_part(batch: Batch, *, k: float = 5.0, b: float = 1.0,
     arXiv:2508.04138; code https://github.com/hijih/copo-code (released).
   """
   r = scalar_rewards_of(batch, "copo")
-  valid = jnp.any(batch.response_mask > 0, axis=1)
+  valid = valid_rows(batch.response_mask)
   adv = copo_advantage(
       r, batch.group_ids, batch.groups, batch.solution_ids, valid=valid,
       k=k, b=b, blend=blend, consistency_coef=consistency_coef,

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from divrl import groups
 from divrl.registry import defaults_from, register
-from divrl.sequences import sequence_mean
+from divrl.sequences import sequence_mean, valid_rows
 from divrl.types import Batch
 from divrl.types import behaviour_logprobs
 from divrl.types import scalar_rewards_of
@@ -72,7 +72,7 @@ def unlikeliness_reward_part(batch: Batch, *, beta, axis_name=None) -> Batch:
   mask = batch.response_mask
   scores = sequence_mean(lp, mask)[:, 0]
   new = unlikeliness_values(r, scores, batch.group_ids, batch.groups,
-                            beta=beta, valid=jnp.any(mask > 0, axis=1),
+                            beta=beta, valid=valid_rows(mask),
                             axis_name=axis_name)
   return batch.replace(rewards=new.astype(r.dtype))
 
@@ -173,7 +173,7 @@ def _darling_part(batch, labels_fn, *, correct_only, floor, shift_min,
                   axis_name):
   r = scalar_rewards_of(batch, "darling")
   b = r.shape[0]
-  valid = jnp.any(batch.response_mask > 0, axis=1)
+  valid = valid_rows(batch.response_mask)
   rg, gg, vg = _gather_rows(axis_name, r, batch.group_ids, valid)
   labels = labels_fn(gg, vg)
   among = vg & (rg > 0) if correct_only else vg
@@ -277,7 +277,7 @@ def vendi_reward_part(batch: Batch, *, coef: float = 0.1,
     Optimize Diffusion Generative Models" (2025).
   """
   r = scalar_rewards_of(batch, "vendi_reward")
-  valid = jnp.any(batch.response_mask > 0, axis=1)
+  valid = valid_rows(batch.response_mask)
   emb, g, v = _gather_rows(axis_name, jax.lax.stop_gradient(
       batch.embeddings), batch.group_ids, valid)
   credit = _local(vendi_credit(emb, g, valid=v), r.shape[0], axis_name)
@@ -318,7 +318,7 @@ def repexp_bonus_part(batch: Batch, *, coef: float = 0.1, ridge: float = 1.0,
     to Post-Training", arXiv:2510.11686.
   """
   r = scalar_rewards_of(batch, "repexp_bonus")
-  valid = jnp.any(batch.response_mask > 0, axis=1)
+  valid = valid_rows(batch.response_mask)
   emb, g, v = _gather_rows(axis_name, jax.lax.stop_gradient(
       batch.embeddings), batch.group_ids, valid)
   bonus = _local(elliptical_bonus(emb, g, ridge=ridge, valid=v), r.shape[0],
@@ -352,7 +352,7 @@ def dsdr_global_part(batch: Batch, *, coef: float = 0.1,
     Reasoning", https://github.com/SUSTechBruce/DSDR.
   """
   r = scalar_rewards_of(batch, "dsdr_global")
-  valid = jnp.any(batch.response_mask > 0, axis=1)
+  valid = valid_rows(batch.response_mask)
   emb, g, rg, v = _gather_rows(axis_name, jax.lax.stop_gradient(
       batch.embeddings), batch.group_ids, r, valid)
   d = _local(correct_dissimilarity(emb, g, v & (rg > 0)), r.shape[0],
@@ -394,7 +394,7 @@ def ttrv_reward_part(batch: Batch, *, entropy_coef: float = 0.0,
     (2025).
   """
   r = scalar_rewards_of(batch, "ttrv_reward")
-  valid = jnp.any(batch.response_mask > 0, axis=1)
+  valid = valid_rows(batch.response_mask)
   ids, g, v = _gather_rows(axis_name, batch.solution_ids, batch.group_ids,
                            valid)
   freq, ent = majority_frequency(ids, g, valid=v)

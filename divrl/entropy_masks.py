@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from divrl import groups
 from divrl import risk
 from divrl.registry import State, register
+from divrl.sequences import valid_rows
 from divrl.types import Batch, behaviour_logprobs
 
 Array = jax.Array
@@ -288,7 +289,7 @@ def d3s_rollouts_part(batch: Batch, advantages: Array, *,
   step = (carry or _step_init())["step"]
   keep = keep_ratio(step - 1, keep_start, keep_end, schedule_steps)
   values = _row_values(jax.lax.stop_gradient(advantages), batch.mask)
-  has = jnp.any(batch.mask > 0, axis=1)
+  has = valid_rows(batch.mask)
   chosen = max_variance_subset(values, batch.group_ids, batch.groups, keep,
                                valid=has, axis_name=axis_name)
   return jnp.broadcast_to(chosen[:, None], batch.mask.shape).astype(

@@ -52,16 +52,13 @@ import jax.numpy as jnp
 
 from divrl import groups
 from divrl.registry import defaults_from, register
-from divrl.sequences import per_token, sequence_lengths, sequence_mean
+from divrl.sequences import (per_token, sequence_lengths, sequence_mean,
+                             valid_rows)
 from divrl.types import Batch, behaviour_logprobs, scalar_rewards_of
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
 
-
-def _valid_rows(mask: Array) -> Array:
-  """``[B]`` bool: rows with at least one valid token."""
-  return jnp.any(mask > 0, axis=1)
 
 
 def _group_softmax(logits: Array, member: Array, group_ids: Array,
@@ -205,7 +202,7 @@ def grpo_lambda_length_part(batch: Batch, *, fraction, tau, coef,
   new = grpo_lambda_values(r, sequence_lengths(batch.response_mask),
                            batch.group_ids, batch.groups, fraction=fraction,
                            tau=tau, coef=coef,
-                           valid=_valid_rows(batch.response_mask),
+                           valid=valid_rows(batch.response_mask),
                            axis_name=axis_name)
   return batch.replace(rewards=new)
 
@@ -290,7 +287,7 @@ def drpo_part(batch: Batch, *, lam, tau, max_length: float | None = None,
   width = float(batch.length if max_length is None else max_length)
   adv = drpo_advantages(r, sequence_lengths(mask), scores, batch.group_ids,
                         batch.groups, max_length=width, lam=lam, tau=tau,
-                        valid=_valid_rows(mask), axis_name=axis_name)
+                        valid=valid_rows(mask), axis_name=axis_name)
   return per_token(adv, mask)
 
 
@@ -413,7 +410,7 @@ def fimi_length_debias_part(batch: Batch, *, degree, ridge,
     arXiv:2505.12843.
   """
   r = scalar_rewards_of(batch, "fimi_length_debias")
-  ok = _valid_rows(batch.response_mask)
+  ok = valid_rows(batch.response_mask)
   fit, mean_r = length_bias_fit(r, sequence_lengths(batch.response_mask),
                                 degree=degree, ridge=ridge, valid=ok,
                                 axis_name=axis_name)

@@ -59,7 +59,7 @@ import jax.numpy as jnp
 
 from divrl import groups
 from divrl.registry import defaults_from, register
-from divrl.sequences import per_token, sequence_sum, valid
+from divrl.sequences import per_token, sequence_sum, valid, valid_rows
 from divrl.types import Batch, behaviour_logprobs, scalar_rewards_of
 
 Array = jax.Array
@@ -85,12 +85,6 @@ def _check_positive(name: str, value) -> None:
 def _check_unit(name: str, value) -> None:
   if not 0.0 < _number(name, value) <= 1.0:
     raise ValueError(f"{name} must lie in (0, 1], got {value!r}.")
-
-
-def valid_rows(mask: Array) -> Array:
-  """``[B]`` bool: rows with at least one valid token."""
-  chex.assert_rank(mask, 2)
-  return jnp.any(valid(mask), axis=1)
 
 
 def sequence_logprob(logprobs: Array, mask: Array) -> Array:
@@ -498,4 +492,4 @@ __all__ = ["brain_values", "cpl_pair_loss", "cpl_values",
            "discounted_logprob", "group_log_softmax", "log_reward",
            "redi_loss", "refuel_values", "same_group_pairs",
            "sequence_logprob", "spread_group_loss",
-           "trajectory_balance_values", "valid_rows"]
+           "trajectory_balance_values"]

@@ -46,16 +46,13 @@ import jax.numpy as jnp
 from divrl import groups
 from divrl.advantages import scalar_rewards
 from divrl.registry import defaults_from, register
+from divrl.sequences import valid_rows
 from divrl.types import Batch
 
 Array = jax.Array
 
 _BIG = jnp.iinfo(jnp.int32).max
 
-
-def _valid_rows(mask: Array) -> Array:
-  """``[B]`` bool: the row has at least one response token."""
-  return jnp.any(mask > 0, axis=1)
 
 
 def _ok(valid: Array | None, b: int) -> Array:
@@ -147,7 +144,7 @@ def difficulty_band_part(batch: Batch, *, axis_name=None, p_low, p_high,
   r = scalar_rewards(batch.rewards, reward_weights)
   keep = difficulty_band_mask(r, batch.group_ids, batch.groups, p_low=p_low,
                               p_high=p_high,
-                              valid=_valid_rows(batch.response_mask),
+                              valid=valid_rows(batch.response_mask),
                               axis_name=axis_name)
   return batch.replace(response_mask=_zero_rows(batch.response_mask, ~keep))
 
@@ -236,7 +233,7 @@ def pf_ppo_select_part(batch: Batch, *, key=None, axis_name=None, mode,
   """
   r = scalar_rewards(batch.rewards, reward_weights)
   keep = pf_ppo_selection(r, batch.group_ids, batch.groups, mode=mode,
-                          key=key, valid=_valid_rows(batch.response_mask),
+                          key=key, valid=valid_rows(batch.response_mask),
                           axis_name=axis_name)
   return batch.replace(response_mask=_zero_rows(batch.response_mask, ~keep))
 
@@ -393,7 +390,7 @@ def pareto_front_part(batch: Batch, *, axis_name=None, scope) -> Batch:
     for Text-to-Image Generation", arXiv:2401.05675.
   """
   keep = pareto_mask(batch.rewards, batch.group_ids, scope=scope,
-                     valid=_valid_rows(batch.response_mask),
+                     valid=valid_rows(batch.response_mask),
                      axis_name=axis_name)
   return batch.replace(response_mask=_zero_rows(batch.response_mask, ~keep))
 
@@ -475,6 +472,6 @@ def verpo_part(batch: Batch, *, axis_name=None, outcome_weight) -> Batch:
   """
   r = verpo_rewards(batch.rewards, batch.group_ids, batch.groups,
                     outcome_weight=outcome_weight,
-                    valid=_valid_rows(batch.response_mask),
+                    valid=valid_rows(batch.response_mask),
                     axis_name=axis_name)
   return batch.replace(rewards=r.astype(batch.rewards.dtype))

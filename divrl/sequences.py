@@ -21,6 +21,12 @@ def valid(mask: Array) -> Array:
   return mask > 0
 
 
+def valid_rows(mask: Array) -> Array:
+  """``[B]`` bool: rows with at least one valid token."""
+  chex.assert_rank(mask, 2)
+  return jnp.any(valid(mask), axis=1)
+
+
 def sequence_sum(x: Array, mask: Array) -> Array:
   """``sum_t x_it`` over the valid tokens of each row, ``[B,1]``."""
   chex.assert_equal_shape([x, mask])

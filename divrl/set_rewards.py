@@ -48,7 +48,7 @@ from divrl import diversity
 from divrl import groups
 from divrl import shaping
 from divrl.registry import defaults_from, register
-from divrl.sequences import per_token
+from divrl.sequences import per_token, valid_rows
 from divrl.types import Batch, scalar_rewards_of
 
 Array = jax.Array
@@ -86,10 +86,6 @@ def _local(x: Array, batch_size: int, axis_name) -> Array:
   return x[groups.global_index(batch_size, axis_name)]
 
 
-def _nonempty(batch: Batch) -> Array:
-  return jnp.any(batch.response_mask > 0, axis=1)
-
-
 def _check_coef(coef) -> None:
   if not coef >= 0:
     raise ValueError(f"coef must be >= 0, got {coef!r}.")
@@ -113,7 +109,7 @@ def _bonus_part(batch: Batch, name: str, credit_fn, coef: float,
   _check_coef(coef)
   r = scalar_rewards_of(batch, name)
   emb, g, v = _gather(axis_name, jax.lax.stop_gradient(batch.embeddings),
-                      batch.group_ids, _nonempty(batch))
+                      batch.group_ids, valid_rows(batch.response_mask))
   credit = _local(credit_fn(emb, g, v), r.shape[0], axis_name)
   return batch.replace(rewards=(r + coef * credit).astype(r.dtype))
 
@@ -467,7 +463,7 @@ def gardo_advantage_part(batch: Batch, *, scale_by_std, normalize,
   r = advantages.scalar_rewards(batch.rewards, reward_weights)
   rg, emb, g, v = _gather(axis_name, r,
                           jax.lax.stop_gradient(batch.embeddings),
-                          batch.group_ids, _nonempty(batch))
+                          batch.group_ids, valid_rows(batch.response_mask))
   adv = gardo_values(rg, emb, g, batch.groups, scale_by_std=scale_by_std,
                      normalize=normalize, valid=v)
   return per_token(_local(adv, r.shape[0], axis_name), batch.response_mask)
@@ -563,7 +559,7 @@ def dsdr_local_part(batch: Batch, *, tau, clip, axis_name=None) -> Array:
   _check_dsdr(batch.rewards, tau, clip)
   sg = jax.lax.stop_gradient
   emb, r, g, v = _gather(axis_name, sg(batch.embeddings), sg(batch.rewards),
-                         batch.group_ids, _nonempty(batch))
+                         batch.group_ids, valid_rows(batch.response_mask))
   scale = dsdr_row_scales(emb, r, g, batch.groups, tau=tau, clip=clip,
                           valid=v)
   scale = _local(scale, batch.batch_size, axis_name)
