@@ -82,17 +82,6 @@ def rover_part(batch: Batch, advantages: Array, *,
 # --- NFT --------------------------------------------------------------------
 
 
-def group_accuracy(rewards: Array, group_ids: Array, num_groups: int, *,
-                   valid: Array | None = None, axis_name=None) -> Array:
-  """Share of each row's group with a positive reward, ``[B]``."""
-  ok = jnp.ones_like(rewards, bool) if valid is None else valid.astype(bool)
-  hits = groups.group_sum(((rewards > 0) & ok).astype(jnp.float32), group_ids,
-                          num_groups, axis_name)
-  count = groups.group_sum(ok.astype(jnp.float32), group_ids, num_groups,
-                           axis_name)
-  return groups.broadcast(hits / jnp.maximum(count, 1.0), group_ids)
-
-
 def nft_loss(logprobs: Array, old_logprobs: Array, correct: Array,
              accuracy: Array, *, negative_weight: float = 1.0,
              log_ratio_max: float = 10.0, accuracy_clip: float = 0.02,
@@ -133,8 +122,9 @@ def nft_part(batch: Batch, advantages: Array, *,
   del advantages
   r = scalar_rewards_of(batch, "nft")
   valid = valid_rows(batch.response_mask)
-  acc = group_accuracy(r, batch.group_ids, batch.groups, valid=valid,
-                       axis_name=axis_name)
+  acc = groups.broadcast(groups.group_pass_rate(
+      r, batch.group_ids, batch.groups, valid=valid, axis_name=axis_name),
+                         batch.group_ids)
   return nft_loss(batch.logprobs, behaviour_logprobs(batch), r > 0, acc,
                   negative_weight=negative_weight,
                   log_ratio_max=log_ratio_max, accuracy_clip=accuracy_clip)

@@ -54,6 +54,20 @@ def group_count(group_ids: Array, num_groups: int, axis_name=None,
   return group_sum(w.astype(jnp.float32), group_ids, num_groups, axis_name)
 
 
+def group_pass_rate(rewards: Array, group_ids: Array, num_groups: int, *,
+                    valid: Array | None = None, axis_name=None) -> Array:
+  """Per group ``[num_groups]``, the share of its ``valid`` rows (all rows
+  when None) with reward ``> 0``; 0 for a group without valid rows. A
+  float32 ``k / n``, so it equals a float32 threshold written as the same
+  fraction."""
+  ok = (jnp.ones(rewards.shape, bool) if valid is None
+        else valid.astype(bool))
+  hits = group_sum(((rewards > 0) & ok).astype(jnp.float32), group_ids,
+                   num_groups, axis_name)
+  count = group_count(group_ids, num_groups, axis_name, weights=ok)
+  return hits / jnp.maximum(count, 1.0)
+
+
 def broadcast(per_group: Array, group_ids: Array) -> Array:
   """Gathers per-group values back to samples: ``[num_groups] -> [B]``."""
   return per_group[group_ids]

@@ -159,9 +159,9 @@ def grpo_lambda_values(rewards: Array, lengths: Array, group_ids: Array,
         else valid.astype(bool))
   correct = rewards > 0
   f = lambda x: x.astype(jnp.float32)  # noqa: E731
-  n = groups.group_sum(f(ok), group_ids, num_groups, axis_name)
-  hits = groups.group_sum(f(ok & correct), group_ids, num_groups, axis_name)
-  accuracy = hits / jnp.maximum(n, 1.0)
+  n = groups.group_count(group_ids, num_groups, axis_name, weights=ok)
+  accuracy = groups.group_pass_rate(rewards, group_ids, num_groups, valid=ok,
+                                    axis_name=axis_name)
   chosen = select_groups(accuracy, n > 0, fraction=fraction, tau=tau)
   chosen = groups.broadcast(chosen, group_ids) & ok
   bonus = kimi_length_reward(correct, lengths, group_ids, num_groups,

@@ -76,30 +76,12 @@ def _count(ok: Array, group_ids: Array, num_groups: int, axis_name) -> Array:
 # --- Online difficulty filtering -------------------------------------------
 
 
-def pass_rates(rewards: Array, group_ids: Array, num_groups: int, *,
-               valid: Array | None = None, axis_name=None) -> Array:
-  """``p_hat``: per sample, the share of the valid rows of its group with
-  reward ``> 0``, ``[B]`` float32 (0 for a group without valid rows).
-
-  ``p_hat = k / n`` is computed as a float32 division, so it equals a
-  float32 threshold written as the same fraction (``0.25`` is ``2 / 8``).
-  """
-  chex.assert_rank([rewards, group_ids], 1)
-  chex.assert_equal_shape([rewards, group_ids])
-  ok = _ok(valid, rewards.shape[0])
-  hit = (ok & (rewards > 0)).astype(jnp.float32)
-  k = groups.broadcast(groups.group_sum(hit, group_ids, num_groups,
-                                        axis_name), group_ids)
-  n = _count(ok, group_ids, num_groups, axis_name)
-  return jnp.where(n > 0, k / jnp.maximum(n, 1.0), 0.0)
-
-
 def difficulty_band_mask(rewards: Array, group_ids: Array, num_groups: int,
                          *, p_low: float = 0.25, p_high: float = 0.75,
                          valid: Array | None = None,
                          axis_name=None) -> Array:
   """``[B]`` bool: keep the valid rows of groups with ``p_low <= p_hat <=
-  p_high`` (``p_hat`` from ``pass_rates``; both ends inclusive).
+  p_high`` (``p_hat`` from ``groups.group_pass_rate``; both ends inclusive).
 
   Groups without a valid row are dropped. ``p_low > 0`` and ``p_high < 1``
   drop the all-wrong and all-right groups, whose group-relative advantages
@@ -112,8 +94,9 @@ def difficulty_band_mask(rewards: Array, group_ids: Array, num_groups: int,
     raise ValueError(f"p_high must lie in [p_low, 1] = [{p_low}, 1], got"
                      f" {p_high}.")
   ok = _ok(valid, rewards.shape[0])
-  p = pass_rates(rewards, group_ids, num_groups, valid=ok,
-                 axis_name=axis_name)
+  p = groups.broadcast(groups.group_pass_rate(
+      rewards, group_ids, num_groups, valid=ok, axis_name=axis_name),
+                       group_ids)
   n = _count(ok, group_ids, num_groups, axis_name)
   return ok & (n > 0) & (p >= jnp.float32(p_low)) & (p <= jnp.float32(p_high))
 

@@ -130,3 +130,14 @@ def test_segment_cumsum_restarts_at_each_segment():
   starts = jnp.asarray([True, False, True, False, False, True])
   np.testing.assert_array_equal(groups.segment_cumsum(x, starts),
                                 [1.0, 3.0, 3.0, 7.0, 12.0, 6.0])
+
+
+def test_group_pass_rate_counts_valid_rows_with_positive_reward():
+  r = jnp.asarray([1.0, 0.0, 2.0, -1.0, 0.5, 0.0], jnp.float32)
+  g = jnp.asarray([0, 0, 0, 1, 1, 2], jnp.int32)
+  valid = jnp.asarray([True, True, False, True, True, False])
+  # Group 0: rows 0, 1 valid, one positive; group 1: 1 of 2; group 2: none.
+  np.testing.assert_array_equal(
+      groups.group_pass_rate(r, g, 4, valid=valid), [0.5, 0.5, 0.0, 0.0])
+  np.testing.assert_allclose(groups.group_pass_rate(r, g, 3),
+                             [2 / 3, 0.5, 0.0])

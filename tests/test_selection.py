@@ -12,6 +12,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import divrl
+from divrl import groups
 from divrl import registry
 from divrl import selection as sel
 from divrl.sharding import make_mesh
@@ -87,8 +88,8 @@ def test_difficulty_band_ignores_padding_rows_and_keeps_fractions():
   for pad in (0.0, 1.0):
     r = _REWARDS.copy()
     r[3] = pad
-    p = sel.pass_rates(jnp.asarray(r, jnp.float32), b.group_ids, b.groups,
-                       valid=jnp.asarray(_valid()))
+    p = groups.group_pass_rate(jnp.asarray(r, jnp.float32), b.group_ids,
+                               b.groups, valid=jnp.asarray(_valid()))
     assert float(p[0]) == pytest.approx(2 / 3)
     out = _transform("difficulty_band", p_low=0.0, p_high=2 / 3)(
         b.replace(rewards=jnp.asarray(r, jnp.float32)))
