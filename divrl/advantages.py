@@ -875,14 +875,9 @@ def ema_task_std_update(carry: dict[str, Array], batch: Batch, *,
     raise ValueError(f"decay must lie in [0, 1), got {decay}.")
   r = scalar_rewards(batch.rewards, reward_weights)
   ids = _task_ids(batch, num_tasks)
-  valid = valid_rows(batch.response_mask).astype(r.dtype)
-  count = groups.group_sum(valid, ids, num_tasks, axis_name)
-  mean = groups.group_sum(valid * r, ids, num_tasks, axis_name) / (
-      jnp.maximum(count, 1.0))
-  dev = valid * (r - mean[ids])
-  ss = groups.group_sum(dev * dev, ids, num_tasks, axis_name)
+  count, _, std, _ = groups.valid_group_stats(
+      r, valid_rows(batch.response_mask), ids, num_tasks, axis_name)
   seen = count >= 2
-  std = jnp.sqrt(jnp.where(seen, ss / jnp.maximum(count - 1.0, 1.0), 0.0))
   return {"ema": jnp.where(seen, decay * carry["ema"] + (1.0 - decay) * std,
                            carry["ema"]),
           "weight": jnp.where(seen, decay * carry["weight"] + (1.0 - decay),

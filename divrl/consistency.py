@@ -89,25 +89,6 @@ def answer_entropy(answer_ids: Array, group_ids: Array, valid: Array, *,
   return local / math.log(2.0)
 
 
-def _group_mean_std(r: Array, valid: Array, gid: Array, num_groups: int,
-                    axis_name):
-  """Per group (``[G]``) the count, mean and unbiased std of the valid
-  rewards, and per row the deviation from the group mean; shifted by the
-  group minimum so that an all-equal group has exactly zero deviations."""
-  v = valid.astype(r.dtype)
-  n = groups.group_sum(v, gid, num_groups, axis_name)
-  lo = groups.group_min(jnp.where(valid, r, jnp.inf), gid, num_groups,
-                        axis_name)
-  lo = jnp.where(n > 0, lo, 0.0)
-  xs = jnp.where(valid, r - lo[gid], 0.0)
-  mean_s = groups.group_sum(xs, gid, num_groups, axis_name) / jnp.maximum(
-      n, 1.0)
-  dev = jnp.where(valid, xs - mean_s[gid], 0.0)
-  ss = groups.group_sum(dev * dev, gid, num_groups, axis_name)
-  std = jnp.sqrt(jnp.where(n > 1, ss / jnp.maximum(n - 1.0, 1.0), 0.0))
-  return n, mean_s + lo, std, dev
-
-
 def _standardise_groups(values: Array, present: Array, eps: float) -> Array:
   """``(v_g - mean) / (std + eps)`` over the present groups (unbiased std,
   0 with fewer than two groups); 0 for absent groups."""
@@ -149,7 +130,7 @@ def copo_components(rewards: Array, group_ids: Array, num_groups: int,
          wrong_answers=wrong_answers)
   r = jax.lax.stop_gradient(rewards).astype(jnp.float32)
   ok = (jnp.ones(r.shape, bool) if valid is None else valid.astype(bool))
-  n, mean, std, dev = _group_mean_std(r, ok, group_ids, num_groups,
+  n, mean, std, dev = groups.valid_group_stats(r, ok, group_ids, num_groups,
                                       axis_name)
   single = n[group_ids] <= 1
   local = jnp.where(single, r / (1.0 + eps),

@@ -68,6 +68,26 @@ def group_pass_rate(rewards: Array, group_ids: Array, num_groups: int, *,
   return hits / jnp.maximum(count, 1.0)
 
 
+def valid_group_stats(x: Array, valid: Array, group_ids: Array,
+                      num_groups: int, axis_name=None):
+  """Per group (``[num_groups]``) the count, mean and unbiased std of ``x``
+  over the ``valid`` rows (std 0 below two rows), and per row the deviation
+  from its group's mean (0 on invalid rows). Shifted by the group minimum,
+  so that an all-equal group has exactly zero deviations and std."""
+  v = valid.astype(x.dtype)
+  n = group_sum(v, group_ids, num_groups, axis_name)
+  lo = group_min(jnp.where(valid, x, jnp.inf), group_ids, num_groups,
+                 axis_name)
+  lo = jnp.where(n > 0, lo, 0.0)
+  xs = jnp.where(valid, x - lo[group_ids], 0.0)
+  mean_s = group_sum(xs, group_ids, num_groups, axis_name) / jnp.maximum(
+      n, 1.0)
+  dev = jnp.where(valid, xs - mean_s[group_ids], 0.0)
+  ss = group_sum(dev * dev, group_ids, num_groups, axis_name)
+  std = jnp.sqrt(jnp.where(n > 1, ss / jnp.maximum(n - 1.0, 1.0), 0.0))
+  return n, mean_s + lo, std, dev
+
+
 def broadcast(per_group: Array, group_ids: Array) -> Array:
   """Gathers per-group values back to samples: ``[num_groups] -> [B]``."""
   return per_group[group_ids]

@@ -141,3 +141,17 @@ def test_group_pass_rate_counts_valid_rows_with_positive_reward():
       groups.group_pass_rate(r, g, 4, valid=valid), [0.5, 0.5, 0.0, 0.0])
   np.testing.assert_allclose(groups.group_pass_rate(r, g, 3),
                              [2 / 3, 0.5, 0.0])
+
+
+def test_valid_group_stats_matches_numpy_over_the_valid_rows():
+  x = np.array([3.0, 5.0, 100.0, 2.0, 2.0, 7.0, 1.0])
+  g = np.array([0, 0, 0, 1, 1, 2, 3])
+  valid = np.array([True, True, False, True, True, True, False])
+  n, mean, std, dev = groups.valid_group_stats(
+      jnp.asarray(x, jnp.float32), jnp.asarray(valid), jnp.asarray(g), 4)
+  np.testing.assert_array_equal(n, [2, 2, 1, 0])
+  np.testing.assert_allclose(mean, [4.0, 2.0, 7.0, 0.0])
+  np.testing.assert_allclose(std, [np.std([3.0, 5.0], ddof=1), 0.0, 0.0,
+                                   0.0])
+  np.testing.assert_array_equal(std[1], 0.0)   # all-equal group: exactly 0
+  np.testing.assert_allclose(dev, [-1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
