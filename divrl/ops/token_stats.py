@@ -253,9 +253,9 @@ def _target_logp(logp, tgt, offset, v_local, axis_name):
   return _psum(jnp.where(inside, zt, 0.0), axis_name)
 
 
-def _min_p_parts(logp, tgt, min_p, axis_name, offset, v_local):
-  """The min-p set (bool ``[c,V]``), its log-mass ``[c]``, whether each
-  target is in it and the target's log-prob."""
+def _min_p_parts(logp, target_logp, min_p, axis_name):
+  """The min-p set (bool ``[c,V]``), its log-mass ``[c]`` and whether each
+  target (of log-prob ``target_logp [c]``) is in it."""
   lmax = jnp.max(logp, axis=-1)
   if axis_name is not None:
     lmax = lax.pmax(lmax, axis_name)
@@ -263,8 +263,7 @@ def _min_p_parts(logp, tgt, min_p, axis_name, offset, v_local):
   kept = logp >= threshold[:, None]
   mass = _psum(jnp.sum(jnp.where(kept, jnp.exp(logp), 0.0), axis=-1),
                axis_name)
-  lt = _target_logp(logp, tgt, offset, v_local, axis_name)
-  return kept, jnp.log(mass), lt >= threshold, lt
+  return kept, jnp.log(mass), target_logp >= threshold
 
 
 def _chunk_forward(cfg: _Config, h, w, b, tgt, keep, hr, wr, br):
@@ -278,11 +277,12 @@ def _chunk_forward(cfg: _Config, h, w, b, tgt, keep, hr, wr, br):
   v_local, v_global, offset = _vocab_sizes(w, ax)
   out, res = {}, {"lse": lse}
   want = set(cfg.outputs)
+  if {"logprob", "min_p_logprob"} & want:
+    lt = _target_logp(logp, tgt, offset, v_local, ax)
   if "logprob" in want:
-    out["logprob"] = _target_logp(logp, tgt, offset, v_local, ax)
+    out["logprob"] = lt
   if "min_p_logprob" in want:
-    _, log_mass, target_kept, lt = _min_p_parts(logp, tgt, cfg.min_p, ax,
-                                                offset, v_local)
+    _, log_mass, target_kept = _min_p_parts(logp, lt, cfg.min_p, ax)
     out["min_p_logprob"] = jnp.where(target_kept, lt - log_mass, -jnp.inf)
   if "entropy" in want:
     out["entropy"] = -_psum(jnp.sum(p * logp, axis=-1), ax)
@@ -373,8 +373,8 @@ def _chunk_backward(cfg: _Config, h, w, b, tgt, keep, hr, wr, br, res, g):
     gt = col(g["top_p_entropy"])
     c = c + jnp.where(ks, -gt * q * (logq + col(res["top_p_entropy"])), 0.0)
   if "min_p_logprob" in want:
-    kept, log_mass, target_kept, _ = _min_p_parts(logp, tgt, cfg.min_p, ax,
-                                                  offset, v_local)
+    kept, log_mass, target_kept = _min_p_parts(
+        logp, _target_logp(logp, tgt, offset, v_local, ax), cfg.min_p, ax)
     gm = jnp.where(target_kept, g["min_p_logprob"], 0.0)[:, None]
     q = jnp.where(kept, jnp.exp(logp - log_mass[:, None]), 0.0)
     onehot = (lax.broadcasted_iota(jnp.int32, z.shape, 1)
