@@ -41,3 +41,25 @@ def task_config(task: str, arg=None, *, knobs=None, train_size=2000,
   c.eval.every = 25
   c.checkpoint.every = 20
   return c, arg
+
+
+def parse_table_arg(arg, methods, **extra):
+  """``method`` (one of ``methods``; the first by default) and ``seed`` of
+  a table file's ``get_config`` arg; an unknown method is an error naming
+  the known ones."""
+  arg = config_lib.parse_arg(arg, method=methods[0], seed=0, **extra)
+  if arg.method not in methods:
+    raise ValueError(f"config arg 'method': unknown method {arg.method!r};"
+                     f" known: {', '.join(methods)}.")
+  return arg
+
+
+def testbed_config(task: str, seed: int):
+  """The run config of the testbed task ``task`` (``countdown``, ``rare``,
+  ``modular`` or ``math_word``) exactly as its experiment files set it up,
+  for ``seed``; the objective is still the default."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  base = importlib.import_module(f"experiments.{task}.base")
+  make = getattr(base, f"{task}_config")
+  c, _ = make(f"seed={seed}")
+  return c

@@ -593,7 +593,9 @@ class Trainer:
     if bar:
       bar.close()
     final = None
-    if self.step >= tc.steps:
+    if self.step >= tc.steps and evals and evals[-1][0] == self.step:
+      final = evals[-1][1]   # train.steps = 0: the base's evaluation
+    elif self.step >= tc.steps:
       final = self.evaluate()
       evals.append((self.step, final))
       if logger:

@@ -1,0 +1,257 @@
+"""Running a reproduction table: its grid of runs, cached by config hash.
+
+``run_table(module, ...)`` builds every cell ``get_config("method=<m>,
+seed=<s>")`` of a table file, runs the ones the cache does not hold, and
+writes the results files (``divrl.tables``). The cache, ``<cache>/<key>/
+record.json``, is shared by every table: a run's key is the hash of its
+config without where files live (the workdir, the data and base
+directories) and without what only changes logging, so a GRPO baseline that
+two tables define identically runs once. Each record keeps the git commit
+(and whether the tree had uncommitted changes), the machine, the wall time,
+the config, every evaluation and the training history.
+
+A table file may define ``measure(trainer) -> dict``: it replaces the
+default ``trainer.run()`` and returns ``{"evals": [...], "history": [...],
+"extras": {name: value}}`` (for a table that measures, say, gradient
+variance at checkpoints rather than training to the end). Its records get
+their own keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+
+from divrl import tables as tables_lib
+from divrl.rl import experiment
+
+# Config keys that say where files go or how much is logged, not what runs.
+_NOT_IN_KEY = ("workdir", "log", "checkpoint")
+_NOT_IN_KEY_TASK = ("data_dir", "use_tfds")
+_NOT_IN_KEY_BASE = ("cache_root",)
+
+
+def run_key(config, salt: str = "") -> str:
+  """A short hash of everything in ``config`` that changes a run's numbers
+  (and of ``salt``, e.g. a table's own measurement)."""
+  d = config.to_dict()
+  for k in _NOT_IN_KEY:
+    d.pop(k, None)
+  for k in _NOT_IN_KEY_TASK:
+    d["task"].pop(k, None)
+  for k in _NOT_IN_KEY_BASE:
+    d["base"].pop(k, None)
+  blob = json.dumps({"config": d, "salt": salt}, sort_keys=True,
+                    default=str).encode()
+  return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def git_state(root: str) -> tuple[str, bool]:
+  """``(HEAD commit, whether tracked files differ from it)``; ``("unknown",
+  False)`` outside a git checkout."""
+  try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root,
+                            capture_output=True, text=True, check=True
+                            ).stdout.strip()
+    status = subprocess.run(["git", "status", "--porcelain",
+                             "--untracked-files=no"], cwd=root,
+                            capture_output=True, text=True, check=True
+                            ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown", False
+  return commit, bool(status)
+
+
+def last_commit_of(root: str, path: str) -> str:
+  """The last commit that touched ``path`` (``"uncommitted"`` if none)."""
+  try:
+    out = subprocess.run(["git", "log", "-1", "--format=%H", "--", path],
+                         cwd=root, capture_output=True, text=True,
+                         check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+  return out or "uncommitted"
+
+
+def path_is_dirty(root: str, path: str) -> bool:
+  """Whether ``path`` differs from HEAD or is untracked."""
+  try:
+    out = subprocess.run(["git", "status", "--porcelain", "--", path],
+                         cwd=root, capture_output=True, text=True,
+                         check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return False
+  return bool(out)
+
+
+def machine() -> str:
+  """The CPU model, its core count and the JAX version."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  return f"{cpu}, {os.cpu_count()} cores, jax {jax.__version__}"
+
+
+def _jsonable(x):
+  if isinstance(x, Mapping):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if hasattr(x, "item"):
+    return x.item()
+  return x
+
+
+def run_cell(config, *, cache: str, root: str, salt: str = "",
+             measure: Callable[..., Mapping[str, Any]] | None = None,
+             log=print) -> dict[str, Any]:
+  """The record of ``config``: from the cache, or trained and stored.
+
+  The run's workdir is ``<cache>/<key>/run``; nothing is checkpointed (a
+  cut-off run starts again), and the record is written only when the run
+  finished, so the cache never holds a partial run.
+  """
+  key = run_key(config, salt)
+  path = os.path.join(cache, key, "record.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  config = config.copy_and_resolve_references()
+  config.unlock()
+  config.workdir = os.path.join(cache, key, "run")
+  config.checkpoint.every = 0
+  config.log.tensorboard = False
+  config.log.progress = False
+  config.log.plot = False
+  commit, dirty = git_state(root)
+  t0 = time.perf_counter()
+  trainer = experiment.Trainer(config, log=log)
+  if measure is None:
+    result = trainer.run()
+    out = {"evals": result["evals"], "history": result["history"],
+           "extras": {}}
+  else:
+    out = dict(measure(trainer))
+  record = {"key": key, "config": config.to_dict(), "commit": commit,
+            "dirty": dirty, "machine": machine(),
+            "wall_time": time.perf_counter() - t0,
+            "evals": out["evals"], "history": out.get("history", []),
+            "extras": dict(out.get("extras", {}))}
+  record = _jsonable(record)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(record, f)
+  os.replace(tmp, path)
+  return record
+
+
+def apply_overrides(config, overrides: Mapping[str, Any]) -> None:
+  """Sets dotted keys (``"train.steps": 3``); an unknown key is an error."""
+  for dotted, value in overrides.items():
+    node = config
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+      if p not in node:
+        raise ValueError(f"override {dotted!r}: no config key {p!r}.")
+      node = node[p]
+    if leaf not in node:
+      raise ValueError(f"override {dotted!r}: no config key {leaf!r}.")
+    node[leaf] = value
+
+
+def cell_configs(module, table: tables_lib.Table, *, seeds: int,
+                 quick: bool, data_dir: str, bases: str):
+  """``[(method, seed, config)]`` of the grid, method-major."""
+  out = []
+  for method in table.methods:
+    for seed in range(seeds):
+      c = module.get_config(f"method={method},seed={seed}")
+      if quick:
+        overrides = tables_lib.quick_overrides(table)
+        # A cap: a method that trains 0 steps (the base) keeps 0.
+        overrides["train.steps"] = min(c.train.steps,
+                                       overrides["train.steps"])
+        apply_overrides(c, overrides)
+      c.task.data_dir = data_dir
+      c.base.cache_root = bases
+      out.append((method, seed, c))
+  return out
+
+
+def run_table(module, *, root: str, out_dir: str, cache: str,
+              seeds: int | None = None, quick: bool = False,
+              command: str = "", log=print) -> dict[str, str]:
+  """Runs (or reads from the cache) every cell of the table file
+  ``module`` and writes ``<out_dir>/<name>.{md,csv,curves.csv,png}``.
+
+  Returns the paths written. A full run (not ``quick``) refuses a table
+  file with uncommitted changes: the protocol is committed before its
+  results exist.
+  """
+  table = tables_lib.load_table(module)
+  rel = os.path.relpath(module.__file__, root)
+  if not quick and path_is_dirty(root, rel):
+    raise ValueError(
+        f"{rel} has uncommitted changes: commit the protocol before running"
+        " it (pre-registration), or use --quick for a smoke run.")
+  existing = os.path.join(out_dir, table.name + ".md")
+  protocol = last_commit_of(root, rel)
+  if not quick and os.path.exists(existing):
+    with open(existing) as f:
+      text = f.read()
+    if f"protocol commit: `{protocol}`" not in text:
+      raise ValueError(
+          f"{existing} holds results of another protocol commit than"
+          f" {protocol}: a protocol is not changed after its results exist."
+          " Keep that file, and register the corrected protocol as a new"
+          " table file (e.g. <name>_v2) whose results sit beside it.")
+  seeds = table.seeds if seeds is None else seeds
+  if seeds < 1:
+    raise ValueError(f"seeds must be >= 1, got {seeds}.")
+  measure = getattr(module, "measure", None)
+  salt = f"{table.name}.measure" if measure is not None else ""
+  bases = os.path.join(os.path.dirname(cache.rstrip("/")), "bases")
+  data_dir = os.path.join(os.path.dirname(cache.rstrip("/")), "tfds")
+  rows, curves, commits = [], [], []
+  wall = 0.0
+  for method, seed, config in cell_configs(module, table, seeds=seeds,
+                                           quick=quick, data_dir=data_dir,
+                                           bases=bases):
+    log(f"== {table.name}: {method}, seed {seed} ==")
+    record = run_cell(config, cache=cache, root=root, salt=salt,
+                      measure=measure, log=log)
+    log(f"   {record['key']}: {record['wall_time']:.0f} s")
+    rows.append(tables_lib.row_of(record, table=table.name, method=method,
+                                  seed=seed))
+    curves += tables_lib.curve_rows(record, method=method, seed=seed)
+    commits.append(record["commit"] + ("+dirty" if record["dirty"] else ""))
+    wall += float(record["wall_time"])
+  os.makedirs(out_dir, exist_ok=True)
+  stem = os.path.join(out_dir, table.name)
+  paths = {"csv": stem + ".csv", "curves": stem + ".curves.csv",
+           "png": stem + ".png", "md": stem + ".md"}
+  tables_lib.write_csv(paths["csv"], rows)
+  tables_lib.write_csv(paths["curves"], curves)
+  tables_lib.save_plot(paths["png"], table, rows, curves)
+  md = tables_lib.markdown(
+      table, rows, protocol_commit=protocol,
+      run_commits=commits, command=command, wall_time=wall,
+      machine=machine(), quick=quick, plot=os.path.basename(paths["png"]))
+  with open(paths["md"], "w") as f:
+    f.write(md + "\n")
+  return paths

@@ -1,0 +1,387 @@
+"""Reproduction tables: what a table file declares, and how its runs become
+a results table with confidence intervals and verdicts.
+
+A table file, ``experiments/tables/<name>.py``, is an experiment file (it has
+``get_config(arg)``, so ``scripts.train`` runs any one cell of it) that also
+defines ``TABLE = Table(...)``: the grid of methods x seeds, the metrics,
+and the claims with the test each rests on. ``scripts.reproduce`` runs the
+grid (``divrl.rl.reproduce``) and hands the runs to the functions below,
+which write ``<name>.md``, ``<name>.csv``, ``<name>.curves.csv`` and
+``<name>.png``. See ``docs/reproducing.md``.
+
+Everything in this module is NumPy, SciPy and (for the plot) matplotlib; a
+table file that imports it loads no JAX.
+
+A *run record* is one trained and evaluated config, as the run cache stores
+it: ``{"key", "config", "commit", "dirty", "machine", "wall_time", "evals":
+[[step, {metric: value}], ...], "history": [...], "extras": {...}}``. A *row*
+is a run record flattened for one table: ``method``, ``seed``, the final
+metrics (``pass@k`` for k = 1 ... 256, ``distinct``, ``token_entropy``,
+``kl_base``, ...) and the table's extras.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from divrl import verdicts
+from divrl.verdicts import Claim  # noqa: F401  (re-exported for table files)
+
+# The summary columns of every table, in order, when a run reports them.
+COLUMNS = ("pass@1", "pass@16", "pass@256", "distinct", "token_entropy",
+           "kl_base", "rare_found")
+# Curves over training, from the evaluations during a run.
+CURVES = ("pass@1", "pass@256", "distinct", "token_entropy", "kl_base",
+          "rare_found")
+# Metric names of the CSV that are not metrics.
+ID_FIELDS = ("table", "method", "seed", "key", "steps", "commit", "dirty",
+             "wall_time", "machine")
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+  """A pre-registered reproduction table.
+
+  Attributes:
+    name: the file stem (``experiments/tables/<name>.py``) and the results
+      stem (``results/tables/<name>.*``).
+    title: one line, e.g. ``"Table 1: sharpening"``.
+    claim: the paper's claim in words, with its source.
+    protocol: task, base, steps, hyperparameters, metrics and test, in
+      words; the results file prints it verbatim.
+    methods: the grid's rows; ``get_config("method=<m>,seed=<s>")`` builds
+      each cell.
+    seeds: seeds ``0 ... seeds - 1``; every method runs every seed, and seed
+      ``s`` fixes the base, the data split and the prompt order, so two
+      methods pair seed by seed.
+    claims: the claims and their tests (``divrl.verdicts.Claim``).
+    columns: the summary columns (defaults to ``COLUMNS``); extras the table
+      file measures may be named here.
+    quick: config overrides (dotted keys) of ``--quick``: a smoke run of the
+      grid in a few minutes, never a result.
+  """
+
+  name: str
+  title: str
+  claim: str
+  protocol: str
+  methods: tuple[str, ...]
+  claims: tuple[verdicts.Claim, ...] = ()
+  seeds: int = 3
+  columns: tuple[str, ...] = COLUMNS
+  quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if not self.methods or len(set(self.methods)) != len(self.methods):
+      raise ValueError(f"Table {self.name!r}: methods must be distinct and"
+                       f" non-empty, got {self.methods}.")
+    if self.seeds < 1:
+      raise ValueError(f"Table {self.name!r}: seeds must be >= 1, got"
+                       f" {self.seeds}.")
+    for c in self.claims:
+      for role in ("treatment", "control"):
+        if getattr(c, role) not in self.methods:
+          raise ValueError(
+              f"Table {self.name!r}, claim {c.name!r}: {role}"
+              f" {getattr(c, role)!r} is not one of the methods"
+              f" {self.methods}.")
+
+
+# Quick overrides every table gets (a table's own ``quick`` wins).
+QUICK = {"train.steps": 3, "eval.every": 0, "eval.num_prompts": 8,
+         "eval.num_samples": 16, "base.pretrain.steps": 30}
+
+
+def quick_overrides(table: Table) -> dict[str, Any]:
+  return {**QUICK, **dict(table.quick)}
+
+
+# ------------------------------------------------------------ records --
+
+
+def _metric_name(name: str) -> str | None:
+  """``eval/pass@4`` -> ``pass@4``; ``eval/kl_base_k3`` -> ``kl_base``."""
+  if not name.startswith("eval/"):
+    return None
+  short = name[len("eval/"):]
+  if short == "kl_base_k3":
+    return "kl_base"
+  if short == "kl_base_k1":
+    return None
+  return short
+
+
+def eval_metrics(evaluation: Mapping[str, float]) -> dict[str, float]:
+  """The short metric names of one ``Trainer.evaluate()`` dict."""
+  out = {}
+  for name, value in evaluation.items():
+    short = _metric_name(name)
+    if short is not None:
+      out[short] = float(value)
+  return out
+
+
+def row_of(record: Mapping[str, Any], *, table: str, method: str,
+           seed: int) -> dict[str, Any]:
+  """One CSV row: the run's ids, its final metrics and its extras."""
+  step, final = record["evals"][-1]
+  return {"table": table, "method": method, "seed": int(seed),
+          "key": record["key"], "steps": int(step),
+          "commit": record["commit"], "dirty": bool(record["dirty"]),
+          "wall_time": round(float(record["wall_time"]), 1),
+          "machine": record["machine"],
+          **eval_metrics(final),
+          **{k: float(v) for k, v in record.get("extras", {}).items()}}
+
+
+def curve_rows(record: Mapping[str, Any], *, method: str,
+               seed: int) -> list[dict[str, Any]]:
+  """The evaluations over training: one row per evaluated step."""
+  out = []
+  for step, evaluation in record["evals"]:
+    m = eval_metrics(evaluation)
+    out.append({"method": method, "seed": int(seed), "step": int(step),
+                **{c: m[c] for c in CURVES if c in m}})
+  return out
+
+
+def pass_ks(rows: Sequence[Mapping[str, Any]]) -> list[int]:
+  """The ``k`` of every ``pass@k`` column all rows have, ascending."""
+  ks = None
+  for r in rows:
+    have = {int(n.split("@")[1]) for n in r if n.startswith("pass@")}
+    ks = have if ks is None else ks & have
+  return sorted(ks or ())
+
+
+def by_method(rows: Sequence[Mapping[str, Any]]
+              ) -> dict[str, dict[str, list[float]]]:
+  """``{method: {metric: [value per seed, in seed order]}}``."""
+  out: dict[str, dict[str, list[float]]] = {}
+  for r in sorted(rows, key=lambda r: (r["method"], int(r["seed"]))):
+    cell = out.setdefault(r["method"], {})
+    for name, value in r.items():
+      if name in ID_FIELDS or value is None or value == "":
+        continue
+      cell.setdefault(name, []).append(float(value))
+  return out
+
+
+def outcomes(table: Table, rows: Sequence[Mapping[str, Any]]
+             ) -> list[verdicts.Outcome | str]:
+  """Each claim's outcome, or a sentence saying why it has none (fewer
+  than 2 paired seeds, as in ``--quick``)."""
+  results = by_method(rows)
+  out = []
+  for claim in table.claims:
+    seeds = {m: {int(r["seed"]) for r in rows if r["method"] == m}
+             for m in (claim.treatment, claim.control)}
+    if len(seeds[claim.treatment] & seeds[claim.control]) < 2:
+      out.append("none: a paired test needs at least 2 seeds.")
+      continue
+    out.append(verdicts.evaluate(claim, results))
+  return out
+
+
+# ------------------------------------------------------------ writing --
+
+
+def _cell(values: Sequence[float], digits: int = 3) -> str:
+  mean, lo, hi = verdicts.mean_interval(values)
+  if math.isnan(lo):
+    return f"{mean:.{digits}f}"
+  return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _md_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+  lines = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---" for _ in header) + "|"]
+  lines += ["| " + " | ".join(row) + " |" for row in body]
+  return "\n".join(lines)
+
+
+def _sign(direction: str) -> str:
+  return ">" if direction == "greater" else "<"
+
+
+def claim_text(claim: verdicts.Claim) -> str:
+  return (f"{claim.metric}({claim.treatment}) {_sign(claim.direction)}"
+          f" {claim.metric}({claim.control})")
+
+
+def test_text(claim: verdicts.Claim) -> str:
+  kind = ("paired t-interval" if claim.test == "paired_t"
+          else "paired percentile bootstrap")
+  return (f"{kind} of the mean difference over seeds, "
+          f"{claim.confidence:.0%}")
+
+
+def markdown(table: Table, rows: Sequence[Mapping[str, Any]], *,
+             protocol_commit: str, run_commits: Sequence[str],
+             command: str, wall_time: float, machine: str,
+             quick: bool = False, plot: str | None = None) -> str:
+  """The results file: protocol, the summary table with 95% t-intervals,
+  the pass@k curve, and each claim with its test and verdict."""
+  results = by_method(rows)
+  methods = [m for m in table.methods if m in results]
+  seeds = sorted({int(r["seed"]) for r in rows})
+  out = [f"# {table.title}", ""]
+  if quick:
+    out += ["**Quick run (`--quick`): a smoke test of the grid, not a"
+            " result.**", ""]
+  out += [f"**Claim.** {table.claim}", "",
+          "## Protocol", "", table.protocol.strip(), "",
+          f"- protocol commit: `{protocol_commit}` (the last commit of"
+          f" `experiments/tables/{table.name}.py` before these runs)",
+          f"- runs made at commit(s): "
+          + ", ".join(f"`{c}`" for c in sorted(set(run_commits))),
+          f"- command: `{command}`",
+          f"- seeds: {', '.join(map(str, seeds))}; machine: {machine};"
+          f" wall time of the runs: {wall_time / 60:.1f} minutes", ""]
+  cols = [c for c in table.columns
+          if any(c in results[m] for m in methods)]
+  out += ["## Results", "",
+          "Mean over seeds [95% t-interval]; the CSV has every run.", ""]
+  body = [[m] + [_cell(results[m][c]) if c in results[m] else "-"
+                 for c in cols] for m in methods]
+  out += [_md_table(["method"] + cols, body), ""]
+  ks = pass_ks(rows)
+  if ks:
+    out += ["pass@k (mean over seeds):", ""]
+    body = [[m] + [f"{sum(results[m][f'pass@{k}']) / len(results[m][f'pass@{k}']):.3f}"
+                   for k in ks] for m in methods]
+    out += [_md_table(["method"] + [f"k={k}" for k in ks], body), ""]
+  if plot:
+    out += [f"![pass@k, entropy and distinct solutions]({plot})", ""]
+  out += ["## Claims", ""]
+  for claim, outcome in zip(table.claims, outcomes(table, rows)):
+    out.append(f"### {claim.name}")
+    out.append("")
+    out.append(f"- claim: `{claim_text(claim)}`")
+    out.append(f"- test: {test_text(claim)}")
+    if isinstance(outcome, str):
+      out.append(f"- verdict: {outcome}")
+    else:
+      out.append(f"- difference: {outcome.difference:+.4f}"
+                 f" [{outcome.lo:+.4f}, {outcome.hi:+.4f}]"
+                 f" over {outcome.seeds} seeds")
+      out.append(f"- verdict: **{outcome.verdict}**")
+    out.append("")
+  return "\n".join(out)
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]
+              ) -> None:
+  """Rows to CSV; the header is the union of the rows' keys, ids first."""
+  names = [n for n in ID_FIELDS if any(n in r for r in rows)]
+  for r in rows:
+    names += [n for n in r if n not in names]
+  buf = io.StringIO()
+  writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+  writer.writeheader()
+  for r in rows:
+    writer.writerow(r)
+  pathlib.Path(path).write_text(buf.getvalue())
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+  """A CSV written by ``write_csv``: numbers as floats, ids as written."""
+  out = []
+  with open(path, newline="") as f:
+    for r in csv.DictReader(f):
+      row = {}
+      for name, text in r.items():
+        if name in ("table", "method", "key", "commit", "machine") or text == "":
+          row[name] = text
+        elif name == "dirty":
+          row[name] = text == "True"
+        else:
+          row[name] = float(text)
+      out.append(row)
+  return out
+
+
+def _band(values_by_seed: Sequence[Sequence[float]]):
+  """Per point: mean and t-interval over seeds (the mean when one seed)."""
+  means, los, his = [], [], []
+  for column in zip(*values_by_seed):
+    mean, lo, hi = verdicts.mean_interval(column)
+    means.append(mean)
+    los.append(mean if math.isnan(lo) else lo)
+    his.append(mean if math.isnan(hi) else hi)
+  return means, los, his
+
+
+def save_plot(path: str | os.PathLike, table: Table,
+              rows: Sequence[Mapping[str, Any]],
+              curves: Sequence[Mapping[str, Any]], *,
+              dpi: int = 100) -> pathlib.Path:
+  """Three panels: pass@k (log2 k) with 95% t-bands over seeds; token
+  entropy and distinct correct solutions over training (mean over seeds,
+  with bands)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig = Figure(figsize=(15, 4.2))
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(1, 3)
+  ks = pass_ks(rows)
+  methods = [m for m in table.methods if any(r["method"] == m for r in rows)]
+  for m in methods:
+    mine = sorted((r for r in rows if r["method"] == m),
+                  key=lambda r: r["seed"])
+    if ks:
+      mean, lo, hi = _band([[r[f"pass@{k}"] for k in ks] for r in mine])
+      line, = axes[0].plot(ks, mean, marker="o", ms=3, label=m)
+      axes[0].fill_between(ks, lo, hi, color=line.get_color(), alpha=0.2)
+    for ax, metric in ((axes[1], "token_entropy"), (axes[2], "distinct")):
+      per_seed = {}
+      for c in curves:
+        if c["method"] == m and metric in c and c[metric] != "":
+          per_seed.setdefault(int(c["seed"]), {})[int(c["step"])] = float(
+              c[metric])
+      if not per_seed:
+        continue
+      steps = sorted(set.intersection(*(set(v) for v in per_seed.values())))
+      if not steps:
+        continue
+      mean, lo, hi = _band([[v[s] for s in steps] for v in per_seed.values()])
+      line, = ax.plot(steps, mean, marker="o", ms=3, label=m)
+      ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+  axes[0].set_xscale("log", base=2)
+  axes[0].set(xlabel="k", ylabel="pass@k", title="pass@k (95% band)")
+  axes[1].set(xlabel="RL step", ylabel="nats / token",
+              title="held-out token entropy")
+  axes[2].set(xlabel="RL step", ylabel="per prompt",
+              title="distinct correct solutions")
+  for ax in axes:
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
+  fig.suptitle(table.title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  return path
+
+
+def load_table(module) -> Table:
+  """The ``TABLE`` of a table file's module, checked."""
+  table = getattr(module, "TABLE", None)
+  if not isinstance(table, Table):
+    raise ValueError(f"{getattr(module, '__file__', module)} defines no"
+                     " TABLE = divrl.tables.Table(...).")
+  if not callable(getattr(module, "get_config", None)):
+    raise ValueError(f"{module.__file__} defines no get_config(arg).")
+  return table
+
+
+Measure = Callable[..., Mapping[str, float]]

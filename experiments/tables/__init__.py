@@ -1,0 +1,1 @@
+"""Reproduction tables: one file per table (see docs/reproducing.md)."""
