@@ -118,6 +118,7 @@ def _jsonable(x):
 
 def run_cell(config, *, cache: str, root: str, salt: str = "",
              measure: Callable[..., Mapping[str, Any]] | None = None,
+             code_state: tuple[str, bool] | None = None,
              log=print) -> dict[str, Any]:
   """The record of ``config``: from the cache, or trained and stored.
 
@@ -137,7 +138,8 @@ def run_cell(config, *, cache: str, root: str, salt: str = "",
   config.log.tensorboard = False
   config.log.progress = False
   config.log.plot = False
-  commit, dirty = git_state(root)
+  # The code a process runs is the code it imported when it started.
+  commit, dirty = code_state or git_state(root)
   t0 = time.perf_counter()
   trainer = experiment.Trainer(config, log=log)
   if measure is None:
@@ -227,6 +229,7 @@ def run_table(module, *, root: str, out_dir: str, cache: str,
   salt = f"{table.name}.measure" if measure is not None else ""
   bases = os.path.join(os.path.dirname(cache.rstrip("/")), "bases")
   data_dir = os.path.join(os.path.dirname(cache.rstrip("/")), "tfds")
+  code_state = git_state(root)
   rows, curves, commits = [], [], []
   wall = 0.0
   for method, seed, config in cell_configs(module, table, seeds=seeds,
@@ -234,7 +237,7 @@ def run_table(module, *, root: str, out_dir: str, cache: str,
                                            bases=bases):
     log(f"== {table.name}: {method}, seed {seed} ==")
     record = run_cell(config, cache=cache, root=root, salt=salt,
-                      measure=measure, log=log)
+                      measure=measure, code_state=code_state, log=log)
     log(f"   {record['key']}: {record['wall_time']:.0f} s")
     rows.append(tables_lib.row_of(record, table=table.name, method=method,
                                   seed=seed))
