@@ -128,6 +128,28 @@ def eval_metrics(evaluation: Mapping[str, float]) -> dict[str, float]:
   return out
 
 
+def support_metrics(solutions: Mapping[str, Sequence[Sequence[str]]]
+                    ) -> dict[str, float]:
+  """What a policy finds against its base's draw, from a record's
+  ``solutions`` (``{"base": sets, "final": sets}``, one set of distinct
+  correct solutions per held-out prompt):
+
+  * ``new_solutions``: distinct correct solutions per prompt in the final
+    draw but not in the base's (for a 0-step run, a second base draw: what
+    resampling alone finds);
+  * ``base_kept``: the share of the base draw's solutions that the final
+    draw also finds (over prompts where the base found any).
+  """
+  base, final = solutions["base"], solutions["final"]
+  if len(base) != len(final):
+    raise ValueError(f"solutions: {len(base)} base prompts and {len(final)}"
+                     " final prompts.")
+  new = [len(set(f) - set(b)) for b, f in zip(base, final)]
+  kept = [len(set(f) & set(b)) / len(b) for b, f in zip(base, final) if b]
+  return {"new_solutions": sum(new) / max(len(new), 1),
+          "base_kept": sum(kept) / len(kept) if kept else float("nan")}
+
+
 def row_of(record: Mapping[str, Any], *, table: str, method: str,
            seed: int) -> dict[str, Any]:
   """One CSV row: the run's ids, its final metrics and its extras."""
@@ -138,6 +160,8 @@ def row_of(record: Mapping[str, Any], *, table: str, method: str,
           "wall_time": round(float(record["wall_time"]), 1),
           "machine": record["machine"],
           **eval_metrics(final),
+          **(support_metrics(record["solutions"])
+             if record.get("solutions") else {}),
           **{k: float(v) for k, v in record.get("extras", {}).items()}}
 
 
@@ -226,7 +250,8 @@ def test_text(claim: verdicts.Claim) -> str:
 def markdown(table: Table, rows: Sequence[Mapping[str, Any]], *,
              protocol_commit: str, run_commits: Sequence[str],
              command: str, wall_time: float, machine: str,
-             quick: bool = False, plot: str | None = None) -> str:
+             quick: bool = False, plot: str | None = None,
+             protocol_files: Sequence[str] = ()) -> str:
   """The results file: protocol, the summary table with 95% t-intervals,
   the pass@k curve, and each claim with its test and verdict."""
   results = by_method(rows)
@@ -238,8 +263,10 @@ def markdown(table: Table, rows: Sequence[Mapping[str, Any]], *,
             " result.**", ""]
   out += [f"**Claim.** {table.claim}", "",
           "## Protocol", "", table.protocol.strip(), "",
-          f"- protocol commit: `{protocol_commit}` (the last commit of"
-          f" `experiments/tables/{table.name}.py` before these runs)",
+          f"- protocol commit: `{protocol_commit}` (the last commit of the"
+          " protocol's files before these runs: "
+          + (", ".join(f"`{p}`" for p in protocol_files)
+             or f"`experiments/tables/{table.name}.py`") + ")",
           f"- runs made at commit(s): "
           + ", ".join(f"`{c}`" for c in sorted(set(run_commits))),
           f"- command: `{command}`",

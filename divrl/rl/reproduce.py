@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -70,10 +71,30 @@ def git_state(root: str) -> tuple[str, bool]:
   return commit, bool(status)
 
 
-def last_commit_of(root: str, path: str) -> str:
-  """The last commit that touched ``path`` (``"uncommitted"`` if none)."""
+def protocol_files(module, root: str) -> list[str]:
+  """The table file and every module under ``<root>/experiments`` loaded
+  when its cells were built (the task settings it is made of), relative to
+  ``root``: together they are the protocol."""
+  own = os.path.relpath(module.__file__, root)
+  found = {own}
+  exp = os.path.join(os.path.abspath(root), "experiments") + os.sep
+  for m in list(sys.modules.values()):
+    f = getattr(m, "__file__", None)
+    if f and os.path.abspath(f).startswith(exp) and not f.endswith(
+        "__init__.py"):
+      rel = os.path.relpath(os.path.abspath(f), root)
+      # Other table files are other protocols.
+      if not (rel.startswith(os.path.join("experiments", "tables", ""))
+              and not os.path.basename(rel).startswith("_")):
+        found.add(rel)
+  return sorted(found)
+
+
+def last_commit_of(root: str, *paths: str) -> str:
+  """The last commit that touched any of ``paths`` (``"uncommitted"`` if
+  none)."""
   try:
-    out = subprocess.run(["git", "log", "-1", "--format=%H", "--", path],
+    out = subprocess.run(["git", "log", "-1", "--format=%H", "--", *paths],
                          cwd=root, capture_output=True, text=True,
                          check=True).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
@@ -116,6 +137,27 @@ def _jsonable(x):
   return x
 
 
+REDRAW_KEY = 10**6 + 1   # the base's second draw (the eval key is 10**6)
+
+
+def solution_sets(trainer) -> dict[str, list[list[str]]]:
+  """The distinct correct solutions per held-out prompt of the base
+  (``"base"``, the run's step-0 evaluation) and of the final policy
+  (``"final"``). For a run of 0 steps, ``"final"`` is a second, independent
+  draw of the base's samples (eval key ``REDRAW_KEY``), so that what a
+  policy finds outside the base's draw can be set against what resampling
+  the base finds."""
+  sets = trainer.eval_solutions
+  out = {"base": sets[0]}
+  if trainer.step == 0:
+    trainer.evaluate(params=trainer.base_params,
+                     key=jax.random.fold_in(trainer.root_key, REDRAW_KEY))
+    out["final"] = trainer.last_solutions
+  else:
+    out["final"] = sets[trainer.step]
+  return out
+
+
 def run_cell(config, *, cache: str, root: str, salt: str = "",
              measure: Callable[..., Mapping[str, Any]] | None = None,
              code_state: tuple[str, bool] | None = None,
@@ -145,14 +187,15 @@ def run_cell(config, *, cache: str, root: str, salt: str = "",
   if measure is None:
     result = trainer.run()
     out = {"evals": result["evals"], "history": result["history"],
-           "extras": {}}
+           "extras": {}, "solutions": solution_sets(trainer)}
   else:
     out = dict(measure(trainer))
   record = {"key": key, "config": config.to_dict(), "commit": commit,
             "dirty": dirty, "machine": machine(),
             "wall_time": time.perf_counter() - t0,
             "evals": out["evals"], "history": out.get("history", []),
-            "extras": dict(out.get("extras", {}))}
+            "extras": dict(out.get("extras", {})),
+            "solutions": out.get("solutions", {})}
   record = _jsonable(record)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = path + ".tmp"
@@ -201,40 +244,47 @@ def run_table(module, *, root: str, out_dir: str, cache: str,
   """Runs (or reads from the cache) every cell of the table file
   ``module`` and writes ``<out_dir>/<name>.{md,csv,curves.csv,png}``.
 
-  Returns the paths written. A full run (not ``quick``) refuses a table
-  file with uncommitted changes: the protocol is committed before its
-  results exist.
+  Returns the paths written. A full run (not ``quick``) refuses a
+  protocol with uncommitted changes (the table file or an experiment module
+  it is built from, ``protocol_files``): the protocol is committed before
+  its results exist. It also refuses to overwrite results of another
+  protocol commit.
   """
   table = tables_lib.load_table(module)
-  rel = os.path.relpath(module.__file__, root)
-  if not quick and path_is_dirty(root, rel):
-    raise ValueError(
-        f"{rel} has uncommitted changes: commit the protocol before running"
-        " it (pre-registration), or use --quick for a smoke run.")
-  existing = os.path.join(out_dir, table.name + ".md")
-  protocol = last_commit_of(root, rel)
-  if not quick and os.path.exists(existing):
-    with open(existing) as f:
-      text = f.read()
-    if f"protocol commit: `{protocol}`" not in text:
-      raise ValueError(
-          f"{existing} holds results of another protocol commit than"
-          f" {protocol}: a protocol is not changed after its results exist."
-          " Keep that file, and register the corrected protocol as a new"
-          " table file (e.g. <name>_v2) whose results sit beside it.")
   seeds = table.seeds if seeds is None else seeds
   if seeds < 1:
     raise ValueError(f"seeds must be >= 1, got {seeds}.")
-  measure = getattr(module, "measure", None)
-  salt = f"{table.name}.measure" if measure is not None else ""
   bases = os.path.join(os.path.dirname(cache.rstrip("/")), "bases")
   data_dir = os.path.join(os.path.dirname(cache.rstrip("/")), "tfds")
+  # Building the cells imports every experiment module the protocol uses.
+  cells = cell_configs(module, table, seeds=seeds, quick=quick,
+                       data_dir=data_dir, bases=bases)
+  paths_used = protocol_files(module, root)
+  protocol = last_commit_of(root, *paths_used)
+  existing = os.path.join(out_dir, table.name + ".md")
+  if not quick:
+    dirty = [p for p in paths_used if path_is_dirty(root, p)]
+    if dirty:
+      raise ValueError(
+          f"{', '.join(dirty)} has uncommitted changes: commit the protocol"
+          " before running it (pre-registration), or use --quick for a"
+          " smoke run.")
+    if os.path.exists(existing):
+      with open(existing) as f:
+        text = f.read()
+      if f"protocol commit: `{protocol}`" not in text:
+        raise ValueError(
+            f"{existing} holds results of another protocol commit than"
+            f" {protocol}: a protocol is not changed after its results"
+            " exist. Keep that file, and register the corrected protocol as"
+            " a new table file (e.g. <name>_v2) whose results sit beside"
+            " it.")
+  measure = getattr(module, "measure", None)
+  salt = f"{table.name}.measure" if measure is not None else ""
   code_state = git_state(root)
   rows, curves, commits = [], [], []
   wall = 0.0
-  for method, seed, config in cell_configs(module, table, seeds=seeds,
-                                           quick=quick, data_dir=data_dir,
-                                           bases=bases):
+  for method, seed, config in cells:
     log(f"== {table.name}: {method}, seed {seed} ==")
     record = run_cell(config, cache=cache, root=root, salt=salt,
                       measure=measure, code_state=code_state, log=log)
@@ -254,7 +304,8 @@ def run_table(module, *, root: str, out_dir: str, cache: str,
   md = tables_lib.markdown(
       table, rows, protocol_commit=protocol,
       run_commits=commits, command=command, wall_time=wall,
-      machine=machine(), quick=quick, plot=os.path.basename(paths["png"]))
+      machine=machine(), quick=quick, plot=os.path.basename(paths["png"]),
+      protocol_files=paths_used)
   with open(paths["md"], "w") as f:
     f.write(md + "\n")
   return paths

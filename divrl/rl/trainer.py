@@ -261,6 +261,9 @@ class Trainer:
         _eval_statistics, self.graphdef,
         temperature=float(sc.temperature)))
     self.history: list[dict[str, float]] = []
+    # {step: per held-out prompt, the sorted distinct correct solutions}
+    # of each evaluation of the policy (run() and evaluate() fill it).
+    self.eval_solutions: dict[int, list[list[str]]] = {}
 
   @staticmethod
   def _ref_samples(sc, multiple: int) -> int:
@@ -481,8 +484,14 @@ class Trainer:
 
   def evaluate(self, params=None, *, key=None) -> dict[str, Any]:
     """pass@k, accuracy, diversity, entropy and KL to the base on held-out
-    prompts (``config.eval``)."""
+    prompts (``config.eval``).
+
+    The distinct correct solutions of each prompt are kept in
+    ``self.last_solutions`` (and, for the policy at the default key, in
+    ``self.eval_solutions[step]``).
+    """
     ec = self.config.eval
+    own = params is None and key is None
     params = self.state["params"] if params is None else params
     key = jax.random.fold_in(self.root_key, 10**6) if key is None else key
     n = ec.num_samples
@@ -496,6 +505,11 @@ class Trainer:
     ks = [k for k in metrics_lib.DEFAULT_KS if k <= n]
     curve = metrics_lib.pass_at_k_curve(correct, ks)
     distinct = metrics_lib.distinct_correct(canon, correct)
+    self.last_solutions = [
+        sorted({c for c, ok in zip(canon[i], correct[i])
+                if ok and c is not None}) for i in range(p)]
+    if own:
+      self.eval_solutions[self.step] = self.last_solutions
     # Entropy and KL to the base, scored on the device in chunks of rows.
     ent_sum = tok = 0.0
     k1, k3 = [], []
