@@ -28,7 +28,7 @@ import io
 import math
 import os
 import pathlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from divrl import verdicts
@@ -407,8 +407,7 @@ def load_table(module) -> Table:
     raise ValueError(f"{getattr(module, '__file__', module)} defines no"
                      " TABLE = divrl.tables.Table(...).")
   if not callable(getattr(module, "get_config", None)):
-    raise ValueError(f"{module.__file__} defines no get_config(arg).")
+    raise ValueError(f"{getattr(module, '__file__', module)} defines no"
+                     " get_config(arg).")
   return table
 
-
-Measure = Callable[..., Mapping[str, float]]

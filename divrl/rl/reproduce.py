@@ -75,6 +75,8 @@ def protocol_files(module, root: str) -> list[str]:
   """The table file and every module under ``<root>/experiments`` loaded
   when its cells were built (the task settings it is made of), relative to
   ``root``: together they are the protocol."""
+  if getattr(module, "__file__", None) is None:
+    return []   # a table defined in a notebook: never pre-registered
   own = os.path.relpath(module.__file__, root)
   found = {own}
   exp = os.path.join(os.path.abspath(root), "experiments") + os.sep
@@ -260,7 +262,13 @@ def run_table(module, *, root: str, out_dir: str, cache: str,
   cells = cell_configs(module, table, seeds=seeds, quick=quick,
                        data_dir=data_dir, bases=bases)
   paths_used = protocol_files(module, root)
-  protocol = last_commit_of(root, *paths_used)
+  if not paths_used and not quick:
+    raise ValueError(
+        f"table {table.name!r} has no file: only a table file under"
+        " experiments/tables can be pre-registered and run in full; run it"
+        " with quick=True.")
+  protocol = (last_commit_of(root, *paths_used) if paths_used
+              else "none (not a table file)")
   existing = os.path.join(out_dir, table.name + ".md")
   if not quick:
     dirty = [p for p in paths_used if path_is_dirty(root, p)]
