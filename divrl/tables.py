@@ -210,6 +210,13 @@ def outcomes(table: Table, rows: Sequence[Mapping[str, Any]]
     if len(seeds[claim.treatment] & seeds[claim.control]) < 2:
       out.append("none: a paired test needs at least 2 seeds.")
       continue
+    bad = [f"{m}: {metric}" for m, metric in zip(
+        (claim.treatment, claim.control), claim.metrics)
+           if not all(math.isfinite(v)
+                      for v in results.get(m, {}).get(metric, []))]
+    if bad:
+      out.append("none: non-finite values (" + "; ".join(bad) + ").")
+      continue
     out.append(verdicts.evaluate(claim, results))
   return out
 
@@ -218,6 +225,8 @@ def outcomes(table: Table, rows: Sequence[Mapping[str, Any]]
 
 
 def _cell(values: Sequence[float], digits: int = 3) -> str:
+  if not all(math.isfinite(v) for v in values):
+    return "non-finite: " + ", ".join(f"{v:.{digits}g}" for v in values)
   mean, lo, hi = verdicts.mean_interval(values)
   if math.isnan(lo):
     return f"{mean:.{digits}f}"
@@ -236,8 +245,9 @@ def _sign(direction: str) -> str:
 
 
 def claim_text(claim: verdicts.Claim) -> str:
-  return (f"{claim.metric}({claim.treatment}) {_sign(claim.direction)}"
-          f" {claim.metric}({claim.control})")
+  mt, mc = claim.metrics
+  return (f"{mt}({claim.treatment}) {_sign(claim.direction)}"
+          f" {mc}({claim.control})")
 
 
 def test_text(claim: verdicts.Claim) -> str:

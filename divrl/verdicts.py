@@ -138,6 +138,9 @@ class Claim:
     direction: ``"greater"`` or ``"less"``.
     test: ``"paired_t"`` or ``"paired_bootstrap"``.
     confidence: the interval's level.
+    control_metric: the control's metric when it is not ``metric`` (e.g.
+      two estimators measured in the same run: ``metric`` = ``"bnpo/var"``
+      of a run against ``control_metric`` = ``"grpo/var"`` of the same run).
   """
 
   name: str
@@ -147,6 +150,12 @@ class Claim:
   direction: str = "greater"
   test: str = "paired_t"
   confidence: float = 0.95
+  control_metric: str | None = None
+
+  @property
+  def metrics(self) -> tuple[str, str]:
+    """``(treatment's metric, control's metric)``."""
+    return self.metric, self.control_metric or self.metric
 
   def __post_init__(self):
     if self.direction not in DIRECTIONS:
@@ -181,16 +190,15 @@ def evaluate(claim: Claim,
     ValueError: naming a method or metric missing from ``results``.
   """
   values = {}
-  for role in ("treatment", "control"):
+  for role, metric in zip(("treatment", "control"), claim.metrics):
     method = getattr(claim, role)
     if method not in results:
       raise ValueError(f"Claim {claim.name!r}: no results for {role}"
                        f" {method!r}; have {sorted(results)}.")
-    if claim.metric not in results[method]:
+    if metric not in results[method]:
       raise ValueError(f"Claim {claim.name!r}: {method!r} has no metric"
-                       f" {claim.metric!r}; have"
-                       f" {sorted(results[method])}.")
-    values[role] = results[method][claim.metric]
+                       f" {metric!r}; have {sorted(results[method])}.")
+    values[role] = results[method][metric]
   interval = (paired_t_interval if claim.test == "paired_t"
               else paired_bootstrap_interval)
   diff, lo, hi = interval(values["treatment"], values["control"],

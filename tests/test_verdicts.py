@@ -2,6 +2,7 @@
 verdict rule on synthetic numbers with a known effect, a known null and a
 known reversal."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -98,3 +99,20 @@ def test_mean_interval_and_verdict_edges():
 def test_bad_input_is_refused_by_name(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+def test_a_claim_can_compare_two_metrics_of_the_same_runs():
+  # Two estimators measured in the same runs: the paired differences are
+  # bnpo/var - grpo/var seed by seed.
+  results = {"ckpt": {"bnpo/var": [1.0, 2.0, 3.0, 4.0],
+                      "grpo/var": [1.5, 2.6, 3.4, 4.5]}}
+  claim = verdicts.Claim("bnpo lower", "bnpo/var", "ckpt", "ckpt", "less",
+                         control_metric="grpo/var")
+  out = verdicts.evaluate(claim, results)
+  assert out.verdict == "reproduced"
+  assert (out.difference, out.lo, out.hi) == pytest.approx(
+      verdicts.paired_t_interval([1.0, 2.0, 3.0, 4.0],
+                                 [1.5, 2.6, 3.4, 4.5]))
+  with pytest.raises(ValueError, match="no metric 'nope'"):
+    verdicts.evaluate(dataclasses.replace(claim, control_metric="nope"),
+                      results)

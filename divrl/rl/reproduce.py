@@ -10,7 +10,7 @@ two tables define identically runs once. Each record keeps the git commit
 (and whether the tree had uncommitted changes), the machine, the wall time,
 the config, every evaluation and the training history.
 
-A table file may define ``measure(trainer) -> dict``: it replaces the
+A table file may define ``measure(trainer, quick) -> dict``: it replaces the
 default ``trainer.run()`` and returns ``{"evals": [...], "history": [...],
 "extras": {name: value}}`` (for a table that measures, say, gradient
 variance at checkpoints rather than training to the end). Its records get
@@ -163,7 +163,7 @@ def solution_sets(trainer) -> dict[str, list[list[str]]]:
 def run_cell(config, *, cache: str, root: str, salt: str = "",
              measure: Callable[..., Mapping[str, Any]] | None = None,
              code_state: tuple[str, bool] | None = None,
-             log=print) -> dict[str, Any]:
+             quick: bool = False, log=print) -> dict[str, Any]:
   """The record of ``config``: from the cache, or trained and stored.
 
   The run's workdir is ``<cache>/<key>/run``; nothing is checkpointed (a
@@ -191,7 +191,7 @@ def run_cell(config, *, cache: str, root: str, salt: str = "",
     out = {"evals": result["evals"], "history": result["history"],
            "extras": {}, "solutions": solution_sets(trainer)}
   else:
-    out = dict(measure(trainer))
+    out = dict(measure(trainer, quick=quick))
   record = {"key": key, "config": config.to_dict(), "commit": commit,
             "dirty": dirty, "machine": machine(),
             "wall_time": time.perf_counter() - t0,
@@ -295,7 +295,8 @@ def run_table(module, *, root: str, out_dir: str, cache: str,
   for method, seed, config in cells:
     log(f"== {table.name}: {method}, seed {seed} ==")
     record = run_cell(config, cache=cache, root=root, salt=salt,
-                      measure=measure, code_state=code_state, log=log)
+                      measure=measure, code_state=code_state,
+                      quick=quick, log=log)
     log(f"   {record['key']}: {record['wall_time']:.0f} s")
     rows.append(tables_lib.row_of(record, table=table.name, method=method,
                                   seed=seed))
