@@ -94,7 +94,8 @@ EXPERIMENT_FILES = sorted(
     if os.path.isdir(os.path.join(ROOT, "experiments", task))
     and not task.startswith("__")
     for f in os.listdir(os.path.join(ROOT, "experiments", task))
-    if f.endswith(".py") and f not in ("__init__.py", "base.py"))
+    if f.endswith(".py") and f not in ("__init__.py", "base.py")
+    and not f.startswith("_"))
 
 
 @pytest.mark.parametrize("name", EXPERIMENT_FILES)
@@ -102,8 +103,12 @@ def test_experiment_docstrings_state_the_command_and_its_time(name):
   import importlib
   doc = importlib.import_module(
       f"experiments.{name.replace('/', '.')}").__doc__
-  assert f"python -m scripts.train --config experiments/{name}.py" in doc, (
-      name)
+  folder, stem = name.split("/")
+  # A table file (experiments/tables) states the command of the table.
+  command = (f"python -m scripts.reproduce --table {stem}"
+             if folder == "tables" else
+             f"python -m scripts.train --config experiments/{name}.py")
+  assert command in doc, name
   assert re.search(r"[Mm]easured on .*?\d+(\.\d+)?\s+(minutes|s)\b", doc,
                    re.S), name
 
