@@ -87,6 +87,8 @@ class Table:
                        f" {self.seeds}.")
     for c in self.claims:
       for role in ("treatment", "control"):
+        if role == "control" and c.control is None:
+          continue
         if getattr(c, role) not in self.methods:
           raise ValueError(
               f"Table {self.name!r}, claim {c.name!r}: {role}"
@@ -205,13 +207,13 @@ def outcomes(table: Table, rows: Sequence[Mapping[str, Any]]
   results = by_method(rows)
   out = []
   for claim in table.claims:
+    pair = (claim.treatment, claim.control or claim.treatment)
     seeds = {m: {int(r["seed"]) for r in rows if r["method"] == m}
-             for m in (claim.treatment, claim.control)}
-    if len(seeds[claim.treatment] & seeds[claim.control]) < 2:
+             for m in pair}
+    if len(seeds[pair[0]] & seeds[pair[1]]) < 2:
       out.append("none: a paired test needs at least 2 seeds.")
       continue
-    bad = [f"{m}: {metric}" for m, metric in zip(
-        (claim.treatment, claim.control), claim.metrics)
+    bad = [f"{m}: {metric}" for m, metric in zip(pair, claim.metrics)
            if not all(math.isfinite(v)
                       for v in results.get(m, {}).get(metric, []))]
     if bad:
@@ -246,14 +248,18 @@ def _sign(direction: str) -> str:
 
 def claim_text(claim: verdicts.Claim) -> str:
   mt, mc = claim.metrics
-  return (f"{mt}({claim.treatment}) {_sign(claim.direction)}"
-          f" {mc}({claim.control})")
+  right = (f"{mc}({claim.control})" if claim.control is not None
+           else f"{claim.value:g}")
+  return f"{mt}({claim.treatment}) {_sign(claim.direction)} {right}"
 
 
 def test_text(claim: verdicts.Claim) -> str:
-  kind = ("paired t-interval" if claim.test == "paired_t"
-          else "paired percentile bootstrap")
-  return (f"{kind} of the mean difference over seeds, "
+  kind = ("t-interval" if claim.test == "paired_t"
+          else "percentile bootstrap")
+  if claim.control is None:
+    return (f"one-sample {kind} of the mean of {claim.metric} -"
+            f" {claim.value:g} over seeds, {claim.confidence:.0%}")
+  return (f"paired {kind} of the mean difference over seeds, "
           f"{claim.confidence:.0%}")
 
 

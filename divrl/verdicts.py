@@ -141,16 +141,20 @@ class Claim:
     control_metric: the control's metric when it is not ``metric`` (e.g.
       two estimators measured in the same run: ``metric`` = ``"bnpo/var"``
       of a run against ``control_metric`` = ``"grpo/var"`` of the same run).
+    value: with ``control=None``, the constant the metric is compared with
+      (``metric(treatment) > value``): the interval is then the one-sample
+      t-interval (or bootstrap) of ``metric - value`` over seeds.
   """
 
   name: str
   metric: str
   treatment: str
-  control: str
+  control: str | None = None
   direction: str = "greater"
   test: str = "paired_t"
   confidence: float = 0.95
   control_metric: str | None = None
+  value: float = 0.0
 
   @property
   def metrics(self) -> tuple[str, str]:
@@ -192,6 +196,8 @@ def evaluate(claim: Claim,
   values = {}
   for role, metric in zip(("treatment", "control"), claim.metrics):
     method = getattr(claim, role)
+    if method is None:   # a constant control
+      continue
     if method not in results:
       raise ValueError(f"Claim {claim.name!r}: no results for {role}"
                        f" {method!r}; have {sorted(results)}.")
@@ -199,6 +205,8 @@ def evaluate(claim: Claim,
       raise ValueError(f"Claim {claim.name!r}: {method!r} has no metric"
                        f" {metric!r}; have {sorted(results[method])}.")
     values[role] = results[method][metric]
+  if claim.control is None:
+    values["control"] = [claim.value] * len(values["treatment"])
   interval = (paired_t_interval if claim.test == "paired_t"
               else paired_bootstrap_interval)
   diff, lo, hi = interval(values["treatment"], values["control"],

@@ -223,3 +223,15 @@ def test_load_table_requires_table_and_get_config():
     tables.load_table(M)
   M.get_config = staticmethod(lambda arg=None: None)
   assert tables.load_table(M) is M.TABLE
+
+
+def test_a_claim_against_a_constant_in_a_table():
+  table = _table(claims=(tables.Claim("effect above 0.4", "pass@1", "effect",
+                                      value=0.4),))
+  out = tables.outcomes(table, _rows())
+  assert out[0].verdict == "reproduced"
+  text = tables.markdown(table, _rows(), protocol_commit="p",
+                         run_commits=["r"], command="c", wall_time=1.0,
+                         machine="m")
+  assert "`pass@1(effect) > 0.4`" in text
+  assert "one-sample t-interval of the mean of pass@1 - 0.4" in text

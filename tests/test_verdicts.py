@@ -116,3 +116,14 @@ def test_a_claim_can_compare_two_metrics_of_the_same_runs():
   with pytest.raises(ValueError, match="no metric 'nope'"):
     verdicts.evaluate(dataclasses.replace(claim, control_metric="nope"),
                       results)
+
+
+def test_a_claim_against_a_constant_is_a_one_sample_interval():
+  results = {"m": {"corr": [0.4, 0.5, 0.45, 0.6]}}
+  claim = verdicts.Claim("positive", "corr", "m", direction="greater")
+  out = verdicts.evaluate(claim, results)
+  mean, lo, hi = verdicts.mean_interval([0.4, 0.5, 0.45, 0.6])
+  assert (out.difference, out.lo, out.hi) == pytest.approx((mean, lo, hi))
+  assert out.verdict == "reproduced"
+  shifted = dataclasses.replace(claim, value=0.7)
+  assert verdicts.evaluate(shifted, results).verdict == "not reproduced"

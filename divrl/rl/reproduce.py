@@ -10,6 +10,11 @@ two tables define identically runs once. Each record keeps the git commit
 (and whether the tree had uncommitted changes), the machine, the wall time,
 the config, every evaluation and the training history.
 
+A table file may define ``derive(records) -> {(method, seed): {name:
+value}}``: metrics computed from the cached records of the whole grid (e.g.
+the samples a method needs to reach the GRPO run's final reward on the same
+seed); they do not change any run, so the runs stay shared.
+
 A table file may define ``measure(trainer, quick) -> dict``: it replaces the
 default ``trainer.run()`` and returns ``{"evals": [...], "history": [...],
 "extras": {name: value}}`` (for a table that measures, say, gradient
@@ -290,6 +295,7 @@ def run_table(module, *, root: str, out_dir: str, cache: str,
   measure = getattr(module, "measure", None)
   salt = f"{table.name}.measure" if measure is not None else ""
   code_state = git_state(root)
+  records = {}
   rows, curves, commits = [], [], []
   wall = 0.0
   for method, seed, config in cells:
@@ -298,11 +304,18 @@ def run_table(module, *, root: str, out_dir: str, cache: str,
                       measure=measure, code_state=code_state,
                       quick=quick, log=log)
     log(f"   {record['key']}: {record['wall_time']:.0f} s")
+    records[(method, seed)] = record
     rows.append(tables_lib.row_of(record, table=table.name, method=method,
                                   seed=seed))
     curves += tables_lib.curve_rows(record, method=method, seed=seed)
     commits.append(record["commit"] + ("+dirty" if record["dirty"] else ""))
     wall += float(record["wall_time"])
+  derive = getattr(module, "derive", None)
+  if derive is not None:
+    derived = derive(records)
+    for row in rows:
+      row.update({k: float(v) for k, v in
+                  derived.get((row["method"], row["seed"]), {}).items()})
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, table.name)
   paths = {"csv": stem + ".csv", "curves": stem + ".curves.csv",

@@ -155,3 +155,31 @@ def test_every_table_file_builds_every_cell(name):
   assert len(keys) == len(table.methods)  # no two methods are the same run
   with pytest.raises(ValueError, match="method"):
     module.get_config("method=not_a_method")
+
+
+def test_derive_adds_grid_metrics_without_new_runs(quick_run, monkeypatch):
+  import types
+  module, root, _ = quick_run
+
+  def derive(records):
+    # A cross-run metric: each run's final pass@1 minus its seed's base's.
+    base = {s: r["evals"][-1][1]["eval/pass@1"]
+            for (m, s), r in records.items() if m == "countdown_base"}
+    return {(m, s): {"gain": r["evals"][-1][1]["eval/pass@1"] - base[s]}
+            for (m, s), r in records.items() if m.startswith("countdown")}
+
+  def no_training(*a, **k):
+    raise AssertionError("a cached run was trained again")
+  monkeypatch.setattr(reproduce.experiment, "Trainer", no_training)
+  table_module = types.SimpleNamespace(TABLE=module.TABLE,
+                                       get_config=module.get_config,
+                                       derive=derive)
+  paths = reproduce.run_table(table_module, root=str(ROOT),
+                              out_dir=str(root / "derived"),
+                              cache=str(root / "cache"), seeds=1, quick=True,
+                              command="test", log=lambda *_: None)
+  rows = {r["method"]: r for r in tables.read_csv(paths["csv"])}
+  assert rows["countdown_base"]["gain"] == 0.0
+  assert rows["countdown_grpo"]["gain"] == pytest.approx(
+      rows["countdown_grpo"]["pass@1"] - rows["countdown_base"]["pass@1"])
+  assert rows["rare_grpo"]["gain"] == ""
