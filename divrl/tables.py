@@ -182,7 +182,8 @@ def pass_ks(rows: Sequence[Mapping[str, Any]]) -> list[int]:
   """The ``k`` of every ``pass@k`` column all rows have, ascending."""
   ks = None
   for r in rows:
-    have = {int(n.split("@")[1]) for n in r if n.startswith("pass@")}
+    have = {int(n[len("pass@"):]) for n in r
+            if n.startswith("pass@") and n[len("pass@"):].isdigit()}
     ks = have if ks is None else ks & have
   return sorted(ks or ())
 

@@ -123,3 +123,40 @@ def estimator_statistics(trainer, objectives: Mapping[str, Objective], *,
       out[f"{name}/{stat}"] = value
   out["zero_variance_share"] = flat / groups
   return out
+
+
+def group_rollout(rollout: step_lib.Rollout, group: int
+                  ) -> step_lib.Rollout:
+  """The rows of one group of ``rollout`` as a one-group rollout."""
+  ids = np.asarray(rollout.group_ids)
+  rows = np.flatnonzero(ids == group)
+  if rows.size == 0:
+    raise ValueError(f"group {group} has no rows in the rollout.")
+  take = lambda x: None if x is None else x[rows]
+  sub = jax.tree.map(take, rollout)
+  return sub.replace(group_ids=jnp.zeros((rows.size,), jnp.int32),
+                     num_groups=1)
+
+
+def group_gradient_norms(trainer, objectives: Mapping[str, Objective], *,
+                         num_batches: int, seed_offset: int = 2 * 10**5
+                         ) -> dict[str, np.ndarray]:
+  """Per group of ``num_batches`` fresh rollouts: the reward variance
+  ``p (1 - p)`` (``"variance"``, population variance of the group's
+  rewards) and, for each objective, the norm of the gradient of that
+  group's own loss (``"<name>"``; the group alone as the batch)."""
+  fns = {name: gradient_fn(trainer, obj) for name, obj in objectives.items()}
+  out = {"variance": []}
+  out.update({name: [] for name in fns})
+  for b in range(num_batches):
+    rollout, info = trainer.rollout(trainer.step + seed_offset + b)
+    rewards = np.asarray(info.rewards)
+    ids = np.asarray(rollout.group_ids)
+    key = jax.random.fold_in(trainer.root_key, seed_offset + b)
+    for g in range(rollout.num_groups):
+      sub = group_rollout(rollout, g)
+      out["variance"].append(float(np.var(rewards[ids == g])))
+      for name, fn in fns.items():
+        grad = fn(sub, jax.random.fold_in(key, g))
+        out[name].append(float(np.sqrt(grad @ grad)))
+  return {k: np.asarray(v) for k, v in out.items()}

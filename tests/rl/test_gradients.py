@@ -82,3 +82,31 @@ def test_estimator_statistics_pairs_estimators_on_the_same_batches(
   assert 0 <= out["zero_variance_share"] <= 1
   with pytest.raises(ValueError, match="num_batches"):
     gradients.estimator_statistics(trainer, objs, num_batches=1)
+
+
+def test_group_gradient_norms_zero_variance_groups_give_zero(tmp_path,
+                                                             cache_root):
+  trainer = Trainer(small_config(tmp_path, cache_root), log=lambda *a: None)
+  width = trainer.config.sampling.max_new_tokens
+  spec = trainer.config.objective.to_dict()
+  shaped = {**spec, "transforms": [{"name": "overlong_penalty",
+                                    "max_length": width,
+                                    "cache_length": width}]}
+  out = gradients.group_gradient_norms(
+      trainer, {"grpo": Objective.from_config(spec)}, num_batches=2)
+  groups = 2 * trainer.config.sampling.num_prompts
+  assert out["variance"].shape == out["grpo"].shape == (groups,)
+  # The barely trained base solves nothing: every group's rewards are
+  # equal, and GRPO's gradient is exactly zero for each.
+  assert np.all(out["variance"] == 0)
+  assert np.all(out["grpo"] == 0.0)
+  # A reward that varies in every group gives every group a gradient.
+  varied = gradients.group_gradient_norms(
+      trainer, {"shaped": Objective.from_config(shaped)}, num_batches=1)
+  assert np.all(varied["shaped"] > 0)
+  rollout, _ = trainer.rollout(0)
+  one = gradients.group_rollout(rollout, 1)
+  assert one.num_groups == 1 and one.tokens.shape[0] == (
+      trainer.config.sampling.num_samples)
+  np.testing.assert_array_equal(one.tokens, np.asarray(rollout.tokens)[
+      np.asarray(rollout.group_ids) == 1])
