@@ -298,9 +298,9 @@ def markdown(table: Table, rows: Sequence[Mapping[str, Any]], *,
   out += [_md_table(["method"] + cols, body), ""]
   ks = pass_ks(rows)
   if ks:
-    out += ["pass@k (mean over seeds):", ""]
-    body = [[m] + [f"{sum(results[m][f'pass@{k}']) / len(results[m][f'pass@{k}']):.3f}"
-                   for k in ks] for m in methods]
+    out += ["pass@k, mean over seeds [95% t-interval]:", ""]
+    body = [[m] + [_cell(results[m][f"pass@{k}"]) for k in ks]
+            for m in methods]
     out += [_md_table(["method"] + [f"k={k}" for k in ks], body), ""]
   if plot:
     out += [f"![pass@k, entropy and distinct solutions]({plot})", ""]
