@@ -380,12 +380,15 @@ def save_plot(path: str | os.PathLike, table: Table,
   axes = fig.subplots(1, 3)
   ks = pass_ks(rows)
   methods = [m for m in table.methods if any(r["method"] == m for r in rows)]
+  cycle = [f"C{i % 10}" for i in range(len(methods))]
+  colors = dict(zip(methods, cycle))
   for m in methods:
     mine = sorted((r for r in rows if r["method"] == m),
                   key=lambda r: r["seed"])
     if ks:
       mean, lo, hi = _band([[r[f"pass@{k}"] for k in ks] for r in mine])
-      line, = axes[0].plot(ks, mean, marker="o", ms=3, label=m)
+      line, = axes[0].plot(ks, mean, marker="o", ms=3, label=m,
+                           color=colors[m])
       axes[0].fill_between(ks, lo, hi, color=line.get_color(), alpha=0.2)
     for ax, metric in ((axes[1], "token_entropy"), (axes[2], "distinct")):
       per_seed = {}
@@ -399,7 +402,11 @@ def save_plot(path: str | os.PathLike, table: Table,
       if not steps:
         continue
       mean, lo, hi = _band([[v[s] for s in steps] for v in per_seed.values()])
-      line, = ax.plot(steps, mean, marker="o", ms=3, label=m)
+      if steps == [0]:   # an untrained row (the base): a level, not a curve
+        ax.axhline(mean[0], ls="--", lw=1, color=colors[m], label=m)
+        continue
+      line, = ax.plot(steps, mean, marker="o", ms=3, label=m,
+                      color=colors[m])
       ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
   axes[0].set_xscale("log", base=2)
   axes[0].set(xlabel="k", ylabel="pass@k", title="pass@k (95% band)")
