@@ -93,6 +93,7 @@ from divrl import aggregation as agg  # noqa: E402
 from divrl.models import decoder  # noqa: E402
 from divrl.ops import sequence_statistics  # noqa: E402
 from divrl.objective import Objective  # noqa: E402
+from divrl.rl import logging as rl_logging  # noqa: E402
 from divrl.rl import mesh as mesh_lib  # noqa: E402
 from divrl.rl import scoring  # noqa: E402
 from divrl.rl import step as step_lib  # noqa: E402
@@ -944,17 +945,6 @@ def _versions() -> dict[str, str]:
           "numpy": np.__version__, "python": platform.python_version()}
 
 
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
-
-
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", default=os.path.join(ROOT, "results",
@@ -992,7 +982,7 @@ def main(argv=None) -> None:
       "command": COMMAND,
       "date": datetime.datetime.now(datetime.timezone.utc).strftime(
           "%Y-%m-%d %H:%M UTC"),
-      "versions": _versions(), "cpu_model": _cpu_model(),
+      "versions": _versions(), "cpu_model": rl_logging.cpu_model(),
       "cpu_count": os.cpu_count(),
       "cpu_affinity": len(os.sched_getaffinity(0)),
       "devices": [str(d) for d in jax.devices()],

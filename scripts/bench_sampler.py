@@ -790,15 +790,8 @@ def machine_info() -> dict:
   import jax
   import torch
   import transformers
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
+  from divrl.rl import logging as rl_logging
+  cpu = rl_logging.cpu_model()
   return {
       "date": datetime.datetime.now().isoformat(timespec="seconds"),
       "platform": platform.platform(),

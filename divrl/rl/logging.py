@@ -553,3 +553,17 @@ __all__ = [
     "save_plots",
     "summary_table",
 ]
+
+
+def cpu_model() -> str:
+  """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()``
+  where that is missing), recorded with benchmark and table results."""
+  import platform  # pylint: disable=g-import-not-at-top
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()

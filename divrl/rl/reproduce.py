@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ import jax
 
 from divrl import tables as tables_lib
 from divrl.rl import experiment
+from divrl.rl import logging as rl_logging
 
 # Config keys that say where files go or how much is logged, not what runs.
 _NOT_IN_KEY = ("workdir", "log", "checkpoint")
@@ -122,16 +122,8 @@ def path_is_dirty(root: str, path: str) -> bool:
 
 def machine() -> str:
   """The CPU model, its core count and the JAX version."""
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  return f"{cpu}, {os.cpu_count()} cores, jax {jax.__version__}"
+  return (f"{rl_logging.cpu_model()}, {os.cpu_count()} cores,"
+          f" jax {jax.__version__}")
 
 
 def _jsonable(x):
@@ -142,6 +134,17 @@ def _jsonable(x):
   if hasattr(x, "item"):
     return x.item()
   return x
+
+
+def train_to_checkpoint(trainer) -> list:
+  """Trains ``trainer`` to ``train.steps`` (its checkpoint), then evaluates
+  once: the ``evals`` of a ``measure`` that measures at a checkpoint
+  (``[(0, base evaluation)]`` for a 0-step checkpoint). The history is kept
+  in ``trainer.history``."""
+  while trainer.step < trainer.config.train.steps:
+    trainer.history.append({"step": trainer.step + 1,
+                            **trainer.train_step()})
+  return [(trainer.step, trainer.evaluate())]
 
 
 REDRAW_KEY = 10**6 + 1   # the base's second draw (the eval key is 10**6)

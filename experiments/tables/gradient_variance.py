@@ -94,13 +94,9 @@ def get_config(arg=None):
 
 def measure(trainer, quick=False):
   """Trains to the checkpoint, evaluates, then measures the estimators."""
-  from divrl.rl import gradients  # pylint: disable=g-import-not-at-top
-  evals = [(0, trainer.evaluate())] if trainer.config.train.steps == 0 else []
-  while trainer.step < trainer.config.train.steps:
-    trainer.history.append({"step": trainer.step + 1,
-                            **trainer.train_step()})
-  if trainer.step:
-    evals.append((trainer.step, trainer.evaluate()))
+  # pylint: disable=g-import-not-at-top
+  from divrl.rl import gradients, reproduce
+  evals = reproduce.train_to_checkpoint(trainer)
   stats = gradients.estimator_statistics(
       trainer, {name: Objective.from_config(
           {**trainer.config.objective.to_dict(), "advantage": adv})

@@ -82,13 +82,8 @@ def measure(trainer, quick=False):
   # pylint: disable=g-import-not-at-top
   from scipy import stats
   from divrl.objective import Objective
-  from divrl.rl import gradients
-  evals = [(0, trainer.evaluate())] if trainer.config.train.steps == 0 else []
-  while trainer.step < trainer.config.train.steps:
-    trainer.history.append({"step": trainer.step + 1,
-                            **trainer.train_step()})
-  if trainer.step:
-    evals.append((trainer.step, trainer.evaluate()))
+  from divrl.rl import gradients, reproduce
+  evals = reproduce.train_to_checkpoint(trainer)
   spec = trainer.config.objective.to_dict()
   norms = gradients.group_gradient_norms(
       trainer, {name: Objective.from_config({**spec, "advantage": adv})
