@@ -268,7 +268,8 @@ def markdown(table: Table, rows: Sequence[Mapping[str, Any]], *,
              protocol_commit: str, run_commits: Sequence[str],
              command: str, wall_time: float, machine: str,
              quick: bool = False, plot: str | None = None,
-             protocol_files: Sequence[str] = ()) -> str:
+             protocol_files: Sequence[str] = (),
+             new_wall_time: float | None = None) -> str:
   """The results file: protocol, the summary table with 95% t-intervals,
   the pass@k curve, and each claim with its test and verdict."""
   results = by_method(rows)
@@ -288,7 +289,11 @@ def markdown(table: Table, rows: Sequence[Mapping[str, Any]], *,
           + ", ".join(f"`{c}`" for c in sorted(set(run_commits))),
           f"- command: `{command}`",
           f"- seeds: {', '.join(map(str, seeds))}; machine: {machine};"
-          f" wall time of the runs: {wall_time / 60:.1f} minutes", ""]
+          f" wall time of the runs: {wall_time / 60:.1f} minutes"
+          + ("" if new_wall_time is None else
+             f" ({new_wall_time / 60:.1f} minutes for the runs this command"
+             " made; the others came from the run cache, shared with other"
+             " tables)"), ""]
   cols = [c for c in table.columns
           if any(c in results[m] for m in methods)]
   out += ["## Results", "",

@@ -300,9 +300,11 @@ def run_table(module, *, root: str, out_dir: str, cache: str,
   code_state = git_state(root)
   records = {}
   rows, curves, commits = [], [], []
-  wall = 0.0
+  wall = new_wall = 0.0
   for method, seed, config in cells:
     log(f"== {table.name}: {method}, seed {seed} ==")
+    cached = os.path.exists(os.path.join(cache, run_key(config, salt),
+                                         "record.json"))
     record = run_cell(config, cache=cache, root=root, salt=salt,
                       measure=measure, code_state=code_state,
                       quick=quick, log=log)
@@ -313,6 +315,8 @@ def run_table(module, *, root: str, out_dir: str, cache: str,
     curves += tables_lib.curve_rows(record, method=method, seed=seed)
     commits.append(record["commit"] + ("+dirty" if record["dirty"] else ""))
     wall += float(record["wall_time"])
+    if not cached:
+      new_wall += float(record["wall_time"])
   derive = getattr(module, "derive", None)
   if derive is not None:
     derived = derive(records)
@@ -329,6 +333,7 @@ def run_table(module, *, root: str, out_dir: str, cache: str,
   md = tables_lib.markdown(
       table, rows, protocol_commit=protocol,
       run_commits=commits, command=command, wall_time=wall,
+      new_wall_time=new_wall,
       machine=machine(), quick=quick, plot=os.path.basename(paths["png"]),
       protocol_files=paths_used)
   with open(paths["md"], "w") as f:
