@@ -291,9 +291,10 @@ def markdown(table: Table, rows: Sequence[Mapping[str, Any]], *,
           f"- seeds: {', '.join(map(str, seeds))}; machine: {machine};"
           f" wall time of the runs: {wall_time / 60:.1f} minutes"
           + ("" if new_wall_time is None else
-             f" ({new_wall_time / 60:.1f} minutes for the runs this command"
-             " made; the others came from the run cache, shared with other"
-             " tables)"), ""]
+             " (every run came from the run cache)" if new_wall_time == 0
+             else f" ({new_wall_time / 60:.1f} minutes for the runs this"
+             " command made; the others came from the run cache, shared"
+             " with other tables)"), ""]
   cols = [c for c in table.columns
           if any(c in results[m] for m in methods)]
   out += ["## Results", "",
