@@ -290,7 +290,8 @@ def markdown(table: Table, rows: Sequence[Mapping[str, Any]], *,
           f"- command: `{command}`",
           f"- seeds: {', '.join(map(str, seeds))}; machine: {machine};"
           f" wall time of the runs: {wall_time / 60:.1f} minutes"
-          + ("" if new_wall_time is None else
+          + ("" if new_wall_time is None
+             or abs(new_wall_time - wall_time) < 1e-6 else
              " (every run came from the run cache)" if new_wall_time == 0
              else f" ({new_wall_time / 60:.1f} minutes for the runs this"
              " command made; the others came from the run cache, shared"
