@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 
+from divrl import tables
 from divrl.rl import logging as rl_logging
 from divrl.rl.trainer import Trainer, entropy_curve, pass_at_k_of
 
@@ -36,19 +37,13 @@ def quiet_logs() -> None:
 def table_row(evaluation: Mapping[str, float]) -> dict[str, float]:
   """The summary columns of one ``Trainer.evaluate()`` dict (and the task
   columns it has, e.g. ``rare_found``: the share of prompts with a correct
-  sample of the planted rare family)."""
-  task = {c: evaluation[f"eval/{c}"] for c in TASK_COLUMNS
-          if f"eval/{c}" in evaluation}
-  return {
-      "pass@1": evaluation.get("eval/pass@1", float("nan")),
-      "pass@16": evaluation.get("eval/pass@16", float("nan")),
-      "distinct": evaluation["eval/distinct"],
-      "solution_entropy": evaluation["eval/solution_entropy"],
-      "token_entropy": evaluation["eval/token_entropy"],
-      "kl_base": evaluation["eval/kl_base_k3"],
-      "accuracy": evaluation["eval/accuracy"],
-      **task,
-  }
+  sample of the planted rare family), named as ``divrl.tables`` names
+  them (``kl_base`` is the k3 estimate)."""
+  m = tables.eval_metrics(evaluation)
+  row = {c: m.get(c, float("nan")) if c.startswith("pass@") else m[c]
+         for c in TABLE_COLUMNS}
+  row.update({c: m[c] for c in TASK_COLUMNS if c in m})
+  return row
 
 
 def run_experiment(config, *, trainer: Trainer | None = None,

@@ -60,18 +60,22 @@ def run_key(config, salt: str = "") -> str:
   return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _git(root: str, *args: str) -> str | None:
+  """The stripped output of ``git <args>`` in ``root``; None outside a git
+  checkout (or when git fails)."""
+  try:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True,
+                          text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return None
+
+
 def git_state(root: str) -> tuple[str, bool]:
   """``(HEAD commit, whether tracked files differ from it)``; ``("unknown",
   False)`` outside a git checkout."""
-  try:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root,
-                            capture_output=True, text=True, check=True
-                            ).stdout.strip()
-    status = subprocess.run(["git", "status", "--porcelain",
-                             "--untracked-files=no"], cwd=root,
-                            capture_output=True, text=True, check=True
-                            ).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
+  commit = _git(root, "rev-parse", "HEAD")
+  status = _git(root, "status", "--porcelain", "--untracked-files=no")
+  if commit is None or status is None:
     return "unknown", False
   return commit, bool(status)
 
@@ -100,24 +104,15 @@ def protocol_files(module, root: str) -> list[str]:
 def last_commit_of(root: str, *paths: str) -> str:
   """The last commit that touched any of ``paths`` (``"uncommitted"`` if
   none)."""
-  try:
-    out = subprocess.run(["git", "log", "-1", "--format=%H", "--", *paths],
-                         cwd=root, capture_output=True, text=True,
-                         check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
+  out = _git(root, "log", "-1", "--format=%H", "--", *paths)
+  if out is None:
     return "unknown"
   return out or "uncommitted"
 
 
 def path_is_dirty(root: str, path: str) -> bool:
   """Whether ``path`` differs from HEAD or is untracked."""
-  try:
-    out = subprocess.run(["git", "status", "--porcelain", "--", path],
-                         cwd=root, capture_output=True, text=True,
-                         check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return False
-  return bool(out)
+  return bool(_git(root, "status", "--porcelain", "--", path))
 
 
 def machine() -> str:
@@ -171,8 +166,9 @@ def solution_sets(trainer) -> dict[str, list[list[str]]]:
 def run_cell(config, *, cache: str, root: str, salt: str = "",
              measure: Callable[..., Mapping[str, Any]] | None = None,
              code_state: tuple[str, bool] | None = None,
-             quick: bool = False, log=print) -> dict[str, Any]:
-  """The record of ``config``: from the cache, or trained and stored.
+             quick: bool = False, log=print) -> tuple[dict[str, Any], bool]:
+  """``(record, cached)``: the record of ``config``, from the cache
+  (``cached`` True) or trained and stored.
 
   The run's workdir is ``<cache>/<key>/run``; nothing is checkpointed (a
   cut-off run starts again), and the record is written only when the run
@@ -182,7 +178,7 @@ def run_cell(config, *, cache: str, root: str, salt: str = "",
   path = os.path.join(cache, key, "record.json")
   if os.path.exists(path):
     with open(path) as f:
-      return json.load(f)
+      return json.load(f), True
   config = config.copy_and_resolve_references()
   config.unlock()
   config.workdir = os.path.join(cache, key, "run")
@@ -212,7 +208,7 @@ def run_cell(config, *, cache: str, root: str, salt: str = "",
   with open(tmp, "w") as f:
     json.dump(record, f)
   os.replace(tmp, path)
-  return record
+  return record, False
 
 
 def apply_overrides(config, overrides: Mapping[str, Any]) -> None:
@@ -264,8 +260,9 @@ def run_table(module, *, root: str, out_dir: str, cache: str,
   seeds = table.seeds if seeds is None else seeds
   if seeds < 1:
     raise ValueError(f"seeds must be >= 1, got {seeds}.")
-  bases = os.path.join(os.path.dirname(cache.rstrip("/")), "bases")
-  data_dir = os.path.join(os.path.dirname(cache.rstrip("/")), "tfds")
+  # Bases and task data live beside the cache (runs/tables/{bases,tfds}).
+  beside = os.path.dirname(cache.rstrip("/"))
+  bases, data_dir = (os.path.join(beside, d) for d in ("bases", "tfds"))
   # Building the cells imports every experiment module the protocol uses.
   cells = cell_configs(module, table, seeds=seeds, quick=quick,
                        data_dir=data_dir, bases=bases)
@@ -303,9 +300,7 @@ def run_table(module, *, root: str, out_dir: str, cache: str,
   wall = new_wall = 0.0
   for method, seed, config in cells:
     log(f"== {table.name}: {method}, seed {seed} ==")
-    cached = os.path.exists(os.path.join(cache, run_key(config, salt),
-                                         "record.json"))
-    record = run_cell(config, cache=cache, root=root, salt=salt,
+    record, cached = run_cell(config, cache=cache, root=root, salt=salt,
                       measure=measure, code_state=code_state,
                       quick=quick, log=log)
     log(f"   {record['key']}: {record['wall_time']:.0f} s")

@@ -3,19 +3,11 @@ with the list of known ones, and the --quick flavour runs a table file end
 to end into the directory it is given (the machinery itself is tested in
 tests/rl/test_reproduce.py)."""
 
-import os
-import subprocess
-import sys
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+from tests.scripts import run_script
 
 
 def _run_cli(*args, timeout=600):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", "scripts.reproduce", *args],
-                        cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=timeout)
+  return run_script("scripts.reproduce", *args, timeout=timeout)
 
 
 def test_unknown_table_names_the_known_ones():

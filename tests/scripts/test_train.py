@@ -6,21 +6,13 @@ The tiny base model is pre-trained once per session (``cache_root``, see
 """
 
 import json
-import os
-import subprocess
-import sys
 
 from divrl.rl import logging as rl_logging
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+from tests.scripts import run_script
 
 
 def _run_cli(*args, timeout=600):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", "scripts.train", *args],
-                        cwd=ROOT, env=env, capture_output=True, text=True,
-                        timeout=timeout)
+  return run_script("scripts.train", *args, timeout=timeout)
 
 
 def test_cli_refuses_unknown_config_key():
