@@ -129,6 +129,11 @@ class Plan:
     min_p: threshold of ``min_p_logprob``.
     log_entropy: report the batch's token entropy.
     log_kl_ref: report the batch's KL to the reference.
+    score_policy: run the behaviour policy's forward when preparing. False
+      only for an on-policy update (``on_policy``): the behaviour log-probs
+      are then the detached log-probs the update computes anyway
+      (``types.behaviour_logprobs``), and the logged entropy and KL to the
+      reference are computed in the update, from the same parameters.
   """
 
   score: tuple[str, ...] = ()
@@ -140,6 +145,7 @@ class Plan:
   log_entropy: bool = False
   log_kl_ref: bool = False
   min_p: float = 0.02
+  score_policy: bool = True
 
   @classmethod
   def of(cls, objective: Objective, *, temperature: float = 1.0,
@@ -174,6 +180,16 @@ class Plan:
   @property
   def keep_ref_hidden(self) -> bool:
     return bool(set(REFERENCE_DIVERGENCES) & set(self.update))
+
+  @property
+  def entropy_in_update(self) -> bool:
+    """The logged entropy comes from the update's statistics."""
+    return self.log_entropy and not self.score_policy
+
+  @property
+  def kl_ref_in_update(self) -> bool:
+    """The logged KL to the reference comes from the update."""
+    return self.log_kl_ref and not self.score_policy
 
 
 @struct.dataclass
@@ -224,14 +240,14 @@ def make_score(graphdef, plan: Plan):
   Returns:
     ``score(params, ref_params, rollout) -> Scored``. It depends on the
     model and the plan, not on the objective: objectives with one plan share
-    its compiled program.
+    its compiled program. Without ``plan.score_policy`` only the reference
+    runs (and nothing at all without ``plan.reference``).
   """
 
   def score(params, ref_params, rollout: Rollout) -> Scored:
     model = nnx.merge(graphdef, params)
     args = (rollout.prompt_tokens, rollout.prompt_mask, rollout.tokens,
             rollout.response_mask)
-    hidden = response_hidden(model, *args)
     ref_hidden = ref_w = ref_logprobs = None
     if plan.reference:
       ref_model = nnx.merge(graphdef, ref_params)
@@ -241,11 +257,13 @@ def make_score(graphdef, plan: Plan):
           ref_model, ref_hidden, rollout.tokens, rollout.response_mask, (),
           temperature=plan.temperature, top_p=plan.top_p, min_p=plan.min_p,
           alpha=plan.alpha)["logprobs"]
-    stats = model_statistics(model, hidden, rollout.tokens,
-                             rollout.response_mask, plan.score,
-                             temperature=plan.temperature, top_p=plan.top_p,
-                             min_p=plan.min_p, alpha=plan.alpha,
-                             ref_hidden=ref_hidden, ref_unembedding=ref_w)
+    stats = {}
+    if plan.score_policy:
+      stats = model_statistics(
+          model, response_hidden(model, *args), rollout.tokens,
+          rollout.response_mask, plan.score, temperature=plan.temperature,
+          top_p=plan.top_p, min_p=plan.min_p, alpha=plan.alpha,
+          ref_hidden=ref_hidden, ref_unembedding=ref_w)
     return Scored(stats, ref_logprobs,
                   ref_hidden if plan.keep_ref_hidden else None)
 
@@ -262,10 +280,17 @@ def make_objective_prepare(objective: Objective, plan: Plan):
   """
 
   def objective_prepare(scored: Scored, carry, rollout: Rollout, key):
-    stats = scored.stats
+    stats = dict(scored.stats)
+    old_logprobs = stats.get("logprobs")
+    if not plan.score_policy:
+      # On-policy (``on_policy_plan`` checked that no prepare-stage part
+      # reads them): the update recomputes the log-probs, and the behaviour
+      # log-probs are their detached copy. The sampler's log-probs only
+      # fill the required field.
+      stats["logprobs"] = rollout.rollout_logprobs
     batch = Batch(
         rewards=rollout.rewards, group_ids=rollout.group_ids,
-        response_mask=rollout.response_mask, old_logprobs=stats["logprobs"],
+        response_mask=rollout.response_mask, old_logprobs=old_logprobs,
         ref_logprobs=scored.ref_logprobs,
         rollout_logprobs=rollout.rollout_logprobs,
         truncated=rollout.truncated, tokens=rollout.tokens,
@@ -281,10 +306,10 @@ def make_objective_prepare(objective: Objective, plan: Plan):
     mask = rollout.response_mask
     metrics = {"response_length": jnp.mean(jnp.sum(mask, axis=1)
                                            .astype(jnp.float32))}
-    if plan.log_entropy:
+    if plan.log_entropy and not plan.entropy_in_update:
       metrics["entropy"] = metrics_lib.token_entropy_summary(stats["entropy"],
                                                              mask)
-    if plan.log_kl_ref:
+    if plan.log_kl_ref and not plan.kl_ref_in_update:
       metrics["kl_ref"] = metrics_lib.kl_to_base(
           stats["logprobs"], scored.ref_logprobs, mask).k3
     prepared = Prepared(batch=batch, prompt_tokens=rollout.prompt_tokens,
@@ -311,6 +336,107 @@ def make_prepare(graphdef, objective: Objective, plan: Plan):
                              rollout, key)
 
   return prepare
+
+
+def _depends_on_first_input(closed_jaxpr) -> bool:
+  """Whether any output of ``closed_jaxpr`` depends on its first input.
+
+  Forward taint propagation over the equations; an equation with a tainted
+  input taints all its outputs (conservative for sub-programs).
+  """
+  jaxpr = closed_jaxpr.jaxpr
+  tainted = {id(jaxpr.invars[0])}
+  for eqn in jaxpr.eqns:
+    if any(id(v) in tainted for v in eqn.invars):
+      tainted.update(id(v) for v in eqn.outvars)
+  return any(id(v) in tainted for v in jaxpr.outvars)
+
+
+def prepare_reads_behaviour(objective: Objective, plan: Plan,
+                            rollout: Rollout, carry=None) -> bool:
+  """Whether ``objective``'s prepare stage reads the behaviour policy's
+  log-probs (``Batch.logprobs`` or ``old_logprobs`` before the update).
+
+  Decided from the traced program on ``rollout``'s shapes, not from
+  declarations: ``logprobs`` is a core field that parts read without
+  declaring it (a KL-in-reward transform, OTB's or DRPO's advantage, a
+  rejection filter). The prepared batch's own ``logprobs`` and
+  ``old_logprobs`` fields, which only carry the input through, do not
+  count.
+  """
+  probe = dataclasses.replace(plan, score=(), log_entropy=False,
+                              log_kl_ref=False, score_policy=True)
+  objective_prepare = make_objective_prepare(objective, probe)
+  carry = objective.init_carry() if carry is None else carry
+  t = rollout.tokens.shape[1]
+
+  def outputs(logprobs, ref, rollout, carry, key):
+    prepared, new_carry, metrics = objective_prepare(
+        Scored({"logprobs": logprobs}, ref), carry, rollout, key)
+    batch = prepared.batch.replace(logprobs=None, old_logprobs=None)
+    return prepared.replace(batch=batch), new_carry, metrics
+
+  abstract = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
+  token = jax.ShapeDtypeStruct((rollout.tokens.shape[0], t), jnp.float32)
+  closed = jax.make_jaxpr(outputs)(
+      token, token if plan.reference else None,
+      jax.tree.map(abstract, rollout), jax.tree.map(abstract, carry),
+      jax.random.key(0))
+  return _depends_on_first_input(closed)
+
+
+def on_policy_plan(plan: Plan, objective: Objective, rollout: Rollout,
+                   carry=None) -> Plan:
+  """``plan`` without the behaviour policy's scoring forward, where exact.
+
+  When each batch gets one optimizer step (one PPO epoch, one minibatch),
+  the update runs on the parameters that sampled, so the behaviour
+  log-probs are the update's own log-probs, detached; the scoring forward
+  of the policy repeats what the update's forward computes. This plan
+  drops it: the update takes ``stop_gradient(logprobs)`` as the behaviour
+  log-probs (``types.behaviour_logprobs``), and the logged entropy and KL to
+  the reference come from the update's statistics (same parameters, same
+  values). The reference forward stays when something reads the reference.
+
+  The forward stays (``plan`` is returned unchanged) when the prepare stage
+  reads a policy statistic (``plan.score`` beyond the logged entropy) or the
+  behaviour log-probs (``prepare_reads_behaviour``).
+
+  Args:
+    plan: the plan of ``objective`` (``Plan.of``).
+    objective: the objective.
+    rollout: a rollout of the training shapes (values unused).
+    carry: the objective's carry (default ``init_carry()``).
+
+  Returns:
+    The on-policy plan, or ``plan``.
+  """
+  logged = {"entropy"} if (plan.log_entropy and "entropy" not in
+                           objective.requires.prepare) else set()
+  if not plan.score_policy or set(plan.score) - logged:
+    return plan
+  if prepare_reads_behaviour(objective, plan, rollout, carry):
+    return plan
+  update = set(plan.update) | ({"entropy"} if plan.log_entropy else set())
+  return dataclasses.replace(
+      plan, score=(), score_policy=False,
+      update=tuple(n for n in MODEL_FIELDS if n in update))
+
+
+def _update_logs(batch: Batch, plan: Plan) -> dict[str, agg.Aggregate]:
+  """The logged statistics an on-policy plan computes in the update, as
+  ``Aggregate``s (so that micro-batches and devices sum exactly). The
+  entropy needs nothing here: ``Objective.aggregates`` reports the
+  ``entropy`` the update computes."""
+  out = {}
+  if plan.kl_ref_in_update:
+    per_sequence = metrics_lib.kl_to_base(
+        jax.lax.stop_gradient(batch.logprobs), batch.ref_logprobs,
+        batch.response_mask, reduce=False).k3
+    valid = jnp.any(batch.response_mask > 0, axis=1).astype(jnp.float32)
+    out["kl_ref"] = agg.Aggregate(jnp.sum(per_sequence * valid),
+                                  jnp.sum(valid))
+  return out
 
 
 def _for_update(batch: Batch, plan: Plan) -> Batch:
@@ -387,8 +513,9 @@ def make_update(graphdef, tx: optax.GradientTransformation,
 
     def aggregate_fn(p, m):
       inputs, b = m
-      stats = statistics(p, ref_params, inputs)
-      return objective.aggregates(b.replace(**stats), key, carry=carry)
+      b = b.replace(**statistics(p, ref_params, inputs))
+      loss, metrics = objective.aggregates(b, key, carry=carry)
+      return loss, {**metrics, **_update_logs(b, plan)}
 
     loss, grads, metrics = agg.micro_batched_value_and_grad(
         aggregate_fn, params, micro)
@@ -476,8 +603,9 @@ class SplitUpdate:
       b = jax.tree.map(lambda x: x[i], batch)
 
       def numerator(s):
-        total, metrics = objective.aggregates(b.replace(**s), key,
-                                              carry=carry)
+        full = b.replace(**s)
+        total, metrics = objective.aggregates(full, key, carry=carry)
+        metrics = {**metrics, **_update_logs(full, plan)}
         return total.numerator, (total.denominator, metrics)
 
       (num, (den, metrics)), dstats = jax.value_and_grad(

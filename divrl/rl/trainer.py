@@ -17,7 +17,11 @@ One training step:
 4. ``step.prepare``: the scoring forward of the behaviour policy (and of the
    reference when something reads it), computing exactly the statistics the
    objective declares, then ``Objective.prepare`` on the whole batch (groups
-   intact), which also updates the carried state of stateful parts.
+   intact), which also updates the carried state of stateful parts. With
+   one optimizer step per batch (one PPO epoch, one minibatch) and no
+   prepare-stage part that reads the behaviour policy, the policy's
+   forward is skipped: the update's own log-probs, detached, are the
+   behaviour log-probs (``step.on_policy_plan``).
 5. ``step.update``: ``train.ppo_epochs`` passes over ``train.num_minibatches``
    shuffled minibatches; each minibatch's gradient is accumulated over
    ``train.micro_batches`` micro-batches (the loss is normalised once, so
@@ -245,6 +249,21 @@ class Trainer:
     }
     self.step = 0
     self._make_samplers(sc)
+    self._build_step()
+    # One optimizer step per batch: the first rollout decides whether the
+    # behaviour policy's scoring forward can go (step.on_policy_plan).
+    self._on_policy_pending = tc.ppo_epochs == 1 and tc.num_minibatches == 1
+    self._score_eval = jax.jit(functools.partial(
+        _eval_statistics, self.graphdef,
+        temperature=float(sc.temperature)))
+    self.history: list[dict[str, float]] = []
+    # {step: per held-out prompt, the sorted distinct correct solutions}
+    # of each evaluation of the policy (run() and evaluate() fill it).
+    self.eval_solutions: dict[int, list[list[str]]] = {}
+
+  def _build_step(self) -> None:
+    """The compiled prepare and update of ``self.plan``."""
+    replicated = mesh_lib.replicated(self.mesh)
     # The model's programs are shared by every objective with this plan;
     # the objective compiles only its own (divrl.rl.step.SplitUpdate).
     self._prepare = step_lib.SplitPrepare(
@@ -254,16 +273,20 @@ class Trainer:
     # other output shardings and the second step recompiles.
     self._update = step_lib.SplitUpdate(
         self.graphdef, self.tx, self.objective, self.plan,
-        micro_batches=tc.micro_batches,
+        micro_batches=self.config.train.micro_batches,
         state_shardings=(self._param_shardings, self._opt_shardings),
         metric_sharding=replicated)
-    self._score_eval = jax.jit(functools.partial(
-        _eval_statistics, self.graphdef,
-        temperature=float(sc.temperature)))
-    self.history: list[dict[str, float]] = []
-    # {step: per held-out prompt, the sorted distinct correct solutions}
-    # of each evaluation of the policy (run() and evaluate() fill it).
-    self.eval_solutions: dict[int, list[list[str]]] = {}
+
+  def _use_on_policy_plan(self, rollout: step_lib.Rollout) -> None:
+    """Drops the behaviour policy's scoring forward where that is exact
+    (``step.on_policy_plan``: one update per batch, and no prepare-stage
+    part reads the behaviour policy)."""
+    self._on_policy_pending = False
+    plan = step_lib.on_policy_plan(self.plan, self.objective, rollout,
+                                   self.state["carry"])
+    if plan != self.plan:
+      self.plan = plan
+      self._build_step()
 
   @staticmethod
   def _ref_samples(sc, multiple: int) -> int:
@@ -437,6 +460,8 @@ class Trainer:
     step = self.step
     t0 = time.perf_counter()
     rollout, info = self.rollout(step)
+    if self._on_policy_pending:
+      self._use_on_policy_plan(rollout)
     t1 = time.perf_counter()
     step_key = jax.random.fold_in(self.root_key, step)
     prepared, carry, prep_metrics = self._prepare(
@@ -471,6 +496,11 @@ class Trainer:
     policy = info.sample_source == 0
     out = {f"objective/{k}": float(v) for k, v in last.items()}
     out.update({k: float(v) for k, v in prep.items()})
+    # An on-policy plan logs these from the update (same parameters).
+    if self.plan.entropy_in_update:
+      out["entropy"] = out["objective/entropy"]
+    if self.plan.kl_ref_in_update:
+      out["kl_ref"] = out.pop("objective/kl_ref")
     out.update({
         "reward": float(np.mean(info.rewards[policy])),
         "pass@1": float(np.mean(info.correct[policy])),

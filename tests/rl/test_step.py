@@ -323,3 +323,94 @@ def test_objectives_with_one_plan_share_the_model_programs(models):
         prepared, jnp.arange(B), jax.random.key(1))
   for name in ("score", "select", "forward", "backward"):
     assert getattr(programs, name)._cache_size() == 1, name  # pylint: disable=protected-access
+
+
+def _reads_logprobs_undeclared(batch):
+  """A user transform that reads the core field ``logprobs`` without
+  declaring it: rewards shaped by the mean behaviour log-prob."""
+  lp = jnp.where(batch.response_mask, batch.logprobs, 0.0).sum(1)
+  return batch.replace(rewards=batch.rewards - 0.01 * lp)
+
+
+@pytest.mark.parametrize("name,objective,drops", [
+    ("grpo", lambda: divrl.build("grpo", "ppo_clip"), True),
+    ("grpo k3 KL", lambda: divrl.recipes.build("grpo"), True),
+    ("entropy mask", lambda: divrl.recipes.build("high_entropy_dapo"), True),
+    ("OTB reads sum_pi_squared", lambda: divrl.recipes.build("otb"), False),
+    ("KL in the reward", lambda: divrl.Objective.from_config({
+        "advantage": "grpo", "surrogate": "ppo_clip",
+        "transforms": ["kl_in_reward"]}), False),
+    ("DRPO ranks by log-prob", lambda: divrl.Objective.from_config({
+        "advantage": "drpo", "surrogate": "ppo_clip"}), False),
+    ("rollout rejection", lambda: divrl.Objective.from_config({
+        "advantage": "grpo", "surrogate": "ppo_clip",
+        "transforms": ["rollout_rejection"]}), False),
+    ("undeclared read", lambda: divrl.build(
+        "grpo", "ppo_clip", transforms=[_reads_logprobs_undeclared]), False),
+])
+def test_on_policy_plan_drops_the_forward_only_where_exact(name, objective,
+                                                            drops):
+  objective = objective()
+  plan = step_lib.Plan.of(objective, log_entropy=True, log_kl_ref=True)
+  got = step_lib.on_policy_plan(plan, objective, _rollout())
+  if not drops:
+    assert got == plan, name
+    return
+  assert not got.score_policy and got.score == (), name
+  assert "entropy" in got.update and got.reference == plan.reference
+  assert got.entropy_in_update and got.kl_ref_in_update
+  assert step_lib.on_policy_plan(got, objective, _rollout()) == got
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_on_policy_step_equals_the_scored_step(models, micro_batches):
+  # Without the behaviour forward, one update from the sampling parameters
+  # gives the same parameters, loss and logged entropy and KL to the
+  # reference as the step that scores the behaviour policy first.
+  model, ref_model = models
+  objective = divrl.Objective.from_config({
+      "advantage": "grpo", "surrogate": "ppo_clip",
+      "regularizers": {"kl": {"estimator": "k3", "coef": 0.3}}})
+  plan = step_lib.Plan.of(objective, temperature=TEMPERATURE,
+                          log_entropy=True, log_kl_ref=True)
+  r, key = _rollout(4), jax.random.key(0)
+  fast = step_lib.on_policy_plan(plan, objective, r)
+  assert plan.score == ("entropy",) and not fast.score_policy
+  graphdef, params = nnx.split(model)
+  _, ref_params = nnx.split(ref_model)
+  tx = optax.sgd(1.0)     # linear in the gradient, so rounding stays small
+  opt_state = tx.init(params)
+  rows = jnp.arange(B, dtype=jnp.int32)
+  out = {}
+  for label, p in (("scored", plan), ("on-policy", fast)):
+    prepared, carry, prep_metrics = step_lib.SplitPrepare(
+        graphdef, objective, p)(params, ref_params, {}, r, key)
+    new, metrics = _one_step(step_lib.SplitUpdate(
+        graphdef, tx, objective, p, micro_batches=micro_batches),
+                             params, opt_state, ref_params, carry, prepared,
+                             rows)
+    one, one_metrics = _one_step(jax.jit(step_lib.make_update(
+        graphdef, tx, objective, p, micro_batches=micro_batches)),
+                                 params, opt_state, ref_params, carry,
+                                 prepared, rows)
+    for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(one)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert set(metrics) == set(one_metrics)
+    out[label] = (new, {**prep_metrics, **metrics})
+  (want, want_m), (got, got_m) = out["scored"], out["on-policy"]
+  assert prepared.batch.old_logprobs is None
+  assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(params),
+                                                   jax.tree.leaves(got)))
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  for name in ("loss", "regularizer/kl", "entropy", "kl_ref"):
+    np.testing.assert_allclose(got_m[name], want_m[name], rtol=1e-5,
+                               atol=1e-7, err_msg=name)
+  # The logged values are the full-logits reference's (sampling params).
+  ref, valid = _full_reference(model, ref_model, r)
+  np.testing.assert_allclose(got_m["entropy"], ref["entropy"][valid].mean(),
+                             rtol=1e-5)
+  u = ref["logprobs"] - ref["ref_logprobs"]
+  k3 = np.where(valid, np.exp(-u) + u - 1, 0.0).sum(1)
+  np.testing.assert_allclose(got_m["kl_ref"], k3.mean(), rtol=1e-5,
+                             atol=1e-7)
