@@ -10,7 +10,11 @@ process so that they share this machine's (noisy) load:
    the tokenizer's, as the trainer does by default). Warm-up step(s) that
    compile (``--warmup-steps``, default 1), then median seconds of
    ``time/sample``, ``time/score`` and ``time/update`` and response tokens
-   per second of the step and of each phase.
+   per second of the step and of each phase. The largest preset also runs
+   the step as it was before ``step.on_policy_plan`` (the behaviour
+   policy's scoring forward kept, ``Trainer(on_policy_plan=False)``), the
+   two trainers taking their timed steps in turn: the score phase and the
+   step before and after.
 2. **Update MFU.** The dense float32 matmul rate of this machine (jitted
    ``a @ b``, ``2 n^3`` flops) against the model FLOP/s of the update of
    ``small25m``, both for the trainer's own batch and for a standalone batch
@@ -29,7 +33,11 @@ process so that they share this machine's (noisy) load:
    ``d x V`` unembedding produces. A forward alone is a third of that. The
    MFU is the median over repetitions of the update rate divided by the
    matmul rate (the faster of n = 1024, 2048) measured in the same
-   repetition.
+   repetition. The trainer's phases get the same treatment, and the whole
+   step's model FLOP/s adds sampling (``sampling_flops``: every position
+   through the layers once, causal attention over the keys before it, the
+   unembedding of each generated token) and the scoring forwards the plan
+   runs, over the step's time.
 3. **Objective overhead.** GRPO advantages + ``high_entropy`` token weights
    + ``ppo_clip`` + ``kl`` (k3, coef 0.01) + ``token-mean``, as a share of the
    update: (a) update with that objective minus update with a minimal
@@ -65,12 +73,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -80,10 +85,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-import flax  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import jaxlib  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
@@ -93,12 +96,12 @@ from divrl import aggregation as agg  # noqa: E402
 from divrl.models import decoder  # noqa: E402
 from divrl.ops import sequence_statistics  # noqa: E402
 from divrl.objective import Objective  # noqa: E402
-from divrl.rl import logging as rl_logging  # noqa: E402
 from divrl.rl import mesh as mesh_lib  # noqa: E402
 from divrl.rl import scoring  # noqa: E402
 from divrl.rl import step as step_lib  # noqa: E402
 from divrl.rl.trainer import Trainer  # noqa: E402
 from experiments.countdown import base as countdown_base  # noqa: E402
+from scripts import _bench  # noqa: E402
 
 COMMAND = ".venv/bin/python -m scripts.bench_rl"
 
@@ -110,25 +113,19 @@ FULL_OBJECTIVE = {
     "aggregation": "token-mean",
 }
 MFU_TARGET = 0.40
+STEP_MFU_TARGET = 0.50     # the whole step, all phases (issue 17)
 OVERHEAD_TARGET = 0.03
 
-_T0 = time.perf_counter()
-
-
-def _log(msg: str) -> None:
-  print(f"[{time.perf_counter() - _T0:7.1f}s] {msg}", file=sys.stderr,
-        flush=True)
+_log = _bench.log
 
 
 def _median(xs):
-  return float(statistics.median(xs)) if xs else float("nan")
+  return _bench.summary(xs)["median"]
 
 
 def _timed(fn: Callable[[], Any]) -> float:
   """Seconds of ``fn()`` including ``block_until_ready`` of its result."""
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn())
-  return time.perf_counter() - t0
+  return _bench.timed(fn)[0]
 
 
 # ----------------------------------------------------------------------------
@@ -210,6 +207,7 @@ def countdown_config(preset: str, root: str, *, num_prompts: int,
   c.sampling.num_samples = num_samples
   c.objective = FULL_OBJECTIVE
   c.eval.every = 0
+  c.eval.num_prompts = min(c.eval.num_prompts, c.task.test_size)
   c.checkpoint.every = 0
   c.log.progress = False
   c.log.tensorboard = False
@@ -217,37 +215,43 @@ def countdown_config(preset: str, root: str, *, num_prompts: int,
   return c
 
 
-def bench_trainer(preset: str, root: str, *, warmup: int, steps: int,
-                  num_prompts: int, num_samples: int, pretrain_steps: int):
-  """Runs ``warmup + steps`` train steps; returns ``(trainer, results)``."""
-  config = countdown_config(preset, root, num_prompts=num_prompts,
-                            num_samples=num_samples,
-                            pretrain_steps=pretrain_steps)
+def sampling_flops(mcfg, rows: int, prompt_len: int, response_len: int
+                   ) -> float:
+  """Model FLOPs of sampling ``rows`` responses with a KV cache: every
+  prompt and response position through the layers once, causal attention
+  over the positions before it (prefill ``S x S``, as implemented), and the
+  ``d x V`` unembedding for each generated token."""
+  d, v = mcfg.hidden_size, mcfg.vocab_size
+  n_ne = decoder.param_count(mcfg) - v * d * (
+      1 if mcfg.tie_word_embeddings else 2)
+  s, t = prompt_len, response_len
+  dense = 2.0 * n_ne * rows * (s + t)
+  context = s * s + t * s + t * (t + 1) / 2      # keys each query reads
+  attention = 4.0 * mcfg.num_layers * mcfg.num_heads * mcfg.head_dim * (
+      rows * context)
+  return dense + attention + 2.0 * d * v * rows * t
+
+
+def _step_record(trainer, rows: int, warmup: bool) -> dict[str, Any]:
   t0 = time.perf_counter()
-  trainer = Trainer(config, log=lambda *a: None)
-  init_s = time.perf_counter() - t0
-  _log(f"{preset}: trainer built in {init_s:.1f}s (incl. "
-       f"{pretrain_steps}-step pre-training)")
-  rows = num_prompts * num_samples
-  history = []
-  for i in range(warmup + steps):
-    t0 = time.perf_counter()
-    m = trainer.train_step()
-    wall = time.perf_counter() - t0
-    rec = {k: float(m[k]) for k in ("time/sample", "time/score",
-                                    "time/update", "tokens/s",
-                                    "response_length")}
-    rec["wall"] = wall
-    rec["response_tokens"] = rec["response_length"] * rows
-    rec["warmup"] = i < warmup
-    history.append(rec)
-    _log(f"{preset} step {i}{' (warm-up)' if i < warmup else ''}: "
-         f"sample {rec['time/sample']:.3f}s score {rec['time/score']:.3f}s "
-         f"update {rec['time/update']:.3f}s  {rec['tokens/s']:.0f} tok/s")
+  m = trainer.train_step()
+  rec = {k: float(m[k]) for k in ("time/sample", "time/score", "time/update",
+                                  "tokens/s", "response_length")}
+  rec["wall"] = time.perf_counter() - t0
+  rec["response_tokens"] = rec["response_length"] * rows
+  rec["warmup"] = warmup
+  return rec
+
+
+def _trainer_results(trainer, preset: str, history, *, on_policy_plan: bool,
+                     init_s: float, warmup: int, steps: int
+                     ) -> dict[str, Any]:
+  rows = trainer.config.sampling.num_prompts * (
+      trainer.config.sampling.num_samples)
   timed = [h for h in history if not h["warmup"]]
   mcfg = trainer.model_config
   prompt_len = trainer.prompt_width
-  response_len = config.sampling.max_new_tokens
+  response_len = trainer.config.sampling.max_new_tokens
   med = {k: _median([h[k] for h in timed])
          for k in ("time/sample", "time/score", "time/update", "tokens/s",
                    "response_tokens", "wall")}
@@ -258,8 +262,12 @@ def bench_trainer(preset: str, root: str, *, warmup: int, steps: int,
       for name in ("sample", "score", "update")}
   upd = model_flops(mcfg, rows, prompt_len, response_len)
   fwd = model_flops(mcfg, rows, prompt_len, response_len, backward=False)
-  res = {
-      "preset": preset,
+  forwards = int(trainer.plan.score_policy) + int(trainer.plan.reference)
+  sample_fl = sampling_flops(mcfg, rows, prompt_len, response_len)
+  step_fl = sample_fl + forwards * fwd["total"] + upd["total"]
+  return {
+      "preset": preset, "on_policy_plan": on_policy_plan,
+      "score_forwards": forwards,
       "model_config": {k: getattr(mcfg, k) for k in (
           "vocab_size", "hidden_size", "num_layers", "num_heads",
           "num_kv_heads", "intermediate_size", "head_dim")},
@@ -271,14 +279,69 @@ def bench_trainer(preset: str, root: str, *, warmup: int, steps: int,
       "history": history,
       "median_s": {"sample": med["time/sample"], "score": med["time/score"],
                    "update": med["time/update"], "step": _median(step_s)},
+      "step_s": step_s,
       "median_response_tokens": med["response_tokens"],
       "tokens_per_s": {"step": med["tokens/s"], **per_phase},
       "update_model_flops": upd["total"],
       "update_flops_per_s": upd["total"] / med["time/update"],
-      "score_model_flops": 2 * fwd["total"],   # policy + reference forward
-      "score_flops_per_s": 2 * fwd["total"] / med["time/score"],
+      "score_model_flops": forwards * fwd["total"],
+      "score_flops_per_s": forwards * fwd["total"] / med["time/score"],
+      "sample_model_flops": sample_fl,
+      "sample_flops_per_s": sample_fl / med["time/sample"],
+      "step_model_flops": step_fl,
+      "step_flops_per_s": step_fl / _median(step_s),
   }
-  return trainer, res
+
+
+def bench_trainer(preset: str, root: str, *, warmup: int, steps: int,
+                  num_prompts: int, num_samples: int, pretrain_steps: int,
+                  variants: dict[str, bool]):
+  """Trainers of one preset, one per variant ``{name: on_policy_plan}``
+  (``Trainer(on_policy_plan=False)`` keeps the behaviour policy's scoring
+  forward: the step before that change). Each runs ``warmup`` steps, then
+  the variants take their ``steps`` timed steps in turn.
+
+  Returns ``(the first variant's trainer, {name: results})``.
+  """
+  config = countdown_config(preset, root, num_prompts=num_prompts,
+                            num_samples=num_samples,
+                            pretrain_steps=pretrain_steps)
+  rows = num_prompts * num_samples
+  trainers, init_s, history = {}, {}, {}
+  for name, on_policy in variants.items():
+    t0 = time.perf_counter()
+    trainers[name] = Trainer(config, log=lambda *a: None,
+                             on_policy_plan=on_policy)
+    init_s[name] = time.perf_counter() - t0
+    _log(f"{preset}/{name}: trainer built in {init_s[name]:.1f}s (incl. "
+         f"{pretrain_steps}-step pre-training, cached after the first)")
+    history[name] = [_step_record(trainers[name], rows, True)
+                     for _ in range(warmup)]
+  for i in range(steps):
+    for name, trainer in trainers.items():
+      rec = _step_record(trainer, rows, False)
+      history[name].append(rec)
+      _log(f"{preset}/{name} step {i}: sample {rec['time/sample']:.3f}s "
+           f"score {rec['time/score']:.3f}s update "
+           f"{rec['time/update']:.3f}s  {rec['tokens/s']:.0f} tok/s")
+  results = {name: _trainer_results(
+      trainers[name], preset, history[name], on_policy_plan=on_policy,
+      init_s=init_s[name], warmup=warmup, steps=steps)
+             for name, on_policy in variants.items()}
+  first = next(iter(trainers))
+  return trainers[first], results
+
+
+def before_after(scored: dict[str, Any], on_policy: dict[str, Any]
+                 ) -> dict[str, Any]:
+  """The step with the behaviour forward (before) against without (after):
+  phase medians and the per-step ratio, steps taken in turn."""
+  out = {"score_s": [scored["median_s"]["score"],
+                     on_policy["median_s"]["score"]],
+         "step_s": [scored["median_s"]["step"], on_policy["median_s"]["step"]],
+         "step_ratio": _bench.paired_ratios(scored["step_s"],
+                                            on_policy["step_s"])}
+  return out
 
 
 # ----------------------------------------------------------------------------
@@ -423,6 +486,8 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
         fn(params, ref_params, carry, rollout, jax.random.fold_in(key, 1)))[0]
     compile_s[f"prepare_{name}"] = time.perf_counter() - t0
   batch = prepared["trainer"].batch
+  if batch.entropy is None:    # the on-policy plan computes it in the update
+    batch = batch.replace(entropy=fwd(params, rollout)["entropy"])
   row_ids = mesh_lib.put(np.arange(rows, dtype=np.int32),
                          mesh_lib.replicated(mesh))
   adv = batch.advantages
@@ -659,7 +724,10 @@ def _trainer_table(r: dict[str, Any]) -> list[str]:
            "tokens/step | sample s | score s | update s | step s | "
            "tokens/s step | sample | score | update |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-  for t in r["trainer"].values():
+  runs = list(r["trainer"].values()) + [
+      dict(t, preset=f"{t['preset']}, behaviour forward kept")
+      for t in r.get("trainer_scored", {}).values()]
+  for t in runs:
     s, tp = t["median_s"], t["tokens_per_s"]
     lines.append(
         f"| {t['preset']} | {t['params'] / 1e6:.2f}M "
@@ -669,10 +737,18 @@ def _trainer_table(r: dict[str, Any]) -> list[str]:
         f"{s['score']:.3f} | {s['update']:.3f} | {s['step']:.3f} | "
         f"{tp['step']:.0f} | {tp['sample']:.0f} | {tp['score']:.0f} | "
         f"{tp['update']:.0f} |")
+  ba = r.get("before_after")
+  if ba:
+    lines += ["", "The step with the behaviour policy's scoring forward "
+              "(before `step.on_policy_plan`) against without it, steps "
+              "taken in turn: score phase "
+              f"{ba['score_s'][0]:.3f} s -> {ba['score_s'][1]:.3f} s, step "
+              f"{ba['step_s'][0]:.3f} s -> {ba['step_s'][1]:.3f} s; step "
+              f"time before / after {_bench.ratio_cell(ba['step_ratio'])}."]
   lines += ["", "First steps (seconds per phase; step 0 compiles):", "",
             "| preset | step | sample s | score s | update s |",
             "|---|---|---|---|---|"]
-  for t in r["trainer"].values():
+  for t in runs:
     for i, h in enumerate(t["history"][:t["warmup_steps"] + 1]):
       tag = " (warm-up)" if h["warmup"] else " (first timed)"
       lines.append(f"| {t['preset']} | {i}{tag} | {h['time/sample']:.2f} | "
@@ -688,11 +764,24 @@ def _mfu_table(r: dict[str, Any]) -> list[str]:
            "GFLOP/s | MFU |", "|---|---|---|---|---|---|---|"]
   if big:
     shape = (f"{big['rows']} x ({big['prompt_len']}+{big['response_len']})")
-    for label, fl, sec, rate in (
+    scored = r.get("trainer_scored", {}).get(sa["preset"])
+    entries = [
         ("trainer `time/update`", big["update_model_flops"],
          big["median_s"]["update"], big["update_flops_per_s"]),
-        ("trainer `time/score` (2 forwards)", big["score_model_flops"],
-         big["median_s"]["score"], big["score_flops_per_s"])):
+        (f"trainer `time/score` ({big['score_forwards']} forward(s))",
+         big["score_model_flops"], big["median_s"]["score"],
+         big["score_flops_per_s"]),
+        ("trainer `time/sample` (KV-cache decode)",
+         big["sample_model_flops"], big["median_s"]["sample"],
+         big["sample_flops_per_s"]),
+        ("trainer whole step (sample + score + update)",
+         big["step_model_flops"], big["median_s"]["step"],
+         big["step_flops_per_s"])]
+    if scored:
+      entries.append(
+          ("whole step, behaviour forward kept", scored["step_model_flops"],
+           scored["median_s"]["step"], scored["step_flops_per_s"]))
+    for label, fl, sec, rate in entries:
       lines.append(f"| {label} | {shape} | {big['positions_per_update']} | "
                    f"{fl / 1e9:.0f} | {sec:.2f} | {_g(rate)} | "
                    f"{_pct(rate / peak)} |")
@@ -814,16 +903,12 @@ def render_markdown(r: dict[str, Any]) -> str:
   ov = sa["objective_overhead"]
   lines = [
       "## RL step (issue 6)", "",
-      f"Command (from the repo root; {r['runtime_s'] / 60:.1f} min on "
-      f"{r['cpu_count']} CPU cores, {r['date']}):", "", "```",
-      r["command"], "```", "",
-      f"JAX {r['versions']['jax']}, jaxlib {r['versions']['jaxlib']}, "
-      f"flax {r['versions']['flax']}, optax {r['versions']['optax']}, "
-      f"CPU `{r['cpu_model']}`. Load average at start/end "
-      f"{r['loadavg_start'][0]:.1f}/{r['loadavg_end'][0]:.1f} on "
-      f"{r['cpu_count']} cores: other jobs shared the machine, so absolute "
-      "times are inflated and noisy; the ratios below are measured within "
-      "this run (interleaved where they are compared).", "",
+      f"Command (from the repo root; {r['runtime_s'] / 60:.1f} min):", "",
+      "```", r["command"], "```", "",
+      f"Machine: {_bench.machine_line(r['machine'])} Absolute times are "
+      "noisy on this machine; the ratios below are measured within this "
+      "run (interleaved where they are compared). The reading of these "
+      "numbers is in `docs/performance.md`.", "",
       "### Machine: dense float32 matmul (jitted `a @ b`, `2 n^3` flops)", "",
       f"| n | GFLOP/s (median of {mm['repeats']}) |", "|---|---|"]
   lines += [f"| {n} | {_g(v)} |" for n, v in mm["flops_per_s"].items()]
@@ -874,75 +959,12 @@ def render_markdown(r: dict[str, Any]) -> str:
       f"{_pct(ov['objective_alone_minus_minimal'])} | |", ""]
   lines += _statistics_table(sa)
   lines += _split_table(sa)
-  lines += ["", "### Reading", ""]
-  lines += [f"- {x}" for x in r["reading"]]
   return "\n".join(lines) + "\n"
-
-
-def reading(r: dict[str, Any]) -> list[str]:
-  """Plain statements about the targets, derived from the numbers."""
-  out = []
-  sa = r["standalone"]
-  mfu = sa["mfu"]["update"]
-  out.append(
-      f"MFU target (>= {_pct(MFU_TARGET)} on the ~25M preset): "
-      f"{'met' if mfu >= MFU_TARGET else 'NOT met'}. The standalone update "
-      f"runs at {_pct(mfu)} of the jitted-matmul rate measured alongside it;"
-      f" forward only {_pct(sa['mfu']['forward'])}, forward + backward "
-      f"{_pct(sa['mfu']['forward_backward'])}. The reference is what "
-      "XLA:CPU reaches on a large square float32 matmul on this machine, "
-      "not the chip's theoretical peak"
-      + ("; a value near or above 100% means the model's matmuls run as "
-         "fast as that reference (the shapes suit the CPU kernels as well, "
-         "and the load of other jobs varies between the two measurements)."
-         if sa["mfu"]["forward"] > 0.95 else "."))
-  big = r["trainer"].get(sa["preset"])
-  if big:
-    out.append(
-        f"The trainer's own update ({big['rows']} x ({big['prompt_len']}+"
-        f"{big['response_len']}) positions) reaches "
-        f"{_pct(big['update_flops_per_s'] / r['matmul']['peak_flops_per_s'])}"
-        " of the matmul rate of the start of the run, its scoring phase "
-        f"{_pct(big['score_flops_per_s'] / r['matmul']['peak_flops_per_s'])}"
-        " (forward only).")
-  med = sa["median"]
-  ratio = med["forward_backward"] / med["forward"]
-  verdict = ("the backward runs at a lower FLOP rate than the forward"
-             if ratio > 3.3 else "in line with the FLOP ratio")
-  out.append(f"Forward + backward takes {ratio:.1f}x the forward (3x is the "
-             f"FLOP ratio): {verdict}.")
-  ov = sa["objective_overhead"]
-  a, b = ov["update_difference"], ov["objective_alone"]
-  out.append(
-      f"Objective-overhead target (<= {_pct(OVERHEAD_TARGET)}): "
-      f"{'met' if b <= OVERHEAD_TARGET else 'NOT met'}. Alone, the "
-      f"objective's forward + backward is {_pct(b)} of the update. The "
-      f"difference of two whole updates is {_pct(a)}; compare its "
-      "per-repetition spread: on a shared machine the noise of a "
-      "multi-second update is larger than the objective, so (b) is the "
-      "meaningful number.")
-  sh = sa["share_of_update"]
-  vocab = big["model_config"]["vocab_size"] if big else "?"
-  out.append(
-      f"The fused token-stats op is {_pct(sh['token_stats'])} and the "
-      f"optimizer {_pct(sh['optimizer'])} of the update (Countdown's "
-      f"vocabulary is {vocab} tokens): the time is in the transformer "
-      "layers.")
-  for k, v in sa.get("micro_batches", {}).items():
-    out.append(f"`train.micro_batches={k}` takes {v['ratio_to_mb1']:.2f}x "
-               "the time of 1 micro-batch.")
-  return out
 
 
 # ----------------------------------------------------------------------------
 # Main.
 # ----------------------------------------------------------------------------
-
-
-def _versions() -> dict[str, str]:
-  return {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
-          "flax": flax.__version__, "optax": optax.__version__,
-          "numpy": np.__version__, "python": platform.python_version()}
 
 
 def main(argv=None) -> None:
@@ -980,15 +1002,12 @@ def main(argv=None) -> None:
   start = time.perf_counter()
   res = {
       "command": COMMAND,
-      "date": datetime.datetime.now(datetime.timezone.utc).strftime(
-          "%Y-%m-%d %H:%M UTC"),
-      "versions": _versions(), "cpu_model": rl_logging.cpu_model(),
-      "cpu_count": os.cpu_count(),
-      "cpu_affinity": len(os.sched_getaffinity(0)),
+      "machine": _bench.machine(("divrl", "jax", "jaxlib", "flax", "optax",
+                                 "numpy")),
       "devices": [str(d) for d in jax.devices()],
-      "loadavg_start": list(os.getloadavg()),
       "objective": FULL_OBJECTIVE,
-      "targets": {"mfu": MFU_TARGET, "objective_overhead": OVERHEAD_TARGET},
+      "targets": {"mfu": MFU_TARGET, "step_mfu": STEP_MFU_TARGET,
+                  "objective_overhead": OVERHEAD_TARGET},
       "trainer": {},
       "num_prompts": args.num_prompts, "num_samples": args.num_samples,
       "warmup_steps": args.warmup_steps,
@@ -1000,10 +1019,19 @@ def main(argv=None) -> None:
     presets = [p for p in args.presets.split(",") if p]
     for preset in presets:
       steps = args.tiny_steps if preset == "tiny" else args.steps
-      trainer, res["trainer"][preset] = bench_trainer(
+      # The largest preset also runs the step before step.on_policy_plan
+      # (behaviour forward kept), in alternation with the current one.
+      variants = ({"on_policy": True, "scored": False}
+                  if preset == presets[-1] else {"on_policy": True})
+      trainer, runs = bench_trainer(
           preset, root, warmup=args.warmup_steps, steps=steps,
           num_prompts=args.num_prompts, num_samples=args.num_samples,
-          pretrain_steps=args.pretrain_steps)
+          pretrain_steps=args.pretrain_steps, variants=variants)
+      res["trainer"][preset] = runs["on_policy"]
+      if "scored" in runs:
+        res["trainer_scored"] = {preset: runs["scored"]}
+        res["before_after"] = before_after(runs["scored"],
+                                           runs["on_policy"])
       if preset == presets[-1]:
         _log(f"standalone update on {preset}")
         mbs = tuple(int(k) for k in args.micro_batches.split(",") if k)
@@ -1017,13 +1045,8 @@ def main(argv=None) -> None:
   finally:
     shutil.rmtree(root, ignore_errors=True)
   res["runtime_s"] = time.perf_counter() - start
-  res["loadavg_end"] = list(os.getloadavg())
-  res["reading"] = reading(res)
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump(res, f, indent=1)
-  with open(args.md, "w") as f:
-    f.write(render_markdown(res))
+  res["machine"]["loadavg_end"] = list(os.getloadavg())
+  _bench.write(res, args.out, args.md, render_markdown)
   _log(f"wrote {args.out} and {args.md} ({res['runtime_s'] / 60:.1f} min)")
   print(render_markdown(res))
 

@@ -59,16 +59,19 @@ measuring.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from scripts import _bench  # noqa: E402
+
 TARGET_RATIO = 3.0
 PROMPT_LEN = 16
 HF_THREADS = 2
@@ -159,14 +162,7 @@ def machine_limits(repeats: int = 7) -> dict:
 def _best_s(fn, *args, repeats: int) -> float:
   """Seconds of the fastest of ``repeats`` calls ``fn(*args)``, each run to
   completion (JAX arrays are waited for), after one untimed warm-up call."""
-  import jax
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return min(times)
+  return _bench.best_of(lambda: fn(*args), repeats)
 
 
 def _llc_bytes() -> int | None:
@@ -417,12 +413,6 @@ def weight_bytes(config) -> int:
   return 4 * _matmul_params(config)[1]
 
 
-def _timed(fn):
-  t0 = time.perf_counter()
-  out = fn()
-  return time.perf_counter() - t0, out
-
-
 def measure(model, hf, b: int, s: int, n: int, repeats: int, seed: int,
             hf1: bool, limits: dict | None = None,
             dot_control: bool = False) -> dict:
@@ -451,7 +441,7 @@ def measure(model, hf, b: int, s: int, n: int, repeats: int, seed: int,
     sides["divrl_dot"] = _divrl_call(model, j_tokens, j_mask,
                                      jax.random.key(seed), n, "dot")
 
-  first_s, out = _timed(divrl_runs[0])     # compiles
+  first_s, out = _bench.timed(divrl_runs[0])     # compiles
   assert out.tokens.shape == (b, n)
   assert bool(jnp.all(out.lengths == n)), "divrl stopped early"
   if dot_control:
@@ -464,7 +454,7 @@ def measure(model, hf, b: int, s: int, n: int, repeats: int, seed: int,
   times = {name: [] for name in sides}
   for i in range(repeats):
     for name, run in sides.items():
-      dt, out = _timed(divrl_runs[i + 1] if name == "divrl" else run)
+      dt, out = _bench.timed(divrl_runs[i + 1] if name == "divrl" else run)
       if name.startswith("hf"):
         assert tuple(out.shape) == (b, s + n), out.shape
       times[name].append(dt)
@@ -578,6 +568,7 @@ SIDE_NAMES = {"divrl": "divrl", "hf": f"HF ({HF_THREADS} threads)",
 def render(res: dict) -> str:
   """The markdown section for ``results/sampler.md``."""
   m = res["machine"]
+  v = m.get("versions", m)     # results written before scripts/_bench.py
   hf1 = res["hf1"]
   lines = [
       "## Sampler throughput (issue 5)",
@@ -590,8 +581,8 @@ def render(res: dict) -> str:
       f"({m['processor']}; 1-minute load average "
       f"{m['loadavg_start'][0]:.1f} at the start, "
       f"{m['loadavg_end'][0]:.1f} at the end; other jobs may share the "
-      f"cores), jax {m['jax']} (default matmul precision), "
-      f"torch {m['torch']}, transformers {m['transformers']}, {m['date']}.",
+      f"cores), jax {v['jax']} (default matmul precision), "
+      f"torch {v['torch']}, transformers {v['transformers']}, {m['date']}.",
       "",
       "```",
       res["command"],
@@ -788,26 +779,13 @@ def render(res: dict) -> str:
 def machine_info() -> dict:
   """Versions and machine facts stored with the numbers."""
   import jax
-  import torch
-  import transformers
-  from divrl.rl import logging as rl_logging
-  cpu = rl_logging.cpu_model()
-  return {
-      "date": datetime.datetime.now().isoformat(timespec="seconds"),
-      "platform": platform.platform(),
-      "python": platform.python_version(),
-      "processor": cpu,
-      "cpu_count": os.cpu_count(),
-      "loadavg_start": list(os.getloadavg()),
-      "jax": jax.__version__,
-      "jaxlib": getattr(__import__("jaxlib"), "__version__", None),
-      "jax_backend": jax.default_backend(),
-      "jax_default_matmul_precision": str(
+  info = _bench.machine(("jax", "jaxlib", "torch", "transformers"))
+  info.update(
+      jax_backend=jax.default_backend(),
+      jax_default_matmul_precision=str(
           jax.config.jax_default_matmul_precision),
-      "torch": torch.__version__,
-      "torch_threads": HF_THREADS,
-      "transformers": transformers.__version__,
-  }
+      torch_threads=HF_THREADS)
+  return info
 
 
 def main(argv=None) -> int:

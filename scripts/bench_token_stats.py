@@ -21,10 +21,8 @@ from the JSON of the measured run).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -309,18 +307,17 @@ def main():
           base, variant=variant, V=151936, d=896, N=n, chunk=args.chunk,
           warmup=warm,
           max_temp_gb=args.max_naive_temp_gb if variant == "naive" else None)))
+  sys.path.insert(0, ROOT)
+  from scripts import _bench
+  info = _bench.machine(("jax", "jaxlib", "numpy"))
   meta = dict(
-      date=datetime.datetime.now().isoformat(timespec="seconds"),
+      date=info["date"],
       command=" ".join([os.path.relpath(sys.executable, ROOT)]
                        + [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
-      machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
-      cpus=os.cpu_count(), python=platform.python_version(),
+      machine=f"{info['machine']} {info['processor']}",
+      cpus=info["cpu_count"], python=info["python"],
+      jax=info["versions"]["jax"], environment=info,
       total_s=time.perf_counter() - started)
-  try:
-    import jax
-    meta["jax"] = jax.__version__
-  except ImportError:
-    pass
   results["meta"] = meta
   os.makedirs(os.path.dirname(os.path.join(ROOT, args.out)), exist_ok=True)
   with open(os.path.join(ROOT, args.out), "w") as f:

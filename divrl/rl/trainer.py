@@ -177,11 +177,18 @@ def with_value_head(model: Decoder) -> Decoder:
 
 
 class Trainer:
-  """Builds everything a run needs from a config; ``run()`` trains."""
+  """Builds everything a run needs from a config; ``run()`` trains.
+
+  ``on_policy_plan=False`` keeps the behaviour policy's scoring forward even
+  when one update per batch makes it redundant (``step.on_policy_plan``):
+  the step as it was before that change, for benchmarks and for comparisons
+  with runs made then. It changes float rounding only.
+  """
 
   def __init__(self, config: ml_collections.ConfigDict, *,
                mesh: jax.sharding.Mesh | None = None,
-               setup: RunSetup | None = None, log=print):
+               setup: RunSetup | None = None, log=print,
+               on_policy_plan: bool = True):
     self.config = config
     self.log = log
     self.workdir = os.path.abspath(config.workdir or "runs/default")
@@ -252,7 +259,8 @@ class Trainer:
     self._build_step()
     # One optimizer step per batch: the first rollout decides whether the
     # behaviour policy's scoring forward can go (step.on_policy_plan).
-    self._on_policy_pending = tc.ppo_epochs == 1 and tc.num_minibatches == 1
+    self._on_policy_pending = (on_policy_plan and tc.ppo_epochs == 1
+                               and tc.num_minibatches == 1)
     self._score_eval = jax.jit(functools.partial(
         _eval_statistics, self.graphdef,
         temperature=float(sc.temperature)))

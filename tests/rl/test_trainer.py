@@ -288,3 +288,31 @@ def test_rollout_serves_solution_ids_components_and_greedy_baselines(
   np.testing.assert_array_equal(rewards[:, 0], info2.rewards)
   assert np.all(rewards[:, 0] <= rewards[:, 2]) and np.all(
       rewards[:, 2] <= rewards[:, 1])
+
+
+def test_on_policy_plan_drops_the_behaviour_forward_and_keeps_the_logs(
+    tmp_path, cache_root):
+  # One update per batch: after its first rollout the trainer runs without
+  # the policy's scoring forward; its first step equals the scored step's
+  # (same parameters, same rollout) and logs the same entropy and KL.
+  def trainer(name, on_policy_plan=True, **train):
+    c = small_config(tmp_path / name, cache_root, steps=1, **train)
+    c.objective.regularizers = {"kl": {"estimator": "k3", "coef": 0.1}}
+    return Trainer(c, log=lambda *a: None, on_policy_plan=on_policy_plan)
+
+  fast, scored = trainer("fast"), trainer("scored", on_policy_plan=False)
+  assert fast.plan.score_policy          # decided on the first rollout
+  fast.train_step(), scored.train_step()
+  assert not fast.plan.score_policy and fast.plan.entropy_in_update
+  assert scored.plan.score_policy
+  # The second step: the policy has moved away from the reference.
+  a, b = fast.train_step(), scored.train_step()
+  assert a["kl_ref"] > 0
+  for k in ("objective/loss", "objective/grad_norm", "objective/regularizer/kl",
+            "entropy", "kl_ref", "reward"):
+    np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-6, err_msg=k)
+  # The update reports the entropy it computed; nothing else is new.
+  assert set(a) - set(b) == {"objective/entropy"} and set(b) <= set(a)
+  several = trainer("mb", num_minibatches=2)
+  several.train_step()
+  assert several.plan.score_policy       # two updates: the forward stays
