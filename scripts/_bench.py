@@ -10,7 +10,8 @@ needs them), so that worker processes in any virtual environment can use it.
   the ratio repetition by repetition (each pair measured back to back).
 * ``machine(packages)``: the processor, cores, load average, platform and
   package versions stored with every result.
-* ``matmul_rate()``: this machine's dense float32 matmul rate (JAX).
+* ``matmul_rate()``: this machine's dense float32 matmul rate (JAX);
+  ``compiled_memory(jitted, *args)``: XLA's memory analysis.
 * ``table(header, rows)`` and ``fmt``: Markdown tables and numbers.
 * ``write(res, json_path, md_path, render)``: the JSON file and its page.
 """
@@ -165,6 +166,15 @@ def matmul_rate(sizes: Sequence[int] = (1024, 2048), repeats: int = 7
     rates[str(n)] = 2.0 * n**3 / best_of(lambda: f(a, a), repeats)
   return {"flops_per_s": rates, "peak_flops_per_s": max(rates.values()),
           "repeats": repeats}
+
+
+def compiled_memory(jitted, *args) -> dict[str, int]:
+  """XLA's memory analysis of ``jitted`` compiled for ``args``: the bytes
+  of its temporaries, arguments and outputs (per device)."""
+  mem = jitted.lower(*args).compile().memory_analysis()
+  return {"temp_bytes": int(mem.temp_size_in_bytes),
+          "argument_bytes": int(mem.argument_size_in_bytes),
+          "output_bytes": int(mem.output_size_in_bytes)}
 
 
 def fmt(x: float | None, digits: int = 3) -> str:

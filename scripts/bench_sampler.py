@@ -151,12 +151,8 @@ def machine_limits(repeats: int = 7) -> dict:
   big = jnp.ones((128 * 2**20,), jnp.float32)
   read = big.size * 4 / _best_s(jax.jit(jnp.sum), big, repeats=repeats) / 1e9
   del big
-  flops = 0.0
-  for n in (1024, 2048):
-    a = jax.random.normal(jax.random.key(n), (n, n), jnp.float32)
-    t = _best_s(jax.jit(jnp.matmul), a, a, repeats=repeats)
-    flops = max(flops, 2 * n**3 / t / 1e9)
-  return {"read_gb_s": read, "matmul_gflop_s": flops}
+  flops = _bench.matmul_rate((1024, 2048), repeats)["peak_flops_per_s"]
+  return {"read_gb_s": read, "matmul_gflop_s": flops / 1e9}
 
 
 def _best_s(fn, *args, repeats: int) -> float:

@@ -249,11 +249,7 @@ class TokenStats:
       return jnp.sum(lp) + jnp.sum(ent)
 
     self.fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-    compiled = self.fn.lower(self.h, self.w).compile()
-    mem = compiled.memory_analysis()
-    self.memory = {"temp_bytes": int(mem.temp_size_in_bytes),
-                   "argument_bytes": int(mem.argument_size_in_bytes),
-                   "output_bytes": int(mem.output_size_in_bytes)}
+    self.memory = _bench.compiled_memory(self.fn, self.h, self.w)
     self.run()
 
   def info(self):
