@@ -530,10 +530,16 @@ def make_update(graphdef, tx: optax.GradientTransformation,
 
 
 @functools.lru_cache(maxsize=64)
-def _model_programs(graphdef, plan: Plan, k: int):
-  """The jitted model programs of one (model graph, plan, micro-batch count):
-  shared by every objective with that plan (in memory, so not even traced
-  again)."""
+def _model_programs(graphdef, plan: Plan, k: int, micro_sharding=None):
+  """The jitted model programs of one (model graph, plan, micro-batch count,
+  micro-batch sharding): shared by every objective with that plan (in
+  memory, so not even traced again).
+
+  ``micro_sharding`` (a ``NamedSharding`` of the ``[k, rows/k, ...]``
+  micro-batch leaves, e.g. ``P(None, ('data', 'fsdp'))``) pins the selected
+  rows to the batch axes: without it, selecting rows with replicated
+  indices leaves every selected row on every device, and each device then
+  computes the whole minibatch."""
   statistics = make_statistics(graphdef, plan)
 
   def forward(params, ref_params, inputs: ModelInputs, i):
@@ -545,7 +551,8 @@ def _model_programs(graphdef, plan: Plan, k: int):
 
   return SimpleNamespace(
       score=jax.jit(make_score(graphdef, plan)),
-      select=jax.jit(functools.partial(split_micro_batches, plan=plan, k=k)),
+      select=jax.jit(functools.partial(split_micro_batches, plan=plan, k=k),
+                     out_shardings=micro_sharding),
       forward=jax.jit(forward),
       backward=jax.jit(backward))
 
@@ -562,7 +569,7 @@ class SplitPrepare:
 
   def __init__(self, graphdef, objective: Objective, plan: Plan, *,
                out_shardings=None):
-    self._score = _model_programs(graphdef, plan, 1).score
+    self._score = _model_programs(graphdef, plan, 1, None).score
     self._objective = jax.jit(make_objective_prepare(objective, plan),
                               out_shardings=out_shardings)
 
@@ -591,13 +598,17 @@ class SplitUpdate:
     state_shardings: optional ``(param shardings, opt_state shardings)`` to
       pin the updated state to (so that feeding it back does not recompile).
     metric_sharding: optional sharding of the metrics.
+    micro_sharding: optional sharding of the selected micro-batches'
+      ``[k, rows/k, ...]`` leaves; on a mesh, ``P(None, batch axes)`` keeps
+      each device on its share of the rows (see ``_model_programs``).
   """
 
   def __init__(self, graphdef, tx: optax.GradientTransformation,
                objective: Objective, plan: Plan, *, micro_batches: int = 1,
-               state_shardings=None, metric_sharding=None):
+               state_shardings=None, metric_sharding=None,
+               micro_sharding=None):
     self.micro_batches = k = micro_batches
-    self._model = _model_programs(graphdef, plan, k)
+    self._model = _model_programs(graphdef, plan, k, micro_sharding)
 
     def objective_grad(stats, batch: Batch, i, key, carry):
       b = jax.tree.map(lambda x: x[i], batch)

@@ -283,7 +283,10 @@ class Trainer:
         self.graphdef, self.tx, self.objective, self.plan,
         micro_batches=self.config.train.micro_batches,
         state_shardings=(self._param_shardings, self._opt_shardings),
-        metric_sharding=replicated)
+        metric_sharding=replicated,
+        micro_sharding=jax.sharding.NamedSharding(
+            self.mesh, jax.sharding.PartitionSpec(None,
+                                                  mesh_lib.BATCH_AXES)))
 
   def _use_on_policy_plan(self, rollout: step_lib.Rollout) -> None:
     """Drops the behaviour policy's scoring forward where that is exact

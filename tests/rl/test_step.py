@@ -314,7 +314,7 @@ def test_objectives_with_one_plan_share_the_model_programs(models):
   b = divrl.build("rloo", "cispo")
   plan = step_lib.Plan.of(a)
   assert step_lib.Plan.of(b) == plan
-  programs = step_lib._model_programs(graphdef, plan, 1)  # pylint: disable=protected-access
+  programs = step_lib._model_programs(graphdef, plan, 1, None)  # pylint: disable=protected-access
   for objective in (a, b):
     prepared, carry, _ = step_lib.SplitPrepare(graphdef, objective, plan)(
         params, ref_params, {}, r, jax.random.key(0))
@@ -414,3 +414,42 @@ def test_on_policy_step_equals_the_scored_step(models, micro_batches):
   k3 = np.where(valid, np.exp(-u) + u - 1, 0.0).sum(1)
   np.testing.assert_allclose(got_m["kl_ref"], k3.mean(), rtol=1e-5,
                              atol=1e-7)
+
+
+def test_selected_rows_stay_split_over_the_batch_axes(models):
+  # With replicated row indices (as the trainer passes them), selecting the
+  # minibatch must not leave every row on every device: each device keeps
+  # its share, so the model programs compute rows / devices per device.
+  from divrl.rl import mesh as mesh_lib
+  model, ref_model = models
+  mesh = mesh_lib.make_train_mesh(data=2, devices=jax.devices()[:2])
+  objective = divrl.build("grpo", "ppo_clip")
+  plan = step_lib.Plan.of(objective)
+  graphdef, params = nnx.split(model)
+  _, ref_params = nnx.split(ref_model)
+  r = _rollout(5)
+  prepared, carry, _ = step_lib.SplitPrepare(graphdef, objective, plan)(
+      params, ref_params, {}, r, jax.random.key(0))
+  prepared = jax.tree.map(
+      lambda x: jax.device_put(x, mesh_lib.batch_sharding(mesh, x.ndim)),
+      prepared)
+  rows = jax.device_put(jnp.arange(B, dtype=jnp.int32),
+                        mesh_lib.replicated(mesh))
+  tx = optax.sgd(1e-2)
+  micro = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(None, mesh_lib.BATCH_AXES))
+  split = step_lib.SplitUpdate(graphdef, tx, objective, plan,
+                               micro_sharding=micro)
+  inputs, batch = split._model.select(prepared, rows)  # pylint: disable=protected-access
+  for leaf in jax.tree.leaves((inputs, batch)):
+    assert {s.data.shape[1] for s in leaf.addressable_shards} == {B // 2}
+  plain = step_lib.SplitUpdate(graphdef, tx, objective, plan)
+  inputs, _ = plain._model.select(prepared, rows)  # pylint: disable=protected-access
+  assert {s.data.shape[1] for s in inputs.tokens.addressable_shards} == {B}
+  # Same update either way.
+  got = _one_step(split, params, tx.init(params), ref_params, carry,
+                  prepared, rows)
+  want = _one_step(plain, params, tx.init(params), ref_params, carry,
+                   prepared, rows)
+  for a, b in zip(jax.tree.leaves(got[0]), jax.tree.leaves(want[0])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
