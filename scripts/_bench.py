@@ -4,10 +4,9 @@ Standard library only at import (JAX and torch are imported where a function
 needs them), so that worker processes in any virtual environment can use it.
 
 * ``timed(fn)``: wall seconds of one call, waiting for JAX arrays.
-* ``alternate(sides, repeats)``: the sides of a comparison run in turn
-  (A, B, A, B, ...), so that the machine's slow drifts hit all of them.
-* ``summary(times)`` and ``paired_ratios(num, den)``: median and range, and
-  the ratio repetition by repetition (each pair measured back to back).
+* ``summary(times)``, ``median(times)`` and ``paired_ratios(num, den)``:
+  median and range, and the ratio repetition by repetition (each pair
+  measured back to back).
 * ``machine(packages)``: the processor, cores, load average, platform and
   package versions stored with every result.
 * ``matmul_rate()``: this machine's dense float32 matmul rate (JAX);
@@ -58,23 +57,6 @@ def best_of(fn: Callable[[], Any], repeats: int) -> float:
   return min(timed(fn)[0] for _ in range(repeats))
 
 
-def alternate(sides: Mapping[str, Callable[[], Any]], repeats: int
-              ) -> dict[str, list[float]]:
-  """Seconds of ``repeats`` calls of each side, the sides taken in turn.
-
-  A side's callable may return a number, which is then used as its time
-  (a worker process reports the time it measured itself); otherwise the
-  wall time of the call is used.
-  """
-  times: dict[str, list[float]] = {name: [] for name in sides}
-  for _ in range(repeats):
-    for name, fn in sides.items():
-      dt, out = timed(fn)
-      times[name].append(float(out) if isinstance(out, (int, float))
-                         else dt)
-  return times
-
-
 def summary(values: Sequence[float]) -> dict[str, Any]:
   """Median, min, max and the values (empty input gives NaN)."""
   vals = [float(v) for v in values]
@@ -83,6 +65,11 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
     return {"median": nan, "min": nan, "max": nan, "values": []}
   return {"median": float(statistics.median(vals)), "min": min(vals),
           "max": max(vals), "values": vals}
+
+
+def median(values: Sequence[float]) -> float:
+  """The median of ``values`` (NaN when empty)."""
+  return summary(values)["median"]
 
 
 def paired_ratios(num: Sequence[float], den: Sequence[float]

@@ -119,10 +119,6 @@ OVERHEAD_TARGET = 0.03
 _log = _bench.log
 
 
-def _median(xs):
-  return _bench.summary(xs)["median"]
-
-
 def _timed(fn: Callable[[], Any]) -> float:
   """Seconds of ``fn()`` including ``block_until_ready`` of its result."""
   return _bench.timed(fn)[0]
@@ -145,7 +141,7 @@ class Matmul:
 
   def rate(self, repeats: int) -> float:
     """Median FLOP/s over ``repeats`` calls."""
-    t = _median([_timed(lambda: self.fn(self.a, self.b))
+    t = _bench.median([_timed(lambda: self.fn(self.a, self.b))
                  for _ in range(repeats)])
     return 2.0 * self.n ** 3 / t
 
@@ -252,13 +248,13 @@ def _trainer_results(trainer, preset: str, history, *, on_policy_plan: bool,
   mcfg = trainer.model_config
   prompt_len = trainer.prompt_width
   response_len = trainer.config.sampling.max_new_tokens
-  med = {k: _median([h[k] for h in timed])
+  med = {k: _bench.median([h[k] for h in timed])
          for k in ("time/sample", "time/score", "time/update", "tokens/s",
                    "response_tokens", "wall")}
   step_s = [h["time/sample"] + h["time/score"] + h["time/update"]
             for h in timed]
   per_phase = {
-      name: _median([h["response_tokens"] / h[f"time/{name}"] for h in timed])
+      name: _bench.median([h["response_tokens"] / h[f"time/{name}"] for h in timed])
       for name in ("sample", "score", "update")}
   upd = model_flops(mcfg, rows, prompt_len, response_len)
   fwd = model_flops(mcfg, rows, prompt_len, response_len, backward=False)
@@ -278,7 +274,7 @@ def _trainer_results(trainer, preset: str, history, *, on_policy_plan: bool,
       "init_s": init_s, "warmup_steps": warmup, "timed_steps": steps,
       "history": history,
       "median_s": {"sample": med["time/sample"], "score": med["time/score"],
-                   "update": med["time/update"], "step": _median(step_s)},
+                   "update": med["time/update"], "step": _bench.median(step_s)},
       "step_s": step_s,
       "median_response_tokens": med["response_tokens"],
       "tokens_per_s": {"step": med["tokens/s"], **per_phase},
@@ -289,7 +285,7 @@ def _trainer_results(trainer, preset: str, history, *, on_policy_plan: bool,
       "sample_model_flops": sample_fl,
       "sample_flops_per_s": sample_fl / med["time/sample"],
       "step_model_flops": step_fl,
-      "step_flops_per_s": step_fl / _median(step_s),
+      "step_flops_per_s": step_fl / _bench.median(step_s),
   }
 
 
@@ -631,14 +627,14 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
   mcfg = trainer.model_config
   flops = model_flops(mcfg, rows, prompt_len, response_len)
   fflops = model_flops(mcfg, rows, prompt_len, response_len, backward=False)
-  med = {k: _median(v) for k, v in times.items()}
+  med = {k: _bench.median(v) for k, v in times.items()}
   mm = times["matmul_flops_per_s"]
 
   def per_rep(flop, name):
-    return _median([flop / t / r for t, r in zip(times[name], mm)])
+    return _bench.median([flop / t / r for t, r in zip(times[name], mm)])
 
   def ratio(a, b):
-    return _median([x / y for x, y in zip(times[a], times[b])])
+    return _bench.median([x / y for x, y in zip(times[a], times[b])])
 
   upd = med["update_full"]
   diffs = [(a - b) / a for a, b in zip(times["update_full"],
@@ -669,7 +665,7 @@ def bench_standalone(trainer, *, rows: int, group: int, prompt_len: int,
           "rest": (upd - med["forward_backward"] - med["optimizer"]) / upd,
       },
       "objective_overhead": {
-          "update_difference": _median(diffs),
+          "update_difference": _bench.median(diffs),
           "update_difference_of_medians": (upd - med["update_minimal"]) / upd,
           "update_difference_per_rep": diffs,
           "objective_alone": med["objective_full"] / upd,

@@ -1213,8 +1213,8 @@ def render_meshes(meshes: Mapping[str, Any]) -> list[str]:
       ls = [p["lower_s"] for p in ok if p["program"] == program]
       if ts:
         crows.append([run["devices"], run["preset"], program, len(ts),
-                      f"{min(ts):.1f}", f"{statistics_median(ts):.1f}",
-                      f"{max(ts):.1f}", f"{statistics_median(ls):.1f}"])
+                      f"{min(ts):.1f}", f"{_bench.median(ts):.1f}",
+                      f"{max(ts):.1f}", f"{_bench.median(ls):.1f}"])
     crows.append([run["devices"], run["preset"], "subprocess total", "",
                   "", "", "", f"{run.get('process_s', float('nan')):.0f}"])
   lines += _bench.table(["devices", "preset", "program", "programs",
@@ -1223,10 +1223,6 @@ def render_meshes(meshes: Mapping[str, Any]) -> list[str]:
   if errors:
     lines += ["### Failed", ""] + [f"- {e}" for e in errors] + [""]
   return lines
-
-
-def statistics_median(xs: Sequence[float]) -> float:
-  return _bench.summary(xs)["median"]
 
 
 def render(res: Mapping[str, Any]) -> str:

@@ -130,7 +130,7 @@ class Plan:
     log_entropy: report the batch's token entropy.
     log_kl_ref: report the batch's KL to the reference.
     score_policy: run the behaviour policy's forward when preparing. False
-      only for an on-policy update (``on_policy``): the behaviour log-probs
+      only for an on-policy update (``on_policy_plan``): the behaviour log-probs
       are then the detached log-probs the update computes anyway
       (``types.behaviour_logprobs``), and the logged entropy and KL to the
       reference are computed in the update, from the same parameters.

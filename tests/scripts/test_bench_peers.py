@@ -26,16 +26,6 @@ def test_paired_ratios_are_taken_repetition_by_repetition():
     _bench.paired_ratios([1.0, 2.0, 3.0], [1.0, 2.0])
 
 
-def test_alternate_takes_the_sides_in_turn():
-  order = []
-  sides = {"a": lambda: order.append("a") or 0.5,
-           "b": lambda: order.append("b")}
-  times = _bench.alternate(sides, 3)
-  assert order == ["a", "b"] * 3
-  assert times["a"] == [0.5] * 3          # a side may report its own time
-  assert len(times["b"]) == 3 and all(t >= 0 for t in times["b"])
-
-
 def test_objective_reference_matches_an_independent_loop():
   spec = dict(protocol.OBJECTIVE, batch=8, length=5, group=4)
   x = protocol.objective_inputs(spec)
