@@ -114,6 +114,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import math
 import os
@@ -715,6 +716,9 @@ class MeshCase:
     rollout = self._rollout(rows)
     plan = step_lib.on_policy_plan(self.plan, self.objective, rollout,
                                    self.carry)
+    # As the trainer: each batch-axis device scores its own rows.
+    plan = dataclasses.replace(
+        plan, row_shards=mesh_lib.batch_size_multiple(mesh))
     prepare = step_lib.make_prepare(self.graphdef, self.objective, plan)
     ref = params if plan.reference else None
     prepared, carry, _ = jax.eval_shape(prepare, params, ref, self.carry,
@@ -824,8 +828,11 @@ def mesh_worker(spec: Mapping[str, Any]) -> dict[str, Any]:
       if program == "sampler":
         rec.update(case.sampler(mesh, rows, used))
       else:
-        rec.update(case.update(mesh, rows, used, (
-            "replicated" if program == "update_trainer_rows" else "batch")))
+        # As the trainer: traced under the mesh (FSDP gathers weights).
+        with jax.set_mesh(mesh):
+          rec.update(case.update(mesh, rows, used, (
+              "replicated" if program == "update_trainer_rows"
+              else "batch")))
     except Exception as e:  # pylint: disable=broad-except
       rec["error"] = f"{type(e).__name__}: {str(e)[:800]}"
       _log(f"  failed: {rec['error'][:200]}")

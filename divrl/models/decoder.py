@@ -234,6 +234,25 @@ def _param(value: Array, spec: tuple) -> nnx.Param:
   return nnx.Param(value, out_sharding=P(*spec), eager_sharding=eager)
 
 
+def gather_fsdp(w: Array, spec: tuple) -> Array:
+  """``w`` with its ``'fsdp'`` shards gathered, just before it is used.
+
+  Fully sharded data parallelism stores each weight split over ``'fsdp'``
+  and gathers it for the matmul; the gradient then reduce-scatters back to
+  the shards. Without this constraint GSPMD may instead contract over the
+  sharded model dimension and all-reduce the activations of the whole batch
+  (``docs/scaling.md`` measures both). Only under a mesh with an ``'fsdp'``
+  axis of size > 1 (``jax.set_mesh``); the identity otherwise.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if (mesh.empty or FSDP not in spec or FSDP not in mesh.axis_names
+      or mesh.shape[FSDP] == 1):
+    return w
+  keep = set(mesh.axis_names) - {FSDP}
+  return jax.lax.with_sharding_constraint(
+      w, P(*(a if a in keep else None for a in spec)))
+
+
 def _normal(rngs: nnx.Rngs, shape, std, dtype):
   return std * jax.random.normal(rngs.params(), shape, dtype)
 
@@ -301,6 +320,7 @@ class Dense(nnx.Module):
   def __init__(self, din: int, dout: int, spec: tuple, *, use_bias: bool,
                config: DecoderConfig, rngs: nnx.Rngs):
     self.dtype = config.dtype
+    self.spec = tuple(spec)
     self.kernel = _param(_normal(rngs, (din, dout), config.initializer_range,
                                  config.param_dtype), spec)
     self.bias = (_param(jnp.zeros((dout,), config.param_dtype), (spec[1],))
@@ -318,10 +338,11 @@ class Dense(nnx.Module):
     if self.kernel_t is not None and _is_skinny(x2, self.row_shards):
       y = skinny_matmul(x2, self.kernel_t[...].astype(self.dtype))
     else:
-      y = jnp.dot(x2, self.kernel[...].astype(self.dtype))
+      y = jnp.dot(x2, gather_fsdp(self.kernel[...], self.spec).astype(
+          self.dtype))
     y = y.reshape(*lead, y.shape[-1])
     if self.bias is not None:
-      y = y + self.bias[...].astype(self.dtype)
+      y = y + gather_fsdp(self.bias[...], self.spec[1:]).astype(self.dtype)
     return y
 
 
@@ -514,8 +535,12 @@ class Decoder(nnx.Module):
   def unembedding(self) -> Array:
     """The ``[d, V]`` output matrix (the transposed embedding when tied)."""
     if self.lm_head is None:
-      return self.embedding[...].T
-    return self.lm_head[...]
+      return self._embedding().T
+    return gather_fsdp(self.lm_head[...], (FSDP, TENSOR))
+
+  def _embedding(self) -> Array:
+    """The ``[V, d]`` embedding, ``'fsdp'`` shards gathered."""
+    return gather_fsdp(self.embedding[...], (TENSOR, FSDP))
 
   def unembedding_bias(self) -> Array | None:
     """The output bias ``[V]``; always None for this architecture."""
@@ -532,7 +557,8 @@ class Decoder(nnx.Module):
       raise ValueError("this decoder has no value head; build it with"
                        " DecoderConfig(value_head=True).")
     return jnp.einsum("...d,d->...", hidden.astype(jnp.float32),
-                      self.value_head[...].astype(jnp.float32))
+                      gather_fsdp(self.value_head[...], (FSDP,)).astype(
+                          jnp.float32))
 
   def __call__(self, tokens: Array, positions: Array | None = None,
                attention_mask: Array | None = None,
@@ -555,7 +581,7 @@ class Decoder(nnx.Module):
                          f"shape {am.shape}")
     mask = jnp.broadcast_to(mask, (b, s, s))
     inv_freq = rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
-    x = jnp.take(self.embedding[...], tokens, axis=0).astype(c.dtype)
+    x = jnp.take(self._embedding(), tokens, axis=0).astype(c.dtype)
     for layer in self.layers:
       x = layer(x, positions, mask, inv_freq)
     return self._head(x, return_hidden)
@@ -616,7 +642,7 @@ class Decoder(nnx.Module):
       raise ValueError(f"mask covers {mask.shape[-1]} cache slots, the cache "
                        f"has {cache[0].length}")
     inv_freq = rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
-    x = jnp.take(self.embedding[...], tokens, axis=0).astype(c.dtype)
+    x = jnp.take(self._embedding(), tokens, axis=0).astype(c.dtype)
     new_cache = []
     for layer, layer_cache in zip(self.layers, cache):
       x, layer_cache = layer.cached(x, positions, mask, inv_freq, layer_cache,

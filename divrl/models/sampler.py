@@ -65,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from flax import struct
+from jax.sharding import PartitionSpec as P
 
 from divrl.models import decoder as decoder_lib
 from divrl.models.decoder import Decoder
@@ -401,8 +402,41 @@ def _sample_impl(model: Decoder, prompt_tokens, prompt_mask, prompt_keys,
       prompt_tokens=rep(prompt_tokens), prompt_mask=rep(prompt_mask))
 
 
+def _gather_fsdp_once(state, row_sharding):
+  """The parameters with their ``'fsdp'`` shards gathered, once per call.
+
+  Decoding reads every weight once per token: gathering FSDP shards inside
+  the decode loop would repeat the gather every step, and leaving them
+  sharded makes XLA all-reduce activations every step instead
+  (``docs/scaling.md``). One gather before the loop costs one copy of the
+  weights per device, as data-parallel sampling does anyway.
+  """
+  if row_sharding is None:
+    return state
+  mesh = row_sharding[0]
+  if mesh.shape.get(decoder_lib.FSDP, 1) == 1:
+    return state
+
+  keep = set(mesh.axis_names) - {decoder_lib.FSDP}
+
+  def drop(axis):
+    if isinstance(axis, tuple):
+      return tuple(a for a in axis if a in keep) or None
+    return axis if axis in keep else None
+
+  def one(x, spec):
+    spec = P() if spec is None else P(*(drop(a) for a in spec))
+    return jax.lax.with_sharding_constraint(
+        x, jax.sharding.NamedSharding(mesh, spec))
+
+  specs = nnx.get_partition_spec(state)
+  return jax.tree.map(one, state, specs,
+                      is_leaf=lambda x: isinstance(x, P) or x is None)
+
+
 def _sample_split(graphdef, state, prompt_tokens, prompt_mask, prompt_keys,
                   config: SamplingConfig, row_sharding=None) -> SampleOutput:
+  state = _gather_fsdp_once(state, row_sharding)
   return _sample_impl(nnx.merge(graphdef, state), prompt_tokens, prompt_mask,
                       prompt_keys, config, row_sharding)
 

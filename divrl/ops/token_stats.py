@@ -678,7 +678,8 @@ def token_statistics(
 
 
 def sequence_statistics(hidden: jax.Array, unembedding: jax.Array,
-                        tokens: jax.Array, mask: jax.Array, **kwargs):
+                        tokens: jax.Array, mask: jax.Array, *,
+                        row_shards: int = 1, **kwargs):
   """``token_statistics`` on ``[B,T]`` responses, returning ``[B,T]`` arrays.
 
   ``hidden [B,T,d]`` are the states that predict ``tokens [B,T]`` (already
@@ -687,12 +688,44 @@ def sequence_statistics(hidden: jax.Array, unembedding: jax.Array,
   ``ref_logprobs`` from the reference model), ``entropy`` -> ``entropy``,
   ``sum_pi_squared`` -> ``sum_pi_squared``. ``ref_hidden`` in ``kwargs`` may
   be ``[B,T,d]`` too.
+
+  ``row_shards``: split the rows into this many contiguous blocks, each
+  scanned on its own (``vmap`` over the blocks; ``B`` must divide). Under
+  ``jit`` with the rows sharded over ``n`` devices (GSPMD, e.g. data
+  parallelism), pass ``row_shards=n``: each device then scans its own rows'
+  token chunks and the unembedding gradient is summed across devices once,
+  after the scan. With one block the scan runs over the flattened,
+  row-sharded token axis, which GSPMD cannot split across loop iterations:
+  every device would compute the unembedding for every token. The values
+  are the same either way (``tests/ops/test_token_stats.py``).
   """
   chex.assert_rank([hidden, tokens, mask], [3, 2, 2])
   b, t, d = hidden.shape
-  if "ref_hidden" in kwargs and kwargs["ref_hidden"] is not None:
-    kwargs["ref_hidden"] = kwargs["ref_hidden"].reshape(b * t, -1)
-  out = token_statistics(hidden.reshape(b * t, d), unembedding,
-                         tokens.reshape(b * t), mask=mask.reshape(b * t),
-                         **kwargs)
+  if (not isinstance(row_shards, int) or isinstance(row_shards, bool)
+      or row_shards < 1):
+    raise ValueError(f"row_shards must be a positive int, got"
+                     f" {row_shards!r}.")
+  if b % row_shards:
+    raise ValueError(f"row_shards = {row_shards} must divide the number of"
+                     f" rows of hidden, {b}.")
+  ref_hidden = kwargs.pop("ref_hidden", None)
+  if ref_hidden is not None:
+    chex.assert_rank(ref_hidden, 3)
+    chex.assert_equal_shape_prefix([hidden, ref_hidden], 2)
+
+  def one(h, tok, m, hr):
+    rows = h.shape[0]
+    if hr is not None:
+      hr = hr.reshape(rows * t, -1)
+    out = token_statistics(h.reshape(rows * t, d), unembedding,
+                           tok.reshape(rows * t), mask=m.reshape(rows * t),
+                           ref_hidden=hr, **kwargs)
+    return {k: v.reshape(rows, t) for k, v in out.items()}
+
+  if row_shards == 1:
+    return one(hidden, tokens, mask, ref_hidden)
+  blocks = lambda x: None if x is None else x.reshape(
+      (row_shards, b // row_shards) + x.shape[1:])
+  out = jax.vmap(one)(blocks(hidden), blocks(tokens), blocks(mask),
+                      blocks(ref_hidden))
   return {k: v.reshape(b, t) for k, v in out.items()}

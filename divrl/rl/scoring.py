@@ -46,12 +46,15 @@ def model_statistics(model, hidden: Array, tokens: Array, mask: Array,
                      top_p: float = 0.8, alpha: float = 0.5,
                      min_p: float = 0.02,
                      ref_hidden: Array | None = None,
-                     ref_unembedding: Array | None = None) -> dict[str, Array]:
+                     ref_unembedding: Array | None = None,
+                     row_shards: int = 1) -> dict[str, Array]:
   """``logprobs`` and the model fields ``names`` from hidden states.
 
   Token statistics go through ``divrl.ops.sequence_statistics`` (chunked);
   ``values`` through the model's value head; ``embeddings`` are the hidden
   states averaged over the valid response tokens, ``[B,d]``.
+  ``row_shards``: the number of devices the rows are split over (see
+  ``sequence_statistics``).
 
   Returns:
     ``{Batch field: array}``, always with ``logprobs``.
@@ -70,7 +73,8 @@ def model_statistics(model, hidden: Array, tokens: Array, mask: Array,
   out = sequence_statistics(hidden, model.unembedding(), tokens, mask,
                             outputs=("logprob", *ops),
                             temperature=temperature,
-                            bias=model.unembedding_bias(), **kwargs)
+                            bias=model.unembedding_bias(),
+                            row_shards=row_shards, **kwargs)
   stats = {"logprobs": out.pop("logprob"), **out}
   if "values" in names:
     stats["values"] = model.values(hidden)

@@ -134,6 +134,10 @@ class Plan:
       are then the detached log-probs the update computes anyway
       (``types.behaviour_logprobs``), and the logged entropy and KL to the
       reference are computed in the update, from the same parameters.
+    row_shards: the number of devices the rows of every model program are
+      split over (the mesh's batch axes, ``data * fsdp``), so that each
+      device computes the token statistics of its own rows
+      (``divrl.ops.sequence_statistics``). The values do not depend on it.
   """
 
   score: tuple[str, ...] = ()
@@ -146,12 +150,13 @@ class Plan:
   log_kl_ref: bool = False
   min_p: float = 0.02
   score_policy: bool = True
+  row_shards: int = 1
 
   @classmethod
   def of(cls, objective: Objective, *, temperature: float = 1.0,
          top_p: float = 0.8, alpha: float = 0.5,
          log_entropy: bool = False, log_kl_ref: bool = False,
-         min_p: float = 0.02) -> "Plan":
+         min_p: float = 0.02, row_shards: int = 1) -> "Plan":
     """The plan that serves exactly ``objective.requires`` and the metrics."""
     req = objective.requires
     score = set(req.prepare) & set(MODEL_FIELDS)
@@ -171,7 +176,7 @@ class Plan:
     order = lambda names: tuple(n for n in MODEL_FIELDS if n in names)
     return cls(order(score), order(update), reference, float(temperature),
                float(top_p), float(alpha), bool(log_entropy),
-               bool(log_kl_ref), float(min_p))
+               bool(log_kl_ref), float(min_p), row_shards=int(row_shards))
 
   @property
   def value_head(self) -> bool:
@@ -256,14 +261,15 @@ def make_score(graphdef, plan: Plan):
       ref_logprobs = model_statistics(
           ref_model, ref_hidden, rollout.tokens, rollout.response_mask, (),
           temperature=plan.temperature, top_p=plan.top_p, min_p=plan.min_p,
-          alpha=plan.alpha)["logprobs"]
+          alpha=plan.alpha, row_shards=plan.row_shards)["logprobs"]
     stats = {}
     if plan.score_policy:
       stats = model_statistics(
           model, response_hidden(model, *args), rollout.tokens,
           rollout.response_mask, plan.score, temperature=plan.temperature,
           top_p=plan.top_p, min_p=plan.min_p, alpha=plan.alpha,
-          ref_hidden=ref_hidden, ref_unembedding=ref_w)
+          ref_hidden=ref_hidden, ref_unembedding=ref_w,
+          row_shards=plan.row_shards)
     return Scored(stats, ref_logprobs,
                   ref_hidden if plan.keep_ref_hidden else None)
 
@@ -479,7 +485,8 @@ def make_statistics(graphdef, plan: Plan):
                             temperature=plan.temperature, top_p=plan.top_p,
                             min_p=plan.min_p, alpha=plan.alpha,
                             ref_hidden=inputs.ref_hidden,
-                            ref_unembedding=ref_w)
+                            ref_unembedding=ref_w,
+                            row_shards=plan.row_shards)
 
   return statistics
 

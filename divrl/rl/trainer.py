@@ -229,6 +229,8 @@ class Trainer:
 
     self.mesh = mesh or mesh_lib.make_train_mesh(**config.mesh.to_dict())
     multiple = mesh_lib.batch_size_multiple(self.mesh)
+    # Each batch-axis device computes the token statistics of its own rows.
+    self.plan = dataclasses.replace(self.plan, row_shards=multiple)
     rows = sc.num_prompts * sc.num_samples
     if rows % (multiple * tc.num_minibatches * tc.micro_batches):
       raise ValueError(
@@ -263,7 +265,7 @@ class Trainer:
                                and tc.num_minibatches == 1)
     self._score_eval = jax.jit(functools.partial(
         _eval_statistics, self.graphdef,
-        temperature=float(sc.temperature)))
+        temperature=float(sc.temperature), row_shards=multiple))
     self.history: list[dict[str, float]] = []
     # {step: per held-out prompt, the sorted distinct correct solutions}
     # of each evaluation of the policy (run() and evaluate() fill it).
@@ -475,9 +477,12 @@ class Trainer:
       self._use_on_policy_plan(rollout)
     t1 = time.perf_counter()
     step_key = jax.random.fold_in(self.root_key, step)
-    prepared, carry, prep_metrics = self._prepare(
-        self.state["params"], self.state["ref_params"], self.state["carry"],
-        rollout, jax.random.fold_in(step_key, 1000))
+    # The model programs trace under the mesh: FSDP gathers each weight
+    # before its matmul (divrl.models.decoder.gather_fsdp).
+    with jax.set_mesh(self.mesh):
+      prepared, carry, prep_metrics = self._prepare(
+          self.state["params"], self.state["ref_params"], self.state["carry"],
+          rollout, jax.random.fold_in(step_key, 1000))
     jax.block_until_ready(prepared)
     t2 = time.perf_counter()
     b = rollout.tokens.shape[0]
@@ -491,10 +496,11 @@ class Trainer:
                                    ).permutation(b)
       for m in range(tc.num_minibatches):
         rows = perm[m * rows_per_mb:(m + 1) * rows_per_mb].astype(np.int32)
-        params, opt_state, met = self._update(
-            params, opt_state, self.state["ref_params"], carry, prepared,
-            mesh_lib.put(rows, mesh_lib.replicated(self.mesh)),
-            jax.random.fold_in(step_key, 2000 + epoch * 97 + m))
+        with jax.set_mesh(self.mesh):
+          params, opt_state, met = self._update(
+              params, opt_state, self.state["ref_params"], carry, prepared,
+              mesh_lib.put(rows, mesh_lib.replicated(self.mesh)),
+              jax.random.fold_in(step_key, 2000 + epoch * 97 + m))
         step_metrics.append(met)
     self.state.update(params=params, opt_state=opt_state, carry=carry)
     self.step = step + 1
@@ -562,8 +568,9 @@ class Trainer:
       ids = np.arange(sl.start, sl.stop) // n
       rollout, _ = self._assemble([(host, sl, verdicts[sl], 0)],
                                   ids - ids[0], int(ids[-1] - ids[0] + 1))
-      s = mesh_lib.tree_to_host(self._score_eval(params, self.base_params,
-                                                 rollout))
+      with jax.set_mesh(self.mesh):
+        s = self._score_eval(params, self.base_params, rollout)
+      s = mesh_lib.tree_to_host(s)
       ent_sum += float(s["entropy_sum"])
       tok += float(s["tokens"])
       k1.append(np.asarray(s["k1"]))
@@ -664,8 +671,8 @@ class Trainer:
 
 
 def _eval_statistics(graphdef, params, base_params,
-                     rollout: step_lib.Rollout, *,
-                     temperature: float) -> dict[str, jax.Array]:
+                     rollout: step_lib.Rollout, *, temperature: float,
+                     row_shards: int = 1) -> dict[str, jax.Array]:
   """Entropy and sampled KL-to-base sums of evaluation responses (device)."""
   args = (rollout.prompt_tokens, rollout.prompt_mask, rollout.tokens,
           rollout.response_mask)
@@ -676,7 +683,8 @@ def _eval_statistics(graphdef, params, base_params,
     model = nnx.merge(graphdef, p)
     hidden = scoring.response_hidden(model, *args)
     stats[name] = scoring.model_statistics(
-        model, hidden, rollout.tokens, mask, names, temperature=temperature)
+        model, hidden, rollout.tokens, mask, names, temperature=temperature,
+        row_shards=row_shards)
   valid = mask > 0
   kl = metrics_lib.kl_to_base(stats["policy"]["logprobs"],
                               stats["base"]["logprobs"], mask, reduce=False)

@@ -522,3 +522,98 @@ def test_sequence_statistics_reshapes_and_feeds_a_batch():
                       group_ids=jnp.zeros(3, jnp.int32),
                       entropy=out["entropy"], num_groups=1)
   assert np.isfinite(float(divrl.build("rloo", "ppo_clip")(batch)[0]))
+
+
+# ----------------------------------------------------------------------------
+# Row blocks (data parallelism).
+# ----------------------------------------------------------------------------
+
+
+def _sequence_loss(x, b, row_shards, token_chunk=3):
+  """A loss over every output of ``sequence_statistics`` on ``[b, n/b]``."""
+  t = x["tgt"].shape[0] // b
+  rows = lambda a: a.reshape((b, t) + a.shape[1:])  # noqa: E731
+
+  def loss(params):
+    out = divrl.ops.sequence_statistics(
+        rows(params["h"]), params["w"], rows(x["tgt"]), rows(x["mask"]),
+        row_shards=row_shards, outputs=OUTPUTS, bias=params["b"],
+        ref_hidden=rows(params["hr"]), ref_unembedding=params["wr"],
+        ref_bias=params["br"], top_p=TOP_P, token_chunk=token_chunk, **F_KW)
+    return sum(jnp.sum(rows(x["g"][k]) * _finite(out[k]))
+               for k in OUTPUTS), out
+  return loss
+
+
+@pytest.mark.parametrize("row_shards", [2, 4])
+def test_row_shards_give_the_values_and_gradients_of_one_block(row_shards):
+  x = make_inputs(12, n=24)
+  params = {k: x[k] for k in DIFF}
+  (l1, o1), g1 = jax.value_and_grad(_sequence_loss(x, 4, 1), has_aux=True)(
+      params)
+  (ls, os_), gs = jax.jit(jax.value_and_grad(
+      _sequence_loss(x, 4, row_shards), has_aux=True))(params)
+  np.testing.assert_allclose(ls, l1, rtol=1e-6, atol=1e-6)
+  for k in OUTPUTS:
+    np.testing.assert_allclose(os_[k], o1[k], rtol=1e-6, atol=1e-6,
+                               err_msg=k)
+  for k in DIFF:
+    # The unembedding gradients are summed per block, then over blocks.
+    np.testing.assert_allclose(gs[k], g1[k], rtol=1e-5, atol=1e-6,
+                               err_msg=f"d{k}")
+
+
+@pytest.mark.parametrize("row_shards, pattern", [
+    (0, "row_shards must be a positive int"),
+    (True, "row_shards must be a positive int"),
+    (3, "row_shards = 3 must divide the number of rows of hidden, 4"),
+])
+def test_bad_row_shards_raise_naming_the_argument(row_shards, pattern):
+  x = make_inputs(13, n=8)
+  with pytest.raises(ValueError, match=pattern):
+    divrl.ops.sequence_statistics(
+        x["h"].reshape(4, 2, -1), x["w"], x["tgt"].reshape(4, 2),
+        x["mask"].reshape(4, 2), row_shards=row_shards)
+
+
+def _dot_flops_per_device(fn, args, num_devices):
+  """Loop-aware matmul FLOPs per device of the compiled ``fn``."""
+  from scripts.bench_scaling import hlo_summary  # pylint: disable=import-outside-toplevel
+  text = fn.lower(*args).compile().as_text()
+  return hlo_summary(text, num_devices)["dot_flops"]
+
+
+def test_row_shards_split_the_unembedding_over_data_parallel_devices():
+  """With the rows sharded over 4 devices, each device computes a quarter
+  of the unembedding's matmuls with ``row_shards=4``; with one block, the
+  scan over the sharded token axis makes every device compute far more."""
+  mesh = sharding.make_mesh((4,), ("data",), devices=jax.devices()[:4])
+  b, t, d, v = 8, 32, 16, 512
+  rng = np.random.default_rng(14)
+  h = jnp.asarray(rng.normal(size=(b, t, d)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(d, v)) / 4, jnp.float32)
+  tok = jnp.asarray(rng.integers(0, v, size=(b, t)), jnp.int32)
+  mask = jnp.ones((b, t), bool)
+
+  def grad_fn(row_shards):
+    def loss(h, w):
+      out = divrl.ops.sequence_statistics(
+          h, w, tok, mask, row_shards=row_shards, token_chunk=16,
+          outputs=("logprob", "entropy"))
+      return jnp.sum(out["logprob"]) + jnp.sum(out["entropy"])
+    return jax.grad(loss, argnums=(0, 1))
+
+  rows = jax.sharding.NamedSharding(mesh, P("data"))
+  rep = jax.sharding.NamedSharding(mesh, P())
+  args = (jax.device_put(h, rows), jax.device_put(w, rep))
+  single = _dot_flops_per_device(jax.jit(grad_fn(1)), (h, w), 1)
+  flops = {}
+  for row_shards in (1, 4):
+    fn = jax.jit(grad_fn(row_shards), out_shardings=(rows, rep))
+    flops[row_shards] = _dot_flops_per_device(fn, args, 4)
+    got = fn(*args)
+    want = grad_fn(1)(h, w)
+    for a, e in zip(got, want):
+      np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-5)
+  assert flops[4] <= single / 4 * 1.05, (flops, single)
+  assert flops[1] >= single / 4 * 1.5, (flops, single)

@@ -85,6 +85,8 @@ def test_one_device_and_eight_device_meshes_agree(tmp_path, cache_root):
     c.mesh.data, c.mesh.fsdp = shape
     trainer = Trainer(c, log=lambda *a: None)
     assert trainer.mesh.devices.size == shape[0] * shape[1]
+    # Each batch-axis device computes its own rows' token statistics.
+    assert trainer.plan.row_shards == shape[0] * shape[1]
     results[shape] = trainer.run()
   _compare(results[(1, 1)], results[(8, 1)], atol=1e-4)
   _compare(results[(1, 1)], results[(2, 4)], atol=1e-4)
