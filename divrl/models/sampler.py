@@ -267,6 +267,24 @@ def _row_constraint(row_sharding):
   return lambda tree: jax.tree.map(one, tree)
 
 
+def _cache_constraint(row_sharding, num_kv_heads: int):
+  """``fn(cache)`` pinning a key/value cache's rows to the batch axes and,
+  on a mesh with a ``'tensor'`` axis that divides ``num_kv_heads``, its
+  heads to ``'tensor'``: the heads' projections are computed there
+  (``Dense`` kernels are split over ``'tensor'`` on their output), so each
+  decode step writes and reads its own heads' slots. A cache replicated over
+  ``'tensor'`` would be all-gathered on every step (``docs/scaling.md``).
+  """
+  if row_sharding is None:
+    return lambda cache: cache
+  mesh, axes = row_sharding
+  t = mesh.shape.get(decoder_lib.TENSOR, 1)
+  heads = decoder_lib.TENSOR if t > 1 and num_kv_heads % t == 0 else None
+  sharding = jax.sharding.NamedSharding(mesh, P(axes, heads, None, None))
+  return lambda cache: jax.tree.map(
+      lambda x: jax.lax.with_sharding_constraint(x, sharding), cache)
+
+
 def _row_shards(row_sharding) -> int:
   if row_sharding is None:
     return 1
@@ -296,6 +314,7 @@ def _sample_impl(model: Decoder, prompt_tokens, prompt_mask, prompt_keys,
   # With a mesh, the B decode rows are split over its batch axes (the prefill
   # of the P prompts stays as the inputs are placed).
   shard_rows = _row_constraint(row_sharding)
+  shard_cache = _cache_constraint(row_sharding, model.config.num_kv_heads)
   p, s = prompt_tokens.shape
   n, g = config.max_new_tokens, config.num_samples
   # Slots [0, S) hold the prompt, S + t token t; the last token is never fed
@@ -324,8 +343,9 @@ def _sample_impl(model: Decoder, prompt_tokens, prompt_mask, prompt_keys,
   row_keys = jax.vmap(
       lambda k: jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(g))
   )(prompt_keys).reshape((b,) + prompt_keys.shape[1:])
-  cache, last_logits, key_mask, next_position, row_keys = shard_rows(
-      (cache, last_logits, key_mask, next_position, row_keys))
+  last_logits, key_mask, next_position, row_keys = shard_rows(
+      (last_logits, key_mask, next_position, row_keys))
+  cache = shard_cache(cache)
   stop = jnp.asarray(config.stop_tokens or (-1,), jnp.int32)
 
   # Token t of row r is drawn with fold_in(row key r, t). The keys of all
@@ -373,15 +393,16 @@ def _sample_impl(model: Decoder, prompt_tokens, prompt_mask, prompt_keys,
           key_mask[:, None, :lm])
       token, tokens, logps, model_logps, done = emit(
           t, logits[:, 0], tokens, logps, model_logps, done)
-      return (t + 1,) + shard_rows((token, tokens, logps, model_logps, done,
-                                    cache, key_mask))
+      return ((t + 1,) + shard_rows((token, tokens, logps, model_logps,
+                                     done)) + (shard_cache(cache),
+                                               shard_rows(key_mask)))
 
     return jax.lax.while_loop(cond, body, carry)
 
   carry = (jnp.int32(1), token, tokens, logps, model_logps, done, cache,
            key_mask)
   for t_end, lm in _decode_segments(s, n):
-    cache = shard_rows(decoder_lib.grow_cache(carry[6], lm))
+    cache = shard_cache(decoder_lib.grow_cache(carry[6], lm))
     carry = carry[:6] + (cache,) + carry[7:]
     carry = segment(carry, t_end, lm)
   t_end, _, tokens, logps, model_logps, done, _, _ = carry

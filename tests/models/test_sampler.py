@@ -320,42 +320,56 @@ def test_row_sharded_sampler_matches_unsharded(model, shape):
   assert ratio < 0.3, ratio
 
 
-def test_fsdp_sampler_gathers_the_weights_once(model):
-  """With FSDP-sharded parameters the sampler gathers each weight once,
-  before decoding: the collective bytes do not grow with the number of
-  decode steps, and the draws equal the unsharded sampler's."""
+def _sampler_collectives(model, mesh_kw, n):
+  """(tokens, logprobs, unsharded reference, per-kind collective counts and
+  wire bytes per device) of a sampler on a train mesh, ``n`` new tokens."""
   from divrl.models import sampler as sampler_lib
   from divrl.models.sampler import make_sampler
   from divrl.rl import mesh as mesh_lib
   from scripts.bench_scaling import hlo_summary
-  mesh = mesh_lib.make_train_mesh(data=2, fsdp=4)
+  mesh = mesh_lib.make_train_mesh(**mesh_kw)
   graphdef, state = nnx.split(model)
   params = mesh_lib.put_params(state, mesh)
-  assert any(len(x.sharding.device_set) == 8 and not
-             x.sharding.is_fully_replicated for x in jax.tree.leaves(params))
   toks, mask = _left_pad([[5, 6, 7], [9, 10, 11, 12]])
   keys = jax.random.split(jax.random.key(4), 2)
   repl = mesh_lib.replicated(mesh)
   args = [jax.device_put(x, repl) for x in (toks, mask, keys)]
-  wire = {}
-  for n in (4, 16):
-    cfg = SamplingConfig(max_new_tokens=n, num_samples=4, temperature=1.0)
-    split = make_sampler(graphdef, cfg, mesh=mesh,
-                         batch_axes=("data", "fsdp"))
-    text = split.jitted.lower(params, *args).compile().as_text()
-    # The decode loops' trip counts (no stop token), as bench_scaling does.
-    trips, start = [], 1
-    for t_end, _ in sampler_lib._decode_segments(toks.shape[1], n):  # pylint: disable=protected-access
-      trips.append(t_end - start)
-      start = t_end
-    summary = hlo_summary(text, 8, trip_hints=trips)
-    assert summary["loops_counted_once"] == 0, summary
-    wire[n] = summary["wire_bytes"]
-    out = split(params, *args)
-    ref = make_sampler(graphdef, cfg)(state, toks, mask, keys)
-    np.testing.assert_array_equal(out.tokens, ref.tokens)
-    np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
+  cfg = SamplingConfig(max_new_tokens=n, num_samples=4, temperature=1.0)
+  split = make_sampler(graphdef, cfg, mesh=mesh, batch_axes=("data", "fsdp"))
+  text = split.jitted.lower(params, *args).compile().as_text()
+  # The decode loops' trip counts (no stop token), as bench_scaling does.
+  trips, start = [], 1
+  for t_end, _ in sampler_lib._decode_segments(toks.shape[1], n):  # pylint: disable=protected-access
+    trips.append(t_end - start)
+    start = t_end
+  summary = hlo_summary(text, 8, trip_hints=trips)
+  assert summary["loops_counted_once"] == 0, summary
+  out = split(params, *args)
+  ref = make_sampler(graphdef, cfg)(state, toks, mask, keys)
+  np.testing.assert_array_equal(out.tokens, ref.tokens)
+  np.testing.assert_allclose(out.logprobs, ref.logprobs, atol=1e-5)
+  return summary
+
+
+def test_fsdp_sampler_gathers_the_weights_once(model):
+  """With FSDP-sharded parameters the sampler gathers each weight once,
+  before decoding: the collective bytes do not grow with the number of
+  decode steps, and the draws equal the unsharded sampler's."""
+  wire = {n: _sampler_collectives(model, dict(data=2, fsdp=4), n)[
+      "wire_bytes"] for n in (4, 16)}
   assert 0 < wire[16] <= wire[4] * 1.05, wire
+
+
+def test_tensor_parallel_sampler_keeps_the_cache_split_over_heads(model):
+  """Under tensor parallelism each device keeps its own key/value heads in
+  the cache: no all-gather runs per decode step (the per-layer all-reduce
+  of the attention and MLP outputs does, as tensor parallelism needs)."""
+  gathers = {n: _sampler_collectives(model, dict(data=4, tensor=2), n)[
+      "collectives"] for n in (4, 16)}
+  assert gathers[16]["all-gather"]["count"] == gathers[4]["all-gather"][
+      "count"], gathers
+  assert gathers[16]["all-reduce"]["count"] > gathers[4]["all-reduce"][
+      "count"], gathers
 
 
 def test_row_sharded_sampler_refuses_bad_geometry(model):
