@@ -743,8 +743,10 @@ class MeshCase:
     ids_sh = rep if row_ids == "replicated" else batch_sharding(
         jax.ShapeDtypeStruct((rows,), jnp.int32))
     row_ids = jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=ids_sh)
-    update = step_lib.make_update(self.graphdef, self.tx, self.objective,
-                                  plan)
+    # As the trainer's SplitUpdate: the selected rows stay on their devices.
+    update = step_lib.make_update(
+        self.graphdef, self.tx, self.objective, plan,
+        micro_sharding=NamedSharding(mesh, P(None, mesh_lib.BATCH_AXES)))
     # ref_params: read by no update-stage part of this plan (None).
     fn = jax.jit(update,
                  in_shardings=(p_sh, opt_sh, None, carry_sh, prep_sh, ids_sh,

@@ -264,6 +264,7 @@ class RMSNorm(nnx.Module):
     self.eps = eps
     self.scale = _param(jnp.ones((dim,), param_dtype), (None,))
 
+  @jax.named_scope("rms_norm")
   def __call__(self, x: Array) -> Array:
     xf = x.astype(jnp.float32)
     xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True)
@@ -368,6 +369,7 @@ class Attention(nnx.Module):
     self.qkv_t = nnx.data(None)
     self.qkv_bias = nnx.data(None)
 
+  @jax.named_scope("qkv")
   def project(self, x: Array, positions: Array,
               inv_freq: Array) -> tuple[Array, Array, Array]:
     """Queries ``[B,S,H,D]`` and keys/values ``[B,S,K,D]`` (RoPE applied)."""
@@ -404,19 +406,24 @@ class Attention(nnx.Module):
     h, k, hd = self.num_heads, self.num_kv_heads, self.head_dim
     g = h // k
     if sq == 1 and kv_layout == "cache":
-      return self.o_proj(self._attend_one(q, kk, v, mask).reshape(b, 1, -1))
+      with jax.named_scope("attend"):
+        out = self._attend_one(q, kk, v, mask).reshape(b, 1, -1)
+      with jax.named_scope("o_proj"):
+        return self.o_proj(out)
     key_spec, value_spec = specs[kv_layout]
-    # Head h uses kv head h // g.
-    q = q.reshape(b, sq, k, g, hd)
-    scores = jnp.einsum(f"bqkgd,{key_spec}->bkgqs", q, kk,
-                        preferred_element_type=jnp.float32)
-    scores = scores / math.sqrt(hd)
-    big_neg = jnp.finfo(jnp.float32).min
-    scores = jnp.where(mask[:, None, None, :, :], scores, big_neg)
-    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-    out = jnp.einsum(f"bkgqs,{value_spec}->bqkgd", probs,
-                     v.astype(self.dtype))
-    return self.o_proj(out.reshape(b, sq, h * hd))
+    with jax.named_scope("attend"):
+      # Head h uses kv head h // g.
+      q = q.reshape(b, sq, k, g, hd)
+      scores = jnp.einsum(f"bqkgd,{key_spec}->bkgqs", q, kk,
+                          preferred_element_type=jnp.float32)
+      scores = scores / math.sqrt(hd)
+      big_neg = jnp.finfo(jnp.float32).min
+      scores = jnp.where(mask[:, None, None, :, :], scores, big_neg)
+      probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+      out = jnp.einsum(f"bkgqs,{value_spec}->bqkgd", probs,
+                       v.astype(self.dtype))
+    with jax.named_scope("o_proj"):
+      return self.o_proj(out.reshape(b, sq, h * hd))
 
   def _attend_one(self, q: Array, kk: Array, v: Array, mask: Array) -> Array:
     """One query per row over a cache (``kk [B,K,D,Sk]``, ``v [B,K,Sk,D]``).
@@ -460,6 +467,7 @@ class MLP(nnx.Module):
     # Set by use_decoding_layout: gate/up kernels stacked [2 f, d].
     self.gate_up_t = nnx.data(None)
 
+  @jax.named_scope("mlp")
   def __call__(self, x: Array) -> Array:
     dtype = self.down_proj.dtype
     x2 = x.reshape(-1, x.shape[-1]).astype(dtype)
@@ -581,7 +589,8 @@ class Decoder(nnx.Module):
                          f"shape {am.shape}")
     mask = jnp.broadcast_to(mask, (b, s, s))
     inv_freq = rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
-    x = jnp.take(self._embedding(), tokens, axis=0).astype(c.dtype)
+    with jax.named_scope("embed"):
+      x = jnp.take(self._embedding(), tokens, axis=0).astype(c.dtype)
     for layer in self.layers:
       x = layer(x, positions, mask, inv_freq)
     return self._head(x, return_hidden)
@@ -642,7 +651,8 @@ class Decoder(nnx.Module):
       raise ValueError(f"mask covers {mask.shape[-1]} cache slots, the cache "
                        f"has {cache[0].length}")
     inv_freq = rope_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
-    x = jnp.take(self._embedding(), tokens, axis=0).astype(c.dtype)
+    with jax.named_scope("embed"):
+      x = jnp.take(self._embedding(), tokens, axis=0).astype(c.dtype)
     new_cache = []
     for layer, layer_cache in zip(self.layers, cache):
       x, layer_cache = layer.cached(x, positions, mask, inv_freq, layer_cache,

@@ -671,9 +671,10 @@ def token_statistics(
     x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
     return x.reshape((num, chunk) + x.shape[1:])
 
-  out = _fused(cfg, chunked(hidden), unembedding, bias,
-               chunked(targets.astype(jnp.int32)), chunked(keep),
-               chunked(ref_hidden), ref_unembedding, ref_bias)
+  with jax.named_scope("token_statistics"):
+    out = _fused(cfg, chunked(hidden), unembedding, bias,
+                 chunked(targets.astype(jnp.int32)), chunked(keep),
+                 chunked(ref_hidden), ref_unembedding, ref_bias)
   return {k: out[k].reshape(-1)[:n] for k in outputs}
 
 

@@ -501,8 +501,12 @@ def _apply_gradients(tx, params, opt_state, loss, grads, metrics):
 
 
 def make_update(graphdef, tx: optax.GradientTransformation,
-                objective: Objective, plan: Plan, *, micro_batches: int = 1):
+                objective: Objective, plan: Plan, *, micro_batches: int = 1,
+                micro_sharding=None):
   """The pure update step (see the module docstring), as one program.
+
+  ``micro_sharding``: as ``SplitUpdate``'s (on a mesh, ``P(None, batch
+  axes)`` keeps each device on its share of the selected rows).
 
   Returns:
     ``update(params, opt_state, ref_params, carry, prepared, rows, key) ->
@@ -517,6 +521,10 @@ def make_update(graphdef, tx: optax.GradientTransformation,
   def update(params, opt_state, ref_params, carry, prepared: Prepared, rows,
              key):
     micro = split_micro_batches(prepared, rows, plan, k)
+    if micro_sharding is not None:
+      micro = jax.tree.map(
+          lambda x: jax.lax.with_sharding_constraint(x, micro_sharding),
+          micro)
 
     def aggregate_fn(p, m):
       inputs, b = m
