@@ -34,10 +34,11 @@ process so that they share this machine's (noisy) load:
    MFU is the median over repetitions of the update rate divided by the
    matmul rate (the faster of n = 1024, 2048) measured in the same
    repetition. The trainer's phases get the same treatment, and the whole
-   step's model FLOP/s adds sampling (``sampling_flops``: every position
-   through the layers once, causal attention over the keys before it, the
-   unembedding of each generated token) and the scoring forwards the plan
-   runs, over the step's time.
+   step's model FLOP/s adds sampling (``sampling_flops``: each prompt's
+   prefill once per group, as the sampler shares it, every response
+   position through the layers with causal attention over the keys before
+   it, the unembedding of each generated token) and the scoring forwards
+   the plan runs, over the step's time.
 3. **Objective overhead.** GRPO advantages + ``high_entropy`` token weights
    + ``ppo_clip`` + ``kl`` (k3, coef 0.01) + ``token-mean``, as a share of the
    update: (a) update with that objective minus update with a minimal
@@ -211,20 +212,22 @@ def countdown_config(preset: str, root: str, *, num_prompts: int,
   return c
 
 
-def sampling_flops(mcfg, rows: int, prompt_len: int, response_len: int
-                   ) -> float:
-  """Model FLOPs of sampling ``rows`` responses with a KV cache: every
-  prompt and response position through the layers once, causal attention
-  over the positions before it (prefill ``S x S``, as implemented), and the
-  ``d x V`` unembedding for each generated token."""
+def sampling_flops(mcfg, rows: int, prompt_len: int, response_len: int,
+                   group: int = 1) -> float:
+  """Model FLOPs of sampling ``rows`` responses, ``group`` per prompt, as
+  the sampler runs them: each of the ``rows / group`` prompts prefilled
+  once (``S x S`` causal attention, as implemented) and shared by its
+  group's rows, then every response position through the layers with
+  attention over the positions before it, and the ``d x V`` unembedding
+  for each generated token."""
   d, v = mcfg.hidden_size, mcfg.vocab_size
   n_ne = decoder.param_count(mcfg) - v * d * (
       1 if mcfg.tie_word_embeddings else 2)
   s, t = prompt_len, response_len
-  dense = 2.0 * n_ne * rows * (s + t)
-  context = s * s + t * s + t * (t + 1) / 2      # keys each query reads
+  prompts = rows / group
+  dense = 2.0 * n_ne * (prompts * s + rows * t)
   attention = 4.0 * mcfg.num_layers * mcfg.num_heads * mcfg.head_dim * (
-      rows * context)
+      prompts * s * s + rows * (t * s + t * (t + 1) / 2))
   return dense + attention + 2.0 * d * v * rows * t
 
 
@@ -259,7 +262,8 @@ def _trainer_results(trainer, preset: str, history, *, on_policy_plan: bool,
   upd = model_flops(mcfg, rows, prompt_len, response_len)
   fwd = model_flops(mcfg, rows, prompt_len, response_len, backward=False)
   forwards = int(trainer.plan.score_policy) + int(trainer.plan.reference)
-  sample_fl = sampling_flops(mcfg, rows, prompt_len, response_len)
+  sample_fl = sampling_flops(mcfg, rows, prompt_len, response_len,
+                             trainer.config.sampling.num_samples)
   step_fl = sample_fl + forwards * fwd["total"] + upd["total"]
   return {
       "preset": preset, "on_policy_plan": on_policy_plan,
