@@ -73,6 +73,10 @@ class DecoderConfig:
   param_dtype: Any = jnp.float32
   initializer_range: float = 0.02
   value_head: bool = False  # a linear critic V(s_t) = h_t . w (see values())
+  # Recompute each block's activations in the backward pass (jax.checkpoint
+  # per block) instead of keeping them: the teacher-forced forward then
+  # keeps one [B,S,d] residual per layer for the backward. Same values.
+  remat: bool = False
 
   def __post_init__(self):
     if self.head_dim is None:
@@ -514,6 +518,16 @@ class Block(nnx.Module):
     return x + self.mlp(self.post_attention_norm(x)), LayerCache(ck, cv)
 
 
+def _remat_block(layer: Block, x, positions, mask, inv_freq):
+  """``layer(x, ...)`` with its activations recomputed in the backward."""
+  graphdef, state = nnx.split(layer)
+
+  def block(state, x):
+    return nnx.merge(graphdef, state)(x, positions, mask, inv_freq)
+
+  return jax.checkpoint(block)(state, x)
+
+
 class Decoder(nnx.Module):
   """Decoder-only transformer; see the module docstring."""
 
@@ -592,7 +606,10 @@ class Decoder(nnx.Module):
     with jax.named_scope("embed"):
       x = jnp.take(self._embedding(), tokens, axis=0).astype(c.dtype)
     for layer in self.layers:
-      x = layer(x, positions, mask, inv_freq)
+      if c.remat:
+        x = _remat_block(layer, x, positions, mask, inv_freq)
+      else:
+        x = layer(x, positions, mask, inv_freq)
     return self._head(x, return_hidden)
 
   def _head(self, x: Array, return_hidden: bool) -> Array:

@@ -383,6 +383,34 @@ def test_sharded_init_and_forward_on_mesh():
                              rtol=1e-5, atol=1e-5)
 
 
+def test_remat_gives_the_same_values_and_gradients_and_keeps_less():
+  """``DecoderConfig(remat=True)``: the same loss and gradients, and the
+  backward keeps one residual stream per block instead of every block's
+  activations (JAX's saved residuals; what an accelerator's memory-aware
+  scheduler then frees)."""
+  from jax._src.ad_checkpoint import saved_residuals  # pylint: disable=import-outside-toplevel
+  tokens = _tokens(2, 24)
+  out = {}
+  for remat in (False, True):
+    model = _model(_tiny(remat=remat, num_layers=3))
+    graphdef, state = nnx.split(model)
+
+    def loss(state):
+      hidden = nnx.merge(graphdef, state)(tokens, return_hidden=True)
+      return jnp.mean(hidden ** 2)
+
+    value, grads = jax.jit(jax.value_and_grad(loss))(state)
+    kept = sum(int(np.prod(a.shape)) * a.dtype.itemsize
+               for a, why in saved_residuals(loss, state)
+               if "argument" not in why)
+    out[remat] = (value, grads, kept)
+  np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(out[True][1]),
+                  jax.tree.leaves(out[False][1])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+  assert out[True][2] < out[False][2] / 4, (out[True][2], out[False][2])
+
+
 def _wire_bytes(compiled, num_devices):
   """Collective bytes on the wire per device of a compiled program."""
   from scripts.bench_scaling import hlo_summary  # pylint: disable=import-outside-toplevel
