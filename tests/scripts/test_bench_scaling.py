@@ -246,3 +246,24 @@ def test_local_sweep_on_a_tiny_model(tmp_path):
 def _machine():
   from scripts import _bench
   return _bench.machine(())
+
+
+def test_fits_fall_back_to_the_row_floor_when_the_peak_does_not_grow():
+  """A peak flat in b (set by batch-independent buffers) extrapolates from
+  the largest compiled peak by the bytes a row cannot avoid."""
+  progs = [{"layout": "dp", "program": "update_remat", "mesh": {"data": 8},
+            "per_device_rows": b, "memory": {"peak": 10 * 2**30}}
+           for b in (1, 2, 4)]
+  floor = 0.5 * 2**30
+  (fit,) = bench.fits(progs, {("dp", "update_remat"): floor})
+  assert fit["slope_from"] == "floor" and fit["bytes_per_row"] == floor
+  # 10 GiB at b = 4, then 0.5 GiB a row: (16 - 10) / 0.5 + 4 = 16 rows.
+  assert fit["max_rows_per_device"] == {"16": 16, "80": 144}
+  cfg = {"hidden_size": 8, "vocab_size": 16, "head_dim": 2, "num_heads": 4,
+         "num_kv_heads": 2, "qkv_bias": False, "intermediate_size": 16,
+         "tie_word_embeddings": True, "num_layers": 3}
+  # Update: L * S * d * 4 bytes (times tensor); sampler: the KV cache row.
+  assert bench.row_floor(cfg, "update", {"tensor": 2}, 5, 3) == (
+      2 * 3 * 8 * 8 * 4)
+  assert bench.row_floor(cfg, "sampler", {"tensor": 1}, 5, 3) == (
+      3 * 2 * 4 * 7 * 4)
