@@ -1025,6 +1025,17 @@ def _pick(args, name: str, quick: Mapping[str, Any], full: Any) -> Any:
   return quick[name] if getattr(args, "quick", False) else full
 
 
+def resumable_runs(previous: Mapping[str, Any] | None,
+                   settings: Mapping[str, Any]) -> dict[tuple[int, str], Any]:
+  """Finished workers of an interrupted ``--meshes`` run, by (devices,
+  preset), when the run used exactly ``settings``; else nothing."""
+  if not previous or previous.get("settings") != json.loads(
+      json.dumps(settings)):
+    return {}
+  return {(r["devices"], r["preset"]): r for r in previous.get("runs", [])
+          if "error" not in r}
+
+
 def run_meshes(args) -> dict[str, Any]:
   q = QUICK_MESHES
   devices = _pick(args, "devices", q, DEFAULT_DEVICES)
@@ -1046,12 +1057,17 @@ def run_meshes(args) -> dict[str, Any]:
                       "optimizer": "optax.adam(1e-6), float32 state",
                       "dtype": "float32"},
          "runs": [], "not_run": []}
+  done = resumable_runs(getattr(args, "previous", None), res["settings"])
   for n in (8, 64, 256):
     if n not in devices:
       res["not_run"].append(f"{n} devices (add to --devices)")
   for n in devices:
     for preset in presets:
       spec = {**base, "devices": n, "preset": preset}
+      if (n, preset) in done:
+        _log(f"mesh worker: {n} devices, {preset}: kept from the last run")
+        res["runs"].append(done[(n, preset)])
+        continue
       _log(f"mesh worker: {n} devices, {preset}")
       try:
         out = run_mesh_worker(spec, llvm_o2=args.llvm_o2,
@@ -1409,6 +1425,9 @@ def parse_args(argv=None):
   p.add_argument("--png", default=None,
                  help="default: --out with .png")
   p.add_argument("--render-only", action="store_true")
+  p.add_argument("--resume", action="store_true",
+                 help="--meshes: keep the workers an interrupted run of the "
+                      "same settings finished in --out")
   p.add_argument("--mesh-worker", default=None, help=argparse.SUPPRESS)
   return p.parse_args(argv)
 
@@ -1451,6 +1470,7 @@ def main(argv=None) -> None:
       _bench.write(res, args.out, md, render)
 
     args.checkpoint = checkpoint
+    args.previous = res.get(part) if args.resume else None
     out = fn(args)
     info["machine"]["loadavg_end"] = list(os.getloadavg())
     res[part] = {**info, **out, "wall_s": time.perf_counter() - t0,

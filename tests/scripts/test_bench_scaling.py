@@ -267,3 +267,35 @@ def test_fits_fall_back_to_the_row_floor_when_the_peak_does_not_grow():
       2 * 3 * 8 * 8 * 4)
   assert bench.row_floor(cfg, "sampler", {"tensor": 1}, 5, 3) == (
       3 * 2 * 4 * 7 * 4)
+
+
+def test_resume_keeps_finished_workers_of_the_same_settings(monkeypatch):
+  calls = []
+
+  def worker(spec, **_):
+    calls.append((spec["devices"], spec["preset"]))
+    return {"devices": spec["devices"], "preset": spec["preset"],
+            "programs": [], "new": True}
+
+  monkeypatch.setattr(bench, "run_mesh_worker", worker)
+  monkeypatch.setattr(bench, "run_fits", lambda out, base: [])
+
+  def run(previous):
+    args = bench.parse_args(["--meshes", "--quick", "--devices", "8,64",
+                             "--resume"])
+    args.checkpoint, args.previous = None, previous
+    return bench.run_meshes(args)
+
+  first = run(None)
+  assert calls == [(8, "tiny"), (64, "tiny")]
+  # An interrupted run: the 8-device worker finished, the 64 did not.
+  cut = {**first, "runs": [dict(first["runs"][0], new=False)]}
+  calls.clear()
+  again = run(json.loads(json.dumps(cut)))
+  assert calls == [(64, "tiny")]
+  assert [r["new"] for r in again["runs"]] == [False, True]
+  # Different settings: nothing is kept.
+  calls.clear()
+  other = dict(cut, settings=dict(cut["settings"], gen_len=1))
+  run(json.loads(json.dumps(other)))
+  assert calls == [(8, "tiny"), (64, "tiny")]
