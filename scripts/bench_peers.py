@@ -136,7 +136,7 @@ def worker_argv(side: str) -> list[str] | None:
   if not os.path.exists(peer_python()):
     return None
   module = {"tunix": "tunix_worker", "trl": "trl_worker",
-            "torch": "trl_worker"}[side]
+            "torch": "torch_worker"}[side]
   return [peer_python(), "-m", f"scripts.peers.{module}"]
 
 

@@ -35,6 +35,7 @@ from flax import nnx  # noqa: E402
 import divrl  # noqa: E402
 from divrl.models import Decoder, DecoderConfig, SamplingConfig  # noqa: E402
 from divrl.models import make_sampler  # noqa: E402
+from divrl.models.hf import save_hf  # noqa: E402
 from divrl.ops import token_statistics  # noqa: E402
 from divrl.rl import step as step_lib  # noqa: E402
 from divrl.types import Batch  # noqa: E402
@@ -311,10 +312,129 @@ class ObjectiveAlone:
     return {"seconds": seconds, "loss": float(value)}
 
 
+def update_objective(spec) -> divrl.Objective:
+  """The update comparison's loss: GRPO (eps 1e-4, ddof 1), PPO clip, token
+  mean, no KL."""
+  eps = spec["epsilon"]
+  return divrl.Objective.from_config({
+      "advantage": {"name": "grpo", "eps": 1e-4, "ddof": 1},
+      "surrogate": {"name": "ppo_clip", "eps_low": eps, "eps_high": eps},
+      "aggregation": "token-mean",
+  })
+
+
+def update_setup(spec):
+  """The update/forward benches' model and batch: a seeded ``Decoder``
+  (written with ``save_hf`` to ``spec["weights_dir"]`` if given, for the
+  torch side to load) and ``protocol.update_batch`` as a ``Rollout``.
+  Returns ``(graphdef, params, rollout, batch)``."""
+  model = Decoder(model_config(spec), rngs=nnx.Rngs(spec["seed"]))
+  if spec.get("weights_dir"):
+    save_hf(model, spec["weights_dir"])
+  graphdef, params = nnx.split(model)
+  x = protocol.update_batch(spec)
+  b = x["prompts"].shape[0]
+  rollout = step_lib.Rollout(
+      prompt_tokens=jnp.asarray(x["prompts"]),
+      prompt_mask=jnp.ones(x["prompts"].shape, bool),
+      tokens=jnp.asarray(x["responses"]),
+      response_mask=jnp.ones(x["responses"].shape, bool),
+      rollout_logprobs=jnp.zeros(x["responses"].shape, jnp.float32),
+      truncated=jnp.zeros((b,), bool), rewards=jnp.asarray(x["rewards"]),
+      group_ids=jnp.asarray(np.arange(b) // spec["group"], jnp.int32),
+      sample_source=jnp.zeros((b,), jnp.int32),
+      solution_ids=jnp.full((b,), -1, jnp.int32),
+      num_groups=b // spec["group"])
+  return graphdef, params, rollout, x
+
+
+class Update:
+  """One optimizer step of the trainer's ``SplitUpdate`` on
+  ``protocol.update_batch`` (one micro-batch, the on-policy plan: the
+  behaviour log-probs are the update's own), with
+  ``clip_by_global_norm`` + ``optax.adamw``. The model is written with
+  ``save_hf`` to ``spec["weights_dir"]`` (if given) so that the torch side
+  loads the same weights."""
+
+  def __init__(self, spec):
+    self.spec = spec = {**protocol.UPDATE, **spec}
+    self.graphdef, self.params, self.rollout, x = update_setup(spec)
+    b = x["prompts"].shape[0]
+    self.objective = update_objective(spec)
+    self.tokens = int(x["responses"].size)
+    self.rows = jnp.arange(b, dtype=jnp.int32)
+    self.key = jax.random.key(spec["seed"])
+    plan = step_lib.Plan.of(self.objective, temperature=1.0)
+    self.plan = step_lib.on_policy_plan(plan, self.objective, self.rollout)
+    self.tx = optax.chain(
+        optax.clip_by_global_norm(spec["max_grad_norm"]),
+        optax.adamw(spec["learning_rate"], eps=1e-8,
+                    weight_decay=spec["weight_decay"]))
+    self.opt_state = self.tx.init(self.params)
+    prepare = step_lib.SplitPrepare(self.graphdef, self.objective,
+                                    self.plan)
+    self.prepared, self.carry, _ = prepare(
+        self.params, self.params, self.objective.init_carry(), self.rollout,
+        self.key)
+    advantages = np.asarray(self.prepared.batch.advantages)
+    if not np.allclose(advantages, x["advantages"][:, None] *
+                       np.ones_like(advantages), atol=1e-5):
+      raise AssertionError("divrl's GRPO advantages differ from "
+                           "protocol.update_batch's")
+    self.update = step_lib.SplitUpdate(self.graphdef, self.tx,
+                                       self.objective, self.plan)
+    self.first = self.run()   # compiles
+
+  def info(self):
+    return {"versions": _versions(), "plan": str(self.plan),
+            "first_step": {k: self.first[k] for k in ("loss", "grad_norm")},
+            "api": "divrl.rl.step.SplitUpdate (forward + VJP, objective, "
+                   "backward, apply) with optax.chain(clip_by_global_norm, "
+                   "adamw)"}
+
+  def run(self):
+    seconds, (params, opt_state, metrics) = _bench.timed(
+        lambda: self.update(self.params, self.opt_state, self.params,
+                            self.carry, self.prepared, self.rows, self.key))
+    self.params, self.opt_state = params, opt_state
+    loss, norm = float(metrics["loss"]), float(metrics["grad_norm"])
+    if not (np.isfinite(loss) and np.isfinite(norm)):
+      raise FloatingPointError(f"non-finite loss {loss} or grad norm {norm}")
+    return {"seconds": seconds, "tokens": self.tokens, "loss": loss,
+            "grad_norm": norm}
+
+
+class Forward:
+  """The scoring forward alone (``step.make_score``, jitted): the response
+  tokens' log-probs of ``protocol.update_batch`` under the same model as
+  ``Update`` (fused token statistics, no ``[B,T,V]`` logits)."""
+
+  def __init__(self, spec):
+    self.spec = spec = {**protocol.UPDATE, **spec}
+    graphdef, self.params, self.rollout, x = update_setup(spec)
+    self.tokens = int(x["responses"].size)
+    self.plan = step_lib.Plan.of(update_objective(spec), temperature=1.0)
+    self.score = jax.jit(step_lib.make_score(graphdef, self.plan))
+    self.first = self.run()
+
+  def info(self):
+    return {"versions": _versions(), "plan": str(self.plan),
+            "first_step": {"logprob_sum": self.first["value"]},
+            "api": "jax.jit(divrl.rl.step.make_score(graphdef, plan)): "
+                   "the trainer's scoring forward"}
+
+  def run(self):
+    seconds, scored = _bench.timed(
+        lambda: self.score(self.params, self.params, self.rollout))
+    return {"seconds": seconds, "tokens": self.tokens,
+            "value": float(jnp.sum(scored.stats["logprobs"]))}
+
+
 BENCHES = {"grpo_step": GrpoStep, "grpo_step_scored": GrpoStepScored,
            "sampler": Sampler,
            "token_stats": TokenStats, "token_stats_naive": TokenStatsNaive,
-           "objective": ObjectiveAlone}
+           "objective": ObjectiveAlone, "update": Update,
+           "forward": Forward}
 
 if __name__ == "__main__":
   protocol.serve(BENCHES)

@@ -188,6 +188,39 @@ def objective_reference(spec: Mapping[str, Any]) -> float:
   return float((per_token * m).sum() / m.sum())
 
 
+# The update and the forward alone, on a fixed batch (the update-speed
+# comparison): ``rows`` sequences of ``prompt_len`` prompt and ``gen_len``
+# response tokens (no padding), in groups of ``group``; the on-policy GRPO
+# loss (one pass, so the ratio is 1 and the clip inactive, as in a trainer's
+# first epoch), the token mean, gradient clipping at ``max_grad_norm`` and
+# AdamW.
+UPDATE = {"rows": 64, "group": 8, "prompt_len": 32, "gen_len": 32,
+          "epsilon": 0.2, "learning_rate": 1e-6, "weight_decay": 0.01,
+          "max_grad_norm": 1.0, "seed": 0}
+
+
+def update_batch(spec: Mapping[str, Any]) -> dict[str, Any]:
+  """The fixed batch of the update/forward benches (NumPy): ``prompts``
+  ``[B,P]`` and ``responses`` ``[B,N]`` int32 ids in ``[1, vocab)``,
+  ``rewards`` ``[B]`` (``reward`` of the responses) and ``advantages``
+  ``[B]`` (GRPO: ``(r - mean_g) / (std_g + 1e-4)``, ``ddof=1``, as in
+  ``objective_reference``)."""
+  import numpy as np
+  b, g = spec["rows"], spec["group"]
+  if b % g:
+    raise ValueError(f"rows {b} is not a multiple of group {g}")
+  rng = np.random.default_rng(spec["seed"])
+  v = spec["vocab_size"]
+  prompts = rng.integers(1, v, size=(b, spec["prompt_len"])).astype(np.int32)
+  responses = rng.integers(1, v, size=(b, spec["gen_len"])).astype(np.int32)
+  rewards = np.asarray(reward(responses.tolist()), np.float32)
+  r = rewards.astype(np.float64).reshape(-1, g)
+  adv = (r - r.mean(1, keepdims=True)) / (r.std(1, ddof=1, keepdims=True)
+                                           + 1e-4)
+  return {"prompts": prompts, "responses": responses, "rewards": rewards,
+          "advantages": adv.reshape(-1).astype(np.float32)}
+
+
 class Worker:
   """The parent's end: one worker process and its pipes."""
 
