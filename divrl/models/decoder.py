@@ -416,16 +416,8 @@ class Attention(nnx.Module):
         return self.o_proj(out)
     key_spec, value_spec = specs[kv_layout]
     with jax.named_scope("attend"):
-      # Head h uses kv head h // g.
-      q = q.reshape(b, sq, k, g, hd)
-      scores = jnp.einsum(f"bqkgd,{key_spec}->bkgqs", q, kk,
-                          preferred_element_type=jnp.float32)
-      scores = scores / math.sqrt(hd)
-      big_neg = jnp.finfo(jnp.float32).min
-      scores = jnp.where(mask[:, None, None, :, :], scores, big_neg)
-      probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-      out = jnp.einsum(f"bkgqs,{value_spec}->bqkgd", probs,
-                       v.astype(self.dtype))
+      out = _attention_recomputed(q.reshape(b, sq, k, g, hd), kk, v, mask,
+                                  key_spec, value_spec, self.dtype)
     with jax.named_scope("o_proj"):
       return self.o_proj(out.reshape(b, sq, h * hd))
 
@@ -456,6 +448,35 @@ class Attention(nnx.Module):
     return self.attend(q, kk, v, mask)
 
 
+def _attention(q: Array, kk: Array, v: Array, mask: Array, key_spec: str,
+               value_spec: str, dtype) -> Array:
+  """Softmax attention of grouped queries ``q [B,Sq,K,G,D]`` (head
+  ``k * G + g`` uses kv head ``k``) over ``kk, v`` in ``key_spec`` /
+  ``value_spec`` layouts; ``[B,Sq,K,G,D]``."""
+  hd = q.shape[-1]
+  scores = jnp.einsum(f"bqkgd,{key_spec}->bkgqs", q, kk,
+                      preferred_element_type=jnp.float32)
+  scores = scores / math.sqrt(hd)
+  big_neg = jnp.finfo(jnp.float32).min
+  scores = jnp.where(mask[:, None, None, :, :], scores, big_neg)
+  probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
+  return jnp.einsum(f"bkgqs,{value_spec}->bqkgd", probs, v.astype(dtype))
+
+
+def _swiglu(gate: Array, up: Array) -> Array:
+  return jax.nn.silu(gate) * up
+
+
+# Recomputed in the backward pass instead of kept from the forward: the
+# attention scores and probabilities (the backward keeps q, k, v) and the
+# SwiGLU's intermediates (it keeps gate and up). Same values; the forward
+# writes, and the backward reads, 4 [B,H,S,S] and 4 [B*S,f] arrays fewer per
+# layer, for one more QK^T and PV product and a few elementwise ops.
+# Measured on small25m in docs/performance.md.
+_attention_recomputed = jax.checkpoint(_attention, static_argnums=(4, 5, 6))
+_swiglu_recomputed = jax.checkpoint(_swiglu)
+
+
 class MLP(nnx.Module):
   """SwiGLU: ``down(silu(gate(x)) * up(x))``."""
 
@@ -480,7 +501,7 @@ class MLP(nnx.Module):
     else:
       gu = skinny_matmul(x2, self.gate_up_t[...].astype(dtype))
       gate, up = jnp.split(gu.reshape(*x.shape[:-1], -1), 2, axis=-1)
-    return self.down_proj(jax.nn.silu(gate) * up)
+    return self.down_proj(_swiglu_recomputed(gate, up))
 
 
 class Block(nnx.Module):

@@ -467,3 +467,44 @@ def test_positions_are_used_and_shift_invariant():
                              _call(model, tokens), rtol=1e-4, atol=1e-4)
   assert not np.allclose(_call(model, tokens, positions=base * 3),
                          _call(model, tokens), atol=1e-3)
+
+
+def test_backward_recomputes_attention_probabilities_and_swiglu():
+  """The backward keeps q, k, v and the SwiGLU's gate and up, and
+  recomputes the attention scores/probabilities and the SwiGLU's
+  intermediates: no float residual has the ``[.., S, S]`` shape (the
+  boolean mask, shared by the layers, is kept), and at most gate, up and
+  the down projection's input have the MLP width. The values and gradients
+  equal those of keeping everything."""
+  from jax._src.ad_checkpoint import saved_residuals  # pylint: disable=import-outside-toplevel
+  from divrl.models import decoder as decoder_lib  # pylint: disable=import-outside-toplevel
+  b, s, layers = 2, 24, 3
+  config = _tiny(num_layers=layers)
+  tokens = _tokens(b, s)
+  graphdef, state = nnx.split(_model(config))
+
+  def loss(state):
+    hidden = nnx.merge(graphdef, state)(tokens, return_hidden=True)
+    return jnp.mean(hidden ** 2)
+
+  def run():
+    value, grads = jax.jit(jax.value_and_grad(loss))(state)
+    shapes = [a.shape for a, why in saved_residuals(loss, state)
+              if "argument" not in why and a.dtype != jnp.bool_]
+    return value, grads, shapes
+
+  value, grads, shapes = run()
+  assert not [x for x in shapes if x[-2:] == (s, s)], shapes
+  wide = [x for x in shapes if x[-1:] == (config.intermediate_size,)]
+  assert len(wide) <= 3 * layers, wide
+  patch = pytest.MonkeyPatch()
+  with patch.context() as m:     # keep everything: the plain functions
+    m.setattr(decoder_lib, "_attention_recomputed", decoder_lib._attention)
+    m.setattr(decoder_lib, "_swiglu_recomputed", decoder_lib._swiglu)
+    kept_value, kept_grads, kept_shapes = run()
+  assert [x for x in kept_shapes if x[-2:] == (s, s)]    # the test can fail
+  assert len([x for x in kept_shapes
+              if x[-1:] == (config.intermediate_size,)]) > 3 * layers
+  np.testing.assert_allclose(value, kept_value, rtol=1e-6)
+  for a, c in zip(jax.tree.leaves(grads), jax.tree.leaves(kept_grads)):
+    np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7)
