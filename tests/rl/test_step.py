@@ -416,6 +416,41 @@ def test_on_policy_step_equals_the_scored_step(models, micro_batches):
                              atol=1e-7)
 
 
+def test_skipping_the_reference_forward_changes_no_loss_or_gradient(models):
+  # GRPO without a KL part reads nothing of the reference: the plan without
+  # the logged KL skips its forward, and the step equals the one that runs
+  # it for the metric.
+  model, ref_model = models
+  objective = divrl.build("grpo", "ppo_clip")
+  skip = step_lib.Plan.of(objective, temperature=TEMPERATURE)
+  run = step_lib.Plan.of(objective, temperature=TEMPERATURE, log_kl_ref=True)
+  assert not skip.reference and run.reference
+  r, key = _rollout(4), jax.random.key(0)
+  graphdef, params = nnx.split(model)
+  _, ref_params = nnx.split(ref_model)
+  tx = optax.sgd(1.0)
+  rows = jnp.arange(B, dtype=jnp.int32)
+  out = {}
+  for label, p in (("skip", skip), ("run", run)):
+    # Without the reference forward, no reference parameters are needed.
+    prepared, carry, prep_metrics = step_lib.SplitPrepare(
+        graphdef, objective, p)(params, ref_params if p.reference else None,
+                                {}, r, key)
+    assert (prepared.batch.ref_logprobs is None) == (not p.reference)
+    new, metrics = _one_step(step_lib.SplitUpdate(graphdef, tx, objective,
+                                                  p),
+                             params, tx.init(params), ref_params, carry,
+                             prepared, rows)
+    out[label] = (new, {**prep_metrics, **metrics})
+  (want, want_m), (got, got_m) = out["run"], out["skip"]
+  assert "kl_ref" in want_m and "kl_ref" not in got_m
+  assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(params),
+                                                   jax.tree.leaves(got)))
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(got_m["loss"], want_m["loss"])
+
+
 def test_selected_rows_stay_split_over_the_batch_axes(models):
   # With replicated row indices (as the trainer passes them), selecting the
   # minibatch must not leave every row on every device: each device keeps
