@@ -301,6 +301,24 @@ def render(res: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def select(parser, args, all_comparisons):
+  """``(sides, comparisons)`` from ``--repeats``, ``--sides`` and ``--only``;
+  a bad value is a parser error naming the flag."""
+  if args.repeats < 1:
+    parser.error("--repeats must be at least 1")
+  sides = {s for s in args.sides.split(",") if s}
+  unknown = sides - set(SIDE_NAMES)
+  if unknown:
+    parser.error(f"--sides: unknown {sorted(unknown)}; known "
+                 f"{sorted(SIDE_NAMES)}")
+  only = [p for p in args.only.split(",") if p]
+  comps = [c for c in all_comparisons
+           if not only or any(c["name"].startswith(p) for p in only)]
+  if not comps:
+    parser.error(f"--only {args.only!r} matches no comparison")
+  return sides, comps
+
+
 def _peer_versions() -> dict[str, str | None]:
   if not os.path.exists(peer_python()):
     return {}
@@ -348,18 +366,7 @@ def main(argv=None) -> int:
   if args.install:
     install()
     return 0
-  if args.repeats < 1:
-    parser.error("--repeats must be at least 1")
-  sides = {s for s in args.sides.split(",") if s}
-  unknown = sides - set(SIDE_NAMES)
-  if unknown:
-    parser.error(f"--sides: unknown {sorted(unknown)}; known "
-                 f"{sorted(SIDE_NAMES)}")
-  only = [p for p in args.only.split(",") if p]
-  comps = [c for c in comparisons(args.quick)
-           if not only or any(c["name"].startswith(p) for p in only)]
-  if not comps:
-    parser.error(f"--only {args.only!r} matches no comparison")
+  sides, comps = select(parser, args, comparisons(args.quick))
   start = time.perf_counter()
   res = {
       "command": " ".join(["python -m scripts.bench_peers"]

@@ -227,18 +227,7 @@ def main(argv=None) -> int:
     res["targets"] = targets(res)
     _bench.write(res, args.out, md, render)
     return 0
-  if args.repeats < 1:
-    parser.error("--repeats must be at least 1")
-  sides = {s for s in args.sides.split(",") if s}
-  unknown = sides - set(bench_peers.SIDE_NAMES)
-  if unknown:
-    parser.error(f"--sides: unknown {sorted(unknown)}; known "
-                 f"{sorted(bench_peers.SIDE_NAMES)}")
-  only = [p for p in args.only.split(",") if p]
-  comps = [c for c in comparisons(args.quick)
-           if not only or any(c["name"].startswith(p) for p in only)]
-  if not comps:
-    parser.error(f"--only {args.only!r} matches no comparison")
+  sides, comps = bench_peers.select(parser, args, comparisons(args.quick))
   start = time.perf_counter()
   res: dict[str, Any] = {
       "command": " ".join(["python -m scripts.bench_update"]

@@ -17,8 +17,9 @@ without it, a seeded random model (``info()["differs"]`` says so). Benches:
 * ``forward_eager`` / ``forward_compile``: the response tokens' log-probs
   under ``inference_mode``.
 
-Nothing here imports divrl; only ``scripts.peers.protocol`` and
-``scripts._bench`` (standard library) from the project.
+Nothing here imports divrl; only ``scripts.peers.protocol``,
+``scripts._bench`` (standard library) and ``trl_worker``'s model helpers
+from the project.
 """
 
 from __future__ import annotations
