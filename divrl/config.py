@@ -106,7 +106,7 @@ def default_config() -> ml_collections.ConfigDict:
       steps=20, learning_rate=1e-3, weight_decay=0.0, grad_clip=1.0,
       warmup_steps=0, ppo_epochs=1, num_minibatches=1, micro_batches=1,
       dynamic_sampling=False, max_sampling_rounds=3, ref_reset_every=0,
-      stop_after=-1))
+      stop_after=-1, skip_nonfinite=False))
   c.eval = ml_collections.ConfigDict(dict(
       every=0, num_prompts=16, num_samples=32, split="test",
       score_rows=256))

@@ -91,7 +91,21 @@ def make_optimizer(tc) -> optax.GradientTransformation:
   if tc.grad_clip and tc.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(tc.grad_clip))
   parts.append(optax.adamw(lr, weight_decay=tc.weight_decay))
-  return optax.chain(*parts)
+  tx = optax.chain(*parts)
+  if tc.get("skip_nonfinite", False):
+    # An update whose gradients are not all finite leaves the parameters
+    # and the optimizer state as they were, and counts itself
+    # (``total_notfinite``); it never gives up and applies one.
+    tx = optax.apply_if_finite(tx, max_consecutive_errors=2**31 - 1)
+  return tx
+
+
+def nonfinite_skips(opt_state) -> int | None:
+  """Updates skipped for non-finite gradients so far, or None when the
+  optimizer does not skip (``train.skip_nonfinite`` off)."""
+  if isinstance(opt_state, optax.ApplyIfFiniteState):
+    return int(opt_state.total_notfinite)
+  return None
 
 
 @dataclasses.dataclass
@@ -637,7 +651,27 @@ class Trainer:
         logger.log(0, base_eval)
     stop_after = tc.stop_after if tc.stop_after >= 0 else tc.steps
     while self.step < min(tc.steps, stop_after):
+      skips_before = nonfinite_skips(self.state["opt_state"])
       m = self.train_step()
+      bad = first_nonfinite(m)
+      if skips_before is not None:
+        skips = nonfinite_skips(self.state["opt_state"])
+        m["nonfinite_skips"] = float(skips)
+        if skips > skips_before:   # skipped: the parameters are unchanged
+          self.log(f"step {self.step}: update skipped, metric {bad!r} is "
+                   f"not finite ({skips} skipped so far)")
+          m = {k: v for k, v in m.items()
+               if first_nonfinite({k: v}) is None}
+          bad = None
+      if bad is not None:
+        if ckpt is not None:
+          ckpt.close()   # commits earlier saves; nothing of this step
+        if logger:
+          logger.close()
+        raise NonFiniteError(
+            f"step {self.step}: metric {bad!r} is {m[bad]}; the run stops "
+            "before logging or checkpointing this step (the last "
+            "checkpoint, if any, is intact)")
       self.history.append({"step": self.step, **m})
       if logger:
         logger.log(self.step, m)
@@ -668,6 +702,18 @@ class Trainer:
       logger.close()
     return {"final": final, "evals": evals, "history": self.history,
             "workdir": self.workdir}
+
+
+class NonFiniteError(FloatingPointError):
+  """A training step produced a non-finite loss, gradient or metric."""
+
+
+def first_nonfinite(metrics: dict[str, float]) -> str | None:
+  """The first metric (in insertion order) that is NaN or infinite."""
+  for name, value in metrics.items():
+    if isinstance(value, (int, float)) and not math.isfinite(value):
+      return name
+  return None
 
 
 def _eval_statistics(graphdef, params, base_params,

@@ -323,3 +323,70 @@ def test_on_policy_plan_drops_the_behaviour_forward_and_keeps_the_logs(
   several = trainer("mb", num_minibatches=2)
   several.train_step()
   assert several.plan.score_policy       # two updates: the forward stays
+
+
+def test_a_nan_stops_the_run_naming_the_step_and_never_checkpoints_it(
+    tmp_path, cache_root):
+  from divrl.rl.trainer import NonFiniteError, first_nonfinite
+  assert first_nonfinite({"a": 1.0, "b": float("inf"),
+                          "c": float("nan")}) == "b"
+  assert first_nonfinite({"a": 1.0, "n": 3}) is None
+  c = small_config(tmp_path / "nan", cache_root, steps=4)
+  c.checkpoint.every = 1
+  c.mesh.data = 1
+  t = Trainer(c, log=lambda *a: None)
+  t.run()                                   # 4 good steps, 4 checkpoints
+  c.train.steps = 6
+  t = Trainer(c, log=lambda *a: None)
+  # Inject: one parameter becomes NaN, so step 5's loss and gradients do.
+  leaves, treedef = jax.tree.flatten(t.state["params"])
+  leaves[0] = leaves[0] * np.nan
+  t.state["params"] = jax.tree.unflatten(treedef, leaves)
+  t.maybe_resume = lambda ckpt: setattr(t, "step", 4) or True
+  with pytest.raises(NonFiniteError, match=r"step 5: metric 'objective/"):
+    t.run()
+  steps = sorted(int(d) for d in os.listdir(tmp_path / "nan" / "checkpoints")
+                 if d.isdigit())
+  assert 5 not in steps and 4 in steps, steps
+  with open(tmp_path / "nan" / "metrics.jsonl") as f:
+    logged = [json.loads(line).get("step") for line in f]
+  assert 5 not in logged
+
+
+def test_skip_nonfinite_skips_the_update_and_counts_it(tmp_path, cache_root):
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  c = small_config(tmp_path / "skip", cache_root, steps=3,
+                   skip_nonfinite=True)
+  c.mesh.data = 1
+  # The entropy bonus moves the policy even when no sample is rewarded.
+  c.objective.regularizers = {"kl": {"estimator": "k3", "coef": 0.01},
+                              "entropy": {"coef": -0.01}}
+  t = Trainer(c, log=lambda *a: None)
+  seen = []
+
+  def poison(update):
+    def poisoned(params, opt_state, ref, carry, prepared, rows, key):
+      seen.append([np.asarray(x) for x in jax.tree.leaves(params)])
+      if len(seen) == 2:         # step 2's float inputs, so its loss, NaN
+        prepared = prepared.replace(batch=jax.tree.map(
+            lambda x: x * jnp.nan if jnp.issubdtype(x.dtype, jnp.floating)
+            else x, prepared.batch))
+      return update(params, opt_state, ref, carry, prepared, rows, key)
+    return poisoned
+
+  build = t._build_step          # pylint: disable=protected-access
+
+  def build_poisoned():          # the trainer rebuilds its step once
+    build()
+    t._update = poison(t._update)  # pylint: disable=protected-access
+
+  t._build_step = build_poisoned   # pylint: disable=protected-access
+  t._update = poison(t._update)    # pylint: disable=protected-access
+  result = t.run()
+  skips = [h["nonfinite_skips"] for h in result["history"]]
+  assert skips == [0.0, 1.0, 1.0]
+  assert "objective/loss" not in result["history"][1]
+  assert np.isfinite(result["history"][2]["objective/loss"])
+  for a, b in zip(seen[1], seen[2]):   # step 2 left the parameters alone
+    np.testing.assert_array_equal(a, b)
+  assert not all(np.array_equal(a, b) for a, b in zip(seen[0], seen[1]))
