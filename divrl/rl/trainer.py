@@ -48,7 +48,9 @@ process, so the same code runs as several ``jax.distributed`` processes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import math
 import os
@@ -634,8 +636,16 @@ class Trainer:
   def run(self) -> dict[str, Any]:
     """Trains ``train.steps`` steps (resuming if a checkpoint exists),
     evaluating every ``eval.every`` steps and at the end."""
-    tc, ec = self.config.train, self.config.eval
     os.makedirs(self.workdir, exist_ok=True)
+    # One live run per workdir (process 0 holds the lock for all processes
+    # of a jax.distributed run); the kernel drops it if the run dies.
+    lock = (WorkdirLock(self.workdir) if jax.process_index() == 0
+            else contextlib.nullcontext())
+    with lock:
+      return self._run()
+
+  def _run(self) -> dict[str, Any]:
+    tc, ec = self.config.train, self.config.eval
     ckpt = self._checkpointer()
     self.maybe_resume(ckpt)
     is_main = jax.process_index() == 0
@@ -702,6 +712,40 @@ class Trainer:
       logger.close()
     return {"final": final, "evals": evals, "history": self.history,
             "workdir": self.workdir}
+
+
+class WorkdirLock:
+  """An exclusive ``flock`` on ``<workdir>/.lock`` for a ``with`` block.
+
+  A second run on the same workdir is refused with the holder's pid; the
+  lock goes away with its process, so a killed run leaves none behind.
+  """
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, ".lock")
+    self._fd = None
+
+  def __enter__(self):
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+      os.close(fd)
+      raise RuntimeError(
+          f"workdir {os.path.dirname(self.path)} is in use by another live "
+          f"run (pid {holder}); wait for it, or give this run another "
+          "workdir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    self._fd = fd
+    return self
+
+  def __exit__(self, *exc):
+    fcntl.flock(self._fd, fcntl.LOCK_UN)
+    os.close(self._fd)
+    self._fd = None
+    return False
 
 
 class NonFiniteError(FloatingPointError):

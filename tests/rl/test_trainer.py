@@ -390,3 +390,36 @@ def test_skip_nonfinite_skips_the_update_and_counts_it(tmp_path, cache_root):
   for a, b in zip(seen[1], seen[2]):   # step 2 left the parameters alone
     np.testing.assert_array_equal(a, b)
   assert not all(np.array_equal(a, b) for a, b in zip(seen[0], seen[1]))
+
+
+def test_a_second_run_on_a_live_workdir_is_refused(tmp_path, cache_root):
+  import signal  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  from divrl.rl.trainer import WorkdirLock  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path / "busy"
+  os.makedirs(workdir)
+  c = small_config(workdir, cache_root, steps=1)
+  c.mesh.data = 1
+  t = Trainer(c, log=lambda *a: None)
+  with WorkdirLock(str(workdir)):
+    with pytest.raises(RuntimeError, match=(
+        rf"workdir {workdir} is in use by another live run "
+        rf"\(pid {os.getpid()}\)")):
+      t.run()
+  assert t.step == 0
+  # A holder killed with SIGKILL leaves no lock behind.
+  holder = subprocess.Popen(
+      [sys.executable, "-c",
+       "import sys, time; from divrl.rl.trainer import WorkdirLock\n"
+       f"with WorkdirLock({str(workdir)!r}):\n"
+       "  print('held', flush=True); time.sleep(600)"],
+      cwd=ROOT, stdout=subprocess.PIPE, text=True,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert holder.stdout.readline().strip() == "held"
+  with pytest.raises(RuntimeError, match=rf"pid {holder.pid}\)"):
+    t.run()
+  holder.send_signal(signal.SIGKILL)
+  holder.wait()
+  time.sleep(0.1)
+  t.run()
+  assert t.step == 1
