@@ -20,6 +20,7 @@ _EXPORTS = {
     "State": "divrl.registry",
     "Batch": "divrl.types",
     "validate": "divrl.types",
+    "check_values": "divrl.types",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -28,6 +28,7 @@ uses its label as the registered name.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import ml_collections
 
@@ -106,7 +107,7 @@ def default_config() -> ml_collections.ConfigDict:
       steps=20, learning_rate=1e-3, weight_decay=0.0, grad_clip=1.0,
       warmup_steps=0, ppo_epochs=1, num_minibatches=1, micro_batches=1,
       dynamic_sampling=False, max_sampling_rounds=3, ref_reset_every=0,
-      stop_after=-1, skip_nonfinite=False))
+      stop_after=-1, skip_nonfinite=False, check_inputs=True))
   c.eval = ml_collections.ConfigDict(dict(
       every=0, num_prompts=16, num_samples=32, split="test",
       score_rows=256))
@@ -165,3 +166,121 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
                        f" {', '.join(sorted(defaults))}.")
     out[key] = _convert(key, text, defaults[key])
   return ml_collections.ConfigDict(out)
+
+
+# -------------------------------------------------------------- validation --
+
+def _ge(lo):
+  return (lambda v: v >= lo), f">= {lo}"
+
+
+def _gt(lo):
+  return (lambda v: v > lo), f"> {lo}"
+
+
+def _within(lo, hi, *, lo_open=False, hi_open=False):
+  def ok(v):
+    return (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
+  return ok, (("(" if lo_open else "[") + f"{lo}, {hi}"
+              + (")" if hi_open else "]"))
+
+
+def _one_of(*values):
+  return (lambda v: v in values), f"one of {', '.join(map(repr, values))}"
+
+
+# The domain of every numeric (and enumerated) run option; the objective's
+# part hyperparameters are checked by the registry when the objective is
+# built. A key missing here has no constraint beyond its type.
+RANGES = {
+    "train.steps": _ge(0), "train.learning_rate": _gt(0),
+    "train.weight_decay": _ge(0), "train.grad_clip": _ge(0),
+    "train.warmup_steps": _ge(0), "train.ppo_epochs": _ge(1),
+    "train.num_minibatches": _ge(1), "train.micro_batches": _ge(1),
+    "train.max_sampling_rounds": _ge(1), "train.ref_reset_every": _ge(0),
+    "train.stop_after": _ge(-1),
+    "sampling.num_prompts": _ge(1), "sampling.num_samples": _ge(1),
+    "sampling.max_new_tokens": _ge(1), "sampling.temperature": _gt(0),
+    "sampling.top_k": _ge(0),
+    "sampling.top_p": _within(0, 1, lo_open=True),
+    "sampling.min_p": _within(0, 1, hi_open=True),
+    "sampling.ref_share": _within(0, 1, hi_open=True),
+    "statistics.top_p": _within(0, 1, lo_open=True),
+    "statistics.alpha": ((lambda v: v not in (0, 1)), "not 0 or 1"),
+    "statistics.min_p": _within(0, 1, lo_open=True, hi_open=True),
+    "eval.every": _ge(0), "eval.num_prompts": _ge(1),
+    "eval.num_samples": _ge(1), "eval.split": _one_of("train", "test"),
+    "eval.score_rows": _ge(1),
+    "mesh.data": ((lambda v: v == -1 or v >= 1), "-1 (all devices) or >= 1"),
+    "mesh.fsdp": _ge(1), "mesh.tensor": _ge(1),
+    "checkpoint.every": _ge(0), "checkpoint.max_to_keep": _ge(1),
+    "task.train_size": _ge(1), "task.test_size": _ge(1),
+    "base.pretrain.steps": _ge(0), "base.pretrain.batch_size": _ge(1),
+    "base.pretrain.learning_rate": _gt(0),
+}
+# Subtrees whose keys are free: specs and per-task knobs (checked where
+# they are used: the registry, the task's constructor, the model preset).
+_FREE = ("objective", "task.kwargs", "model.overrides")
+
+
+def _type_ok(value, default) -> bool:
+  if isinstance(default, bool):
+    return isinstance(value, bool)
+  if isinstance(default, int):
+    return isinstance(value, int) and not isinstance(value, bool)
+  if isinstance(default, float):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if isinstance(default, str):
+    return isinstance(value, str)
+  return True
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks a run config against ``default_config()``; returns it.
+
+  Every key must exist in the defaults (except under ``objective``,
+  ``task.kwargs`` and ``model.overrides``, checked where they are used),
+  hold a value of the default's type (an int where a float is expected is
+  fine) and lie in its domain (``RANGES``). The trainer calls this before
+  it builds anything, so a bad value fails before any compile.
+
+  Raises:
+    ValueError: naming the key, the value and what was expected; every
+      problem found is listed.
+  """
+  problems = []
+
+  def walk(node, ref, prefix):
+    for key in node.keys():
+      path = f"{prefix}{key}"
+      value = node[key]
+      if any(path == f or path.startswith(f + ".") for f in _FREE):
+        continue
+      if key not in ref:
+        problems.append(f"{path}: unknown key; known keys here: "
+                        f"{', '.join(sorted(ref.keys()))}")
+        continue
+      default = ref[key]
+      if isinstance(default, ml_collections.ConfigDict):
+        if isinstance(value, (ml_collections.ConfigDict, dict)):
+          walk(ml_collections.ConfigDict(value) if isinstance(value, dict)
+               else value, default, path + ".")
+        else:
+          problems.append(f"{path}: must be a mapping, got {value!r}")
+        continue
+      if not _type_ok(value, default):
+        problems.append(f"{path}: must be {type(default).__name__}, got "
+                        f"{type(value).__name__} {value!r}")
+        continue
+      if isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{path}: must be finite, got {value!r}")
+        continue
+      if path in RANGES:
+        ok, what = RANGES[path]
+        if not ok(value):
+          problems.append(f"{path}: must be {what}, got {value!r}")
+
+  walk(config, default_config(), "")
+  if problems:
+    raise ValueError("invalid run config:\n  " + "\n  ".join(problems))
+  return config

@@ -306,6 +306,62 @@ def validate(batch: Batch) -> Batch:
   return batch
 
 
+# Log-probability fields: each is log p of a token, so at most 0 (p <= 1).
+LOGPROB_FIELDS = ("logprobs", "old_logprobs", "ref_logprobs",
+                  "rollout_logprobs")
+_LOGPROB_SLACK = 1e-4   # float32 log-softmax may round a p = 1 to +1e-7
+
+
+def check_values(batch: Batch) -> Batch:
+  """The value checks of the checked mode; returns ``batch`` unchanged.
+
+  ``validate`` checks shapes and dtypes always and, on concrete arrays, that
+  rewards are finite and group ids in range. This adds what a model or a
+  task may get wrong at run time, on the host before a compiled step (the
+  trainer runs it on every rollout while ``train.check_inputs`` is on):
+
+  * ``validate``'s checks;
+  * every log-probability field finite and at most 0 on response tokens (a
+    log-probability above 0 is a probability above 1);
+  * ``sum_pi_squared`` (the sum of squared token probabilities) in [0, 1];
+  * at least one response token in the batch.
+
+  Raises:
+    ValueError: naming the field, the count and the first offending index
+      and value.
+    TypeError: for traced arrays (call it outside ``jit``).
+  """
+  validate(batch)
+  if not _is_concrete(batch.logprobs):
+    raise TypeError("check_values needs concrete arrays; call it outside"
+                    " jax.jit, before the compiled step.")
+  mask = np.asarray(batch.response_mask) > 0
+  if mask.size and not mask.any():
+    raise ValueError("Batch.response_mask is empty: no response token in"
+                     f" the whole batch of shape {mask.shape}.")
+
+  def report(name, bad, x, what):
+    if bad.any():
+      first = tuple(int(i) for i in np.argwhere(bad)[0])
+      raise ValueError(
+          f"Batch.{name} has {int(bad.sum())} value(s) {what} on response"
+          f" tokens, first at index {first}: {float(x[first])!r}.")
+
+  for name in LOGPROB_FIELDS:
+    x = getattr(batch, name)
+    if x is None:
+      continue
+    x = np.asarray(x, np.float64)
+    report(name, mask & ~np.isfinite(x), x, "that are NaN or inf")
+    report(name, mask & (x > _LOGPROB_SLACK), x,
+           "above 0 (a probability above 1)")
+  if batch.sum_pi_squared is not None:
+    x = np.asarray(batch.sum_pi_squared, np.float64)
+    report("sum_pi_squared", mask & ~((x >= 0) & (x <= 1 + _LOGPROB_SLACK)),
+           x, "outside [0, 1]")
+  return batch
+
+
 def check_inputs(batch: Batch, inputs, part: str) -> None:
   """Raises a ValueError naming ``part`` if ``batch`` lacks a declared input.
 

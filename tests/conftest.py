@@ -131,3 +131,10 @@ def one_part_config(kind, name, base, coef=0.1):
   else:
     config[kind] = spec
   return config
+
+
+def pytest_sessionfinish(session):
+  # The property tests' example counts (tests/fuzzing.py), per process.
+  from tests import fuzzing  # pylint: disable=g-import-not-at-top
+  worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+  fuzzing.write_report(worker)

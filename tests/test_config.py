@@ -154,3 +154,84 @@ def test_task_knobs_are_set_key_by_key_and_unknown_ones_refused(monkeypatch):
   c.task.name = "sudoku"
   with pytest.raises(ValueError, match="task.name"):
     config_lib.task_kwargs(c)
+
+
+# --- validate: keys, types and ranges, before anything is built -------------
+
+# A value outside the domain of each key of config_lib.RANGES.
+BAD = {
+    "train.steps": -1, "train.learning_rate": 0.0, "train.weight_decay": -0.1,
+    "train.grad_clip": -1.0, "train.warmup_steps": -1, "train.ppo_epochs": 0,
+    "train.num_minibatches": 0, "train.micro_batches": 0,
+    "train.max_sampling_rounds": 0, "train.ref_reset_every": -1,
+    "train.stop_after": -2, "sampling.num_prompts": 0,
+    "sampling.num_samples": 0, "sampling.max_new_tokens": 0,
+    "sampling.temperature": 0.0, "sampling.top_k": -1, "sampling.top_p": 0.0,
+    "sampling.min_p": 1.0, "sampling.ref_share": 1.0,
+    "statistics.top_p": 1.5, "statistics.alpha": 1.0, "statistics.min_p": 0.0,
+    "eval.every": -1, "eval.num_prompts": 0, "eval.num_samples": 0,
+    "eval.split": "validation", "eval.score_rows": 0, "mesh.data": 0,
+    "mesh.fsdp": 0, "mesh.tensor": 0, "checkpoint.every": -1,
+    "checkpoint.max_to_keep": 0, "task.train_size": 0, "task.test_size": 0,
+    "base.pretrain.steps": -1, "base.pretrain.batch_size": 0,
+    "base.pretrain.learning_rate": -1e-3,
+}
+
+
+def _set(c, path, value):
+  *head, last = path.split(".")
+  node = c
+  for k in head:
+    node = node[k]
+  node[last] = value
+
+
+def test_every_range_has_a_bad_value_here():
+  assert set(BAD) == set(config_lib.RANGES)
+
+
+@pytest.mark.parametrize("path", sorted(BAD))
+def test_an_out_of_range_value_is_refused_naming_the_key(path):
+  c = config_lib.default_config()
+  config_lib.validate(c)   # the defaults are valid
+  _set(c, path, BAD[path])
+  with pytest.raises(ValueError,
+                     match=rf"\n  {re.escape(path)}: must be .*, got"):
+    config_lib.validate(c)
+
+
+def test_unknown_keys_wrong_types_and_non_finite_values_are_refused():
+  c = config_lib.default_config()
+  c.train.no_such_option = 3            # an unlocked ConfigDict takes it
+  c.train.learning_rate = float("inf")  # the right type, not finite
+  c.sampling = dict(c.sampling.to_dict(), num_samples="8")   # a str
+  c.log = {"tensorboard": 1}            # int for a bool
+  with pytest.raises(ValueError) as e:
+    config_lib.validate(c)
+  msg = str(e.value)
+  assert "train.no_such_option: unknown key; known keys here:" in msg
+  assert "sampling.num_samples: must be int, got str '8'" in msg
+  assert "log.tensorboard: must be bool, got int 1" in msg
+  assert "train.learning_rate: must be finite, got inf" in msg
+
+
+def test_free_subtrees_are_left_to_their_owners():
+  c = config_lib.default_config()
+  c.objective.advantage = {"name": "grpo", "eps": 1e-4}
+  c.model.overrides = {"num_layers": 3}
+  config_lib.validate(c)
+
+
+def test_every_experiment_file_gives_a_valid_config():
+  import glob  # pylint: disable=g-import-not-at-top
+  import importlib  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  files = sorted(glob.glob(os.path.join(root, "experiments", "*", "*.py")))
+  checked = 0
+  for f in files:
+    mod = importlib.import_module(os.path.relpath(f, root)[:-3]
+                                  .replace(os.sep, "."))
+    if hasattr(mod, "get_config"):
+      config_lib.validate(mod.get_config())
+      checked += 1
+  assert checked >= 20

@@ -346,3 +346,65 @@ def test_split_keeps_absent_fields_absent_and_rejects_non_divisors():
     with pytest.raises(ValueError, match=rf"num_micro_batches={bad} must"
                        r" divide the batch size B=12"):
       types.split(batch, bad)
+
+
+# --- check_values: the checked mode's value checks ---------------------------
+
+
+def _checked_batch():
+  b = _full_batch()
+  neg = lambda x: -jnp.abs(x) - 0.01   # valid log-probabilities
+  return b.replace(old_logprobs=neg(b.old_logprobs),
+                   ref_logprobs=neg(b.ref_logprobs),
+                   rollout_logprobs=neg(b.rollout_logprobs),
+                   sum_pi_squared=jnp.clip(jnp.abs(b.sum_pi_squared), 0, 1))
+
+
+def test_check_values_accepts_a_valid_batch_and_returns_it():
+  b = _checked_batch()
+  assert divrl.check_values(b) is b
+  # Padding may hold anything: the checks read response tokens only.
+  mask = np.asarray(b.response_mask)
+  lp = np.where(mask, np.asarray(b.logprobs), np.nan)
+  divrl.check_values(b.replace(logprobs=jnp.asarray(lp, jnp.float32)))
+
+
+@pytest.mark.parametrize("field,value,what", [
+    ("logprobs", 0.5, "above 0 (a probability above 1)"),
+    ("old_logprobs", np.nan, "that are NaN or inf"),
+    ("ref_logprobs", np.inf, "that are NaN or inf"),
+    ("rollout_logprobs", 3.0, "above 0 (a probability above 1)"),
+    ("sum_pi_squared", 1.5, "outside [0, 1]"),
+    ("sum_pi_squared", -0.1, "outside [0, 1]"),
+])
+def test_check_values_names_the_field_index_and_value(field, value, what):
+  b = _checked_batch()
+  x = np.array(getattr(b, field))
+  x[1, 2] = value          # row 1 has 3 response tokens
+  with pytest.raises(ValueError) as e:
+    divrl.check_values(b.replace(**{field: jnp.asarray(x, jnp.float32)}))
+  assert str(e.value).startswith(f"Batch.{field} has 1 value(s) {what}")
+  assert "first at index (1, 2)" in str(e.value)
+
+
+def test_check_values_tolerates_float32_rounding_of_a_sure_token():
+  b = _checked_batch()
+  x = np.array(b.logprobs)
+  x[0, 0] = 1e-7           # log-softmax of a p = 1 token, rounded
+  divrl.check_values(b.replace(logprobs=jnp.asarray(x)))
+
+
+def test_check_values_refuses_an_empty_batch_nan_rewards_and_bad_groups():
+  b = _checked_batch()
+  with pytest.raises(ValueError, match="Batch.response_mask is empty"):
+    divrl.check_values(b.replace(response_mask=jnp.zeros_like(
+        b.response_mask)))
+  with pytest.raises(ValueError, match="Batch.rewards has 1 non-finite"):
+    divrl.check_values(b.replace(rewards=b.rewards.at[3].set(jnp.nan)))
+  with pytest.raises(ValueError, match="Batch.group_ids must lie in"):
+    divrl.check_values(b.replace(group_ids=b.group_ids.at[0].set(7)))
+
+
+def test_check_values_under_jit_is_a_clear_error():
+  with pytest.raises(TypeError, match="outside jax.jit"):
+    jax.jit(divrl.check_values)(_checked_batch())

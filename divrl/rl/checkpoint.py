@@ -56,6 +56,15 @@ Choices:
   latest saved one (orbax rule). Unlike orbax's default policy it does not
   additionally save the very first step. ``save`` ignores ``save_every``.
 * ``max_to_keep`` keeps the newest checkpoints (``None`` keeps all).
+* Integrity. The layout records a CRC-32 of every leaf's bytes (of the
+  leaves this process can read whole) and of the metadata; ``restore``
+  recomputes them, so a garbled or truncated file is found at restore
+  (``CorruptCheckpointError``, naming the step directory and the leaf), not
+  a step later as a NaN. ``restore_latest_good`` falls back to the newest
+  step that restores and moves the corrupt ones aside. A failed write (a
+  full disk, a file-size limit) raises ``CheckpointWriteError`` naming the
+  step, the directory and the last good step, which stays intact: a step
+  only becomes visible once it is complete.
 * The checkpoint directory is created on the first save, so a ``Checkpointer``
   used only to restore never creates directories.
 """
@@ -65,6 +74,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -79,6 +90,7 @@ PyTree = Any
 
 _FORMAT = "divrl.checkpoint/1"
 _STATE, _META, _LAYOUT = "state", "meta", "layout"
+_TODELETE = ".deleted"
 
 # Leaf kinds recorded in the layout.
 _ARRAY = "array"      # jax.Array
@@ -253,6 +265,9 @@ def _encode(state: PyTree) -> tuple[dict, dict]:
                       f"{type(x).__name__}; expected arrays, PRNG keys or "
                       "Python scalars")
     entry["shape"], entry["dtype"] = list(value.shape), str(value.dtype)
+    crc = _crc32(value)
+    if crc is not None:
+      entry["crc32"] = crc
     pairs.append((path, value))
     leaves.append(entry)
   return _nest(pairs), {"format": _FORMAT, "leaves": leaves}
@@ -325,6 +340,39 @@ def _from_layout(entry: Mapping, value):
 # Checkpointer
 # ----------------------------------------------------------------------------
 
+class CorruptCheckpointError(RuntimeError):
+  """A checkpoint step that cannot be read back as it was written.
+
+  Attributes:
+    step: the step.
+    path: the step's directory.
+  """
+
+  def __init__(self, step: int, path, reason: str):
+    self.step, self.path = step, str(path)
+    super().__init__(f"checkpoint step {step} at '{path}' is corrupt: "
+                     f"{reason}")
+
+
+class CheckpointWriteError(OSError):
+  """Writing a checkpoint failed (e.g. the disk is full); the step was not
+  committed and the earlier steps are intact."""
+
+
+def _crc32(value) -> int | None:
+  """CRC-32 of an array's bytes, or None if this process cannot read it
+  whole (an array sharded over several hosts)."""
+  if isinstance(value, jax.Array) and not value.is_fully_addressable:
+    return None
+  arr = np.ascontiguousarray(np.asarray(value))
+  return zlib.crc32(arr.reshape(-1).view(np.uint8))
+
+
+def _meta_crc32(meta) -> int:
+  return zlib.crc32(json.dumps(meta, sort_keys=True,
+                               allow_nan=True).encode())
+
+
 def _check_meta(meta) -> dict:
   if meta is None:
     return {}
@@ -396,6 +444,10 @@ class Checkpointer:
         max_to_keep=max_to_keep,
         save_decision_policy=policy,
         enable_async_checkpointing=async_save,
+        # An old step is renamed away in one step and removed after, so a
+        # kill mid-removal never leaves a half-deleted step that lists as
+        # a checkpoint (found by scripts/reliability.py).
+        todelete_subdir=_TODELETE,
         create=False)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=(_STATE, _META, _LAYOUT))
@@ -421,12 +473,35 @@ class Checkpointer:
 
   def _write(self, step: int, state: PyTree, meta) -> None:
     stored, layout = _encode(state)
-    self.directory.mkdir(parents=True, exist_ok=True)
-    self._manager.save(step, args=ocp.args.Composite(**{
-        _STATE: ocp.args.StandardSave(stored),
-        _META: ocp.args.JsonSave(meta),
-        _LAYOUT: ocp.args.JsonSave(layout),
-    }), force=True)
+    layout["meta_crc32"] = _meta_crc32(meta)
+    try:
+      self.directory.mkdir(parents=True, exist_ok=True)
+      self._manager.save(step, args=ocp.args.Composite(**{
+          _STATE: ocp.args.StandardSave(stored),
+          _META: ocp.args.JsonSave(meta),
+          _LAYOUT: ocp.args.JsonSave(layout),
+      }), force=True)
+    except Exception as e:  # orbax and tensorstore raise many kinds
+      raise self._write_error(step, e) from e
+    self._purge_deleted()
+
+  def _purge_deleted(self) -> None:
+    """Removes the steps ``max_to_keep`` renamed away (``_TODELETE``)."""
+    if jax.process_index() == 0:
+      shutil.rmtree(os.fspath(self.directory / _TODELETE), ignore_errors=True)
+
+  def _write_error(self, step: int, error: BaseException
+                   ) -> CheckpointWriteError:
+    try:
+      good = sorted(self._manager.all_steps())
+    except Exception:  # pylint: disable=broad-except
+      good = []
+    last = (f"the last good checkpoint is step {good[-1]}, intact" if good
+            else "there is no earlier checkpoint")
+    return CheckpointWriteError(
+        f"writing checkpoint step {step} to '{self.directory}' failed"
+        f" ({type(error).__name__}: {error}); {last}. Free space on that"
+        " disk (or raise its limits) and resume.")
 
   def maybe_save(self, step: int, state: PyTree, meta: Mapping | None = None
                  ) -> bool:
@@ -479,14 +554,22 @@ class Checkpointer:
     return True
 
   def wait(self) -> None:
-    """Blocks until pending (async) saves are committed."""
-    self._manager.wait_until_finished()
+    """Blocks until pending (async) saves are committed.
+
+    Raises:
+      CheckpointWriteError: a background write failed.
+    """
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._write_error(-1, e) from e
 
   def close(self) -> None:
     """Waits for pending saves and releases resources (idempotent)."""
     if not self._closed:
       self._manager.wait_until_finished()
       self._manager.close()
+      self._purge_deleted()
       self._closed = True
 
   # -- querying --------------------------------------------------------------
@@ -524,6 +607,9 @@ class Checkpointer:
     Raises:
       FileNotFoundError: no checkpoint in the directory, or no such step.
       ValueError: ``target`` does not match the checkpoint (names the paths).
+      CorruptCheckpointError: a file of the step cannot be read, or a leaf
+        or the metadata does not match the CRC-32 recorded when it was
+        written.
     """
     self._check_open()
     self._manager.wait_until_finished()
@@ -540,17 +626,21 @@ class Checkpointer:
         raise FileNotFoundError(f"no checkpoint for step {step} in directory "
                                 f"'{self.directory}'; available steps: "
                                 f"{steps}")
-    info = self._manager.restore(step, args=ocp.args.Composite(**{
+    info = self._read(step, ocp.args.Composite(**{
         _META: ocp.args.JsonRestore(), _LAYOUT: ocp.args.JsonRestore()}))
     meta, layout = info[_META], info[_LAYOUT]
     if not isinstance(layout, Mapping) or layout.get("format") != _FORMAT:
       raise ValueError(f"step {step} in '{self.directory}' was not written "
                        f"by divrl.checkpoint (layout {layout!r:.80})")
+    if "meta_crc32" in layout and _meta_crc32(meta) != layout["meta_crc32"]:
+      raise CorruptCheckpointError(step, self.step_path(step),
+                                   "its metadata does not match its CRC-32")
     entries = {tuple(e["path"]): e for e in layout["leaves"]}
 
     if target is None:
-      stored = self._manager.restore(step, args=ocp.args.Composite(**{
+      stored = self._read(step, ocp.args.Composite(**{
           _STATE: ocp.args.StandardRestore()}))[_STATE]
+      self._verify(step, entries, stored)
       state = _nest((p, _from_layout(e, _lookup(stored, p)))
                     for p, e in entries.items())
       return state, meta
@@ -568,12 +658,86 @@ class Checkpointer:
             f"{tuple(a.shape)}")
       abstract.append((path, a))
       finishers.append(finish)
-    stored = self._manager.restore(step, args=ocp.args.Composite(**{
+    stored = self._read(step, ocp.args.Composite(**{
         _STATE: ocp.args.StandardRestore(_nest(abstract))}))[_STATE]
+    self._verify(step, entries, stored)
     leaves = [finish(_lookup(stored, path))
               for (path, _), finish in zip(pairs, finishers)]
     treedef = jax.tree_util.tree_structure(target)
     return jax.tree_util.tree_unflatten(treedef, leaves), meta
+
+  def step_path(self, step: int) -> epath.Path:
+    """The directory of checkpoint ``step``."""
+    return self.directory / str(step)
+
+  def _read(self, step: int, args):
+    """``self._manager.restore``, its failures as CorruptCheckpointError."""
+    try:
+      return self._manager.restore(step, args=args)
+    except Exception as e:  # orbax, tensorstore and json raise many kinds
+      first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+      raise CorruptCheckpointError(
+          step, self.step_path(step),
+          f"it cannot be read ({type(e).__name__}: {first:.200})") from e
+
+  def _verify(self, step: int, entries, stored) -> None:
+    """Compares each restored leaf with the CRC-32 the layout recorded."""
+    for path, entry in entries.items():
+      want = entry.get("crc32")
+      if want is None:
+        continue
+      value = _lookup(stored, path)
+      if str(getattr(value, "dtype", "")) != entry["dtype"]:
+        continue   # cast on restore: the bytes differ by design
+      got = _crc32(value)
+      if got is not None and got != want:
+        raise CorruptCheckpointError(
+            step, self.step_path(step),
+            f"leaf {_fmt(path)!r} does not match its CRC-32 (the file that"
+            " holds it was changed or cut short)")
+
+  def restore_latest_good(self, *, target: PyTree = None, log=_log.warning
+                          ) -> tuple[PyTree, dict, list[int]]:
+    """Restores the newest step that reads back intact.
+
+    A corrupt step (``CorruptCheckpointError``) is reported through ``log``
+    and moved to ``<directory>.corrupt/<step>``, out of the way of later
+    saves; the next older step is tried.
+
+    Returns:
+      ``(state, meta, corrupt_steps)``.
+
+    Raises:
+      FileNotFoundError: no checkpoint in the directory.
+      CorruptCheckpointError: every step is corrupt (the newest one's error).
+    """
+    self._check_open()
+    corrupt, first_error = [], None
+    steps = self.all_steps()
+    if not steps:
+      return self.restore(target=target) + ([],)   # raises FileNotFoundError
+    for step in reversed(steps):
+      try:
+        state, meta = self.restore(step, target=target)
+      except CorruptCheckpointError as e:
+        log(f"{e}; trying the previous checkpoint")
+        first_error = first_error or e
+        corrupt.append(step)
+        self._set_aside(step)
+        continue
+      return state, meta, corrupt
+    raise first_error
+
+  def _set_aside(self, step: int) -> None:
+    aside = epath.Path(str(self.directory) + ".corrupt")
+    aside.mkdir(parents=True, exist_ok=True)
+    dest = aside / str(step)
+    n = 1
+    while dest.exists():
+      dest = aside / f"{step}-{n}"
+      n += 1
+    shutil.move(str(self.step_path(step)), str(dest))
+    self._manager.reload()
 
   def _check_structure(self, step, pairs, entries) -> None:
     have = set(entries)

@@ -1,8 +1,12 @@
 """RL run logging: JSONL + TensorBoard, a progress line, a table, plots.
 
 * ``MetricsLogger`` writes one JSON object per ``log`` call to
-  ``<logdir>/metrics.jsonl`` and, optionally, TensorBoard scalars (event files
-  in ``logdir``, via ``tensorboardX``). ``read_jsonl`` reads the file back.
+  ``<logdir>/metrics.jsonl``, the timings of the call (``wall_time``,
+  ``time/*``, ``tokens/s``) to ``<logdir>/timings.jsonl``, and, optionally,
+  TensorBoard scalars (event files in ``logdir``, via ``tensorboardX``).
+  ``read_jsonl`` reads either file back. Keeping the clock out of
+  ``metrics.jsonl`` makes it byte-identical between two runs of the same
+  config and seed (docs/reliability.md).
 * ``ProgressBar`` prints a one-line progress summary to stderr: redrawn in
   place with ``\\r`` on a terminal, one plain line every few steps otherwise
   (CI logs stay readable).
@@ -31,12 +35,16 @@ import pathlib
 import re
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 import numpy as np
 
 _RESERVED = ("step", "wall_time")
+# Metrics that measure the clock, not the run: they go to timings.jsonl.
+# An entry ending in "/" is a prefix.
+DEFAULT_TIMING_KEYS = ("time/", "tokens/s")
 _NONFINITE_TO_STR = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 _STR_TO_NONFINITE = {"NaN": math.nan, "Infinity": math.inf,
                      "-Infinity": -math.inf}
@@ -92,16 +100,25 @@ def tensorboard_tag(name: str) -> str:
 
 
 class MetricsLogger:
-  """Writes metrics to a JSONL file and TensorBoard.
+  """Writes metrics to two JSONL files and TensorBoard.
 
-  Each ``log(step, metrics)`` call appends one line ``{"step": step,
-  "wall_time": <unix seconds>, <name>: <value>, ...}`` to
-  ``<logdir>/<jsonl_name>`` (flushed at once, so the file is readable while
-  the run goes on) and, with ``use_tensorboard``, one scalar per metric with
-  the metric name as the tag. The JSONL file is opened in append mode, so a
-  resumed run continues it. See the module docstring for how NaN and
-  infinities are encoded in JSONL; TensorBoard receives them as they are
-  (tensorboardX logs a warning for each).
+  Each ``log(step, metrics)`` call appends one line ``{"step": step, <name>:
+  <value>, ...}`` to ``<logdir>/<jsonl_name>`` and one line ``{"step": step,
+  "wall_time": <unix seconds>, <timing name>: <value>, ...}`` to
+  ``<logdir>/<timings_name>``; the metrics named by ``timing_keys`` (clock
+  readings such as ``time/update`` and ``tokens/s``) go only to the second.
+  Both are flushed at once, so they are readable while the run goes on. With
+  ``use_tensorboard``, every metric is also a TensorBoard scalar with the
+  metric name as the tag.
+
+  The files are opened in append mode, so a resumed run continues them;
+  ``offsets()`` gives their sizes (a checkpoint stores them) and
+  ``truncate_logs`` cuts them back to a checkpoint's sizes before a resumed
+  run reopens them, so no step is logged twice. ``purge_step`` tells
+  TensorBoard to drop events at or after that step from earlier event files.
+  See the module docstring for how NaN and infinities are encoded in JSONL;
+  TensorBoard receives them as they are (tensorboardX logs a warning for
+  each).
 
   TensorBoard tags: tensorboardX replaces characters other than letters,
   digits, ``-``, ``/``, ``_`` and ``.`` by ``_`` (``pass@1`` becomes
@@ -116,29 +133,45 @@ class MetricsLogger:
 
   Attributes:
     logdir: the directory (created if missing).
-    jsonl_path: path of the JSONL file.
+    jsonl_path: path of the metrics JSONL file.
+    timings_path: path of the timings JSONL file.
   """
 
   def __init__(self, logdir: str | os.PathLike, *, use_tensorboard: bool = True,
-               jsonl_name: str = "metrics.jsonl"):
-    """Opens the JSONL file and, optionally, a TensorBoard writer.
+               jsonl_name: str = "metrics.jsonl",
+               timings_name: str = "timings.jsonl",
+               timing_keys: Sequence[str] = DEFAULT_TIMING_KEYS,
+               purge_step: int | None = None):
+    """Opens the JSONL files and, optionally, a TensorBoard writer.
 
     Args:
       logdir: output directory, created if missing.
       use_tensorboard: also write TensorBoard event files to ``logdir``
         (needs ``tensorboardX``).
-      jsonl_name: file name of the JSONL log inside ``logdir``.
+      jsonl_name: file name of the metrics JSONL log inside ``logdir``.
+      timings_name: file name of the timings JSONL log inside ``logdir``.
+      timing_keys: metric names (or prefixes ending in ``/``) that are
+        timings.
+      purge_step: a resumed run's first step: TensorBoard discards the
+        events of earlier files at or after it.
 
     Raises:
-      ValueError: if ``jsonl_name`` is empty or has a directory part.
+      ValueError: if a file name is empty, has a directory part, or the two
+        are equal.
       ImportError: if ``use_tensorboard`` and ``tensorboardX`` is missing.
     """
-    if not jsonl_name or pathlib.Path(jsonl_name).name != jsonl_name:
-      raise ValueError(
-          f"jsonl_name must be a plain file name, got {jsonl_name!r}.")
+    for arg, name in (("jsonl_name", jsonl_name),
+                      ("timings_name", timings_name)):
+      if not name or pathlib.Path(name).name != name:
+        raise ValueError(f"{arg} must be a plain file name, got {name!r}.")
+    if jsonl_name == timings_name:
+      raise ValueError(f"jsonl_name and timings_name must differ, both are"
+                       f" {jsonl_name!r}.")
     self.logdir = pathlib.Path(logdir)
     self.logdir.mkdir(parents=True, exist_ok=True)
     self.jsonl_path = self.logdir / jsonl_name
+    self.timings_path = self.logdir / timings_name
+    self.timing_keys = tuple(timing_keys)
     self._writer = None
     if use_tensorboard:
       try:
@@ -147,8 +180,23 @@ class MetricsLogger:
         raise ImportError(
             "use_tensorboard=True needs tensorboardX (pip install "
             "tensorboardX), or pass use_tensorboard=False.") from e
-      self._writer = SummaryWriter(logdir=str(self.logdir))
+      self._writer = SummaryWriter(logdir=str(self.logdir),
+                                   purge_step=purge_step)
     self._file = open(self.jsonl_path, "a", encoding="utf-8")
+    self._timings = open(self.timings_path, "a", encoding="utf-8")
+
+  def is_timing(self, key: str) -> bool:
+    """Whether the metric ``key`` is a timing (goes to the timings file)."""
+    return any(key.startswith(t) if t.endswith("/") else key == t
+               for t in self.timing_keys)
+
+  def offsets(self) -> dict[str, int]:
+    """``{file name: size in bytes}`` of both JSONL files, as written so far
+    (what a checkpoint stores, for ``truncate_logs``)."""
+    if self.closed:
+      raise RuntimeError("offsets() called on a closed MetricsLogger.")
+    return {self.jsonl_path.name: self._file.tell(),
+            self.timings_path.name: self._timings.tell()}
 
   @property
   def closed(self) -> bool:
@@ -163,7 +211,8 @@ class MetricsLogger:
         size-1 array). Names may not be ``"step"`` or ``"wall_time"``.
 
     Returns:
-      The record written to the JSONL file (before NaN/inf encoding).
+      The record written: ``step``, ``wall_time`` and every metric (before
+      NaN/inf encoding).
 
     Raises:
       RuntimeError: if the logger is closed.
@@ -181,23 +230,27 @@ class MetricsLogger:
         raise ValueError(f"metric name {key!r} is reserved ({_RESERVED}).")
       values[key] = _to_float(key, value)
     wall_time = time.time()
-    record = {"step": step, "wall_time": wall_time, **values}
-    line = json.dumps({k: _json_value(v) if k in values else v
-                       for k, v in record.items()}, allow_nan=False)
-    self._file.write(line + "\n")
-    self._file.flush()
+    timings = {k: v for k, v in values.items() if self.is_timing(k)}
+    record = {"step": step, **{k: v for k, v in values.items()
+                               if k not in timings}}
+    timing = {"step": step, "wall_time": wall_time, **timings}
+    for f, rec in ((self._file, record), (self._timings, timing)):
+      f.write(json.dumps({k: _json_value(v) if k in values else v
+                          for k, v in rec.items()}, allow_nan=False) + "\n")
+      f.flush()
     if self._writer is not None:
       for key, value in values.items():
         self._writer.add_scalar(tensorboard_tag(key), value, global_step=step,
                                 walltime=wall_time)
       self._writer.flush()
-    return record
+    return {"step": step, "wall_time": wall_time, **values}
 
   def flush(self) -> None:
-    """Flushes the JSONL file and the TensorBoard writer."""
+    """Flushes the JSONL files and the TensorBoard writer."""
     if self.closed:
       return
     self._file.flush()
+    self._timings.flush()
     if self._writer is not None:
       self._writer.flush()
 
@@ -206,7 +259,8 @@ class MetricsLogger:
     if self.closed:
       return
     self._file.close()
-    self._file = None
+    self._timings.close()
+    self._file = self._timings = None
     if self._writer is not None:
       self._writer.close()
       self._writer = None
@@ -216,6 +270,41 @@ class MetricsLogger:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def truncate_logs(logdir: str | os.PathLike,
+                  offsets: Mapping[str, int] | None) -> None:
+  """Cuts the JSONL logs in ``logdir`` back to ``offsets`` (from
+  ``MetricsLogger.offsets()``, stored with a checkpoint), before a resumed
+  run reopens them: the lines logged after that checkpoint (and a line cut
+  short by a crash) go, and the resumed run logs those steps again.
+  ``offsets=None`` (a fresh run, no checkpoint) empties every file of the
+  default names, so a run that starts at step 0 starts a new log.
+
+  A file shorter than its offset (lines the checkpoint saw are missing:
+  the file was edited, moved, or the disk lost them) is left as it is, with
+  a warning that names it; the resumed run appends to it.
+
+  Raises:
+    ValueError: an offset is not a non-negative int, or its name is not a
+      plain file name.
+  """
+  logdir = pathlib.Path(logdir)
+  if offsets is None:
+    offsets = {"metrics.jsonl": 0, "timings.jsonl": 0}
+  for name, size in offsets.items():
+    if (pathlib.Path(name).name != name or isinstance(size, bool)
+        or not isinstance(size, int) or size < 0):
+      raise ValueError(f"log offsets: bad entry {name!r}: {size!r}.")
+    path = logdir / name
+    have = path.stat().st_size if path.exists() else 0
+    if have < size:
+      warnings.warn(f"{path} holds {have} bytes but the checkpoint saw"
+                    f" {size}: lines logged before the checkpoint are"
+                    " missing; the resumed run appends to what is there.")
+    elif have > size:
+      with open(path, "r+b") as f:
+        f.truncate(size)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -551,6 +640,7 @@ __all__ = [
     "format_value",
     "read_jsonl",
     "save_plots",
+    "truncate_logs",
     "summary_table",
 ]
 

@@ -71,6 +71,7 @@ from divrl.config import default_config
 from divrl.models.decoder import Decoder
 from divrl.models.sampler import SamplingConfig, make_sampler
 from divrl.objective import Objective
+from divrl.types import Batch, check_values
 from divrl.rl import data as data_lib
 from divrl.rl import inputs as inputs_lib
 from divrl.rl import mesh as mesh_lib
@@ -78,7 +79,7 @@ from divrl.rl import pretrain as pretrain_lib
 from divrl.rl import scoring
 from divrl.rl import step as step_lib
 from divrl.rl.checkpoint import Checkpointer
-from divrl.rl.logging import MetricsLogger, ProgressBar
+from divrl.rl.logging import MetricsLogger, ProgressBar, truncate_logs
 
 __all__ = ["Trainer", "default_config", "entropy_curve", "log2_ks",
            "make_optimizer", "pass_at_k_of"]
@@ -205,6 +206,7 @@ class Trainer:
                mesh: jax.sharding.Mesh | None = None,
                setup: RunSetup | None = None, log=print,
                on_policy_plan: bool = True):
+    config_lib.validate(config)   # keys, types and ranges, before any work
     self.config = config
     self.log = log
     self.workdir = os.path.abspath(config.workdir or "runs/default")
@@ -283,6 +285,7 @@ class Trainer:
         _eval_statistics, self.graphdef,
         temperature=float(sc.temperature), row_shards=multiple))
     self.history: list[dict[str, float]] = []
+    self._log_offsets = None   # the resumed checkpoint's, for truncate_logs
     # {step: per held-out prompt, the sorted distinct correct solutions}
     # of each evaluation of the policy (run() and evaluate() fill it).
     self.eval_solutions: dict[int, list[list[str]]] = {}
@@ -391,7 +394,14 @@ class Trainer:
     for r in range(host.tokens.shape[0]):
       ids = host.tokens[r][host.response_mask[r]]
       text = self.tokenizer.decode(ids)
-      verdicts.append(self.task.verify(examples[r // num_samples], text))
+      verdicts.append(tasks_lib.safe_verify(
+          self.task, examples[r // num_samples], text))
+    errors = [v.error for v in verdicts
+              if v.error and v.error.startswith("verifier_error")]
+    if errors:
+      self.log(f"step {self.step + 1}: the verifier raised on "
+               f"{len(errors)} of {len(verdicts)} completions (scored 0); "
+               f"first: {errors[0]}")
     return host, verdicts
 
   def _groups(self, examples, key):
@@ -439,7 +449,8 @@ class Trainer:
     return self._assemble(parts, np.repeat(np.arange(p, dtype=np.int32), g),
                           p, rounds, baseline)
 
-  def _assemble(self, parts, group_ids, num_groups, rounds=1, baseline=None):
+  def _assemble(self, parts, group_ids, num_groups, rounds=1, baseline=None,
+                where=None):
     """The typed device ``Rollout`` (and its host info) of sampled rows.
 
     ``parts`` are ``(host SampleOutput, rows, verdicts, source)`` in batch
@@ -467,6 +478,8 @@ class Trainer:
         solution_ids=solution_ids(canon, group_ids))
     if baseline is not None:
       arrays["baseline_rewards"] = np.asarray(baseline, np.float32)
+    if self.config.train.check_inputs:
+      check_rollout(arrays, num_groups, where or f"step {self.step + 1}")
     rollout = step_lib.Rollout(num_groups=num_groups,
                                **mesh_lib.put_batch(arrays, self.mesh))
     info = RolloutInfo(
@@ -582,8 +595,9 @@ class Trainer:
     for start in range(0, rows, chunk):
       sl = slice(start, min(rows, start + chunk))
       ids = np.arange(sl.start, sl.stop) // n
-      rollout, _ = self._assemble([(host, sl, verdicts[sl], 0)],
-                                  ids - ids[0], int(ids[-1] - ids[0] + 1))
+      rollout, _ = self._assemble(
+          [(host, sl, verdicts[sl], 0)], ids - ids[0],
+          int(ids[-1] - ids[0] + 1), where=f"evaluation at step {self.step}")
       with jax.set_mesh(self.mesh):
         s = self._score_eval(params, self.base_params, rollout)
       s = mesh_lib.tree_to_host(s)
@@ -623,14 +637,21 @@ class Trainer:
     return {k: self.state[k] for k in keys}
 
   def maybe_resume(self, ckpt) -> bool:
+    """Restores the newest intact checkpoint, if any (a corrupt newer one
+    is reported and set aside: ``Checkpointer.restore_latest_good``)."""
+    self._log_offsets = None
     if ckpt is None or ckpt.latest_step() is None:
       return False
-    state, meta = ckpt.restore(target=self._checkpoint_state())
+    state, meta, corrupt = ckpt.restore_latest_good(
+        target=self._checkpoint_state(), log=self.log)
     self.state.update(state)
     self.step = int(meta["step"])
     self.stream.position = int(meta["data_position"])
+    self._log_offsets = meta.get("log_offsets")
+    skipped = (f"; corrupt step(s) {corrupt} moved to {ckpt.directory}"
+               ".corrupt" if corrupt else "")
     self.log(f"resumed from step {self.step} "
-             f"({os.path.join(self.workdir, 'checkpoints')})")
+             f"({os.path.join(self.workdir, 'checkpoints')}){skipped}")
     return True
 
   def run(self) -> dict[str, Any]:
@@ -645,12 +666,30 @@ class Trainer:
       return self._run()
 
   def _run(self) -> dict[str, Any]:
-    tc, ec = self.config.train, self.config.eval
     ckpt = self._checkpointer()
-    self.maybe_resume(ckpt)
+    resumed = self.maybe_resume(ckpt)
     is_main = jax.process_index() == 0
-    logger = MetricsLogger(self.workdir, use_tensorboard=(
-        self.config.log.tensorboard and is_main)) if is_main else None
+    logger = None
+    if is_main:
+      # The logs continue from the checkpoint: lines logged after it (the
+      # steps this run repeats) go; a run from step 0 starts new logs. (A
+      # checkpoint written before log offsets were stored keeps them all.)
+      if not resumed or self._log_offsets is not None:
+        truncate_logs(self.workdir, self._log_offsets)
+      logger = MetricsLogger(
+          self.workdir, use_tensorboard=self.config.log.tensorboard,
+          purge_step=self.step + 1 if resumed else None)
+    try:
+      return self._loop(ckpt, logger)
+    finally:
+      if ckpt is not None:
+        ckpt.close()   # commits earlier saves
+      if logger:
+        logger.close()
+
+  def _loop(self, ckpt, logger) -> dict[str, Any]:
+    tc, ec = self.config.train, self.config.eval
+    is_main = logger is not None
     bar = (ProgressBar(tc.steps) if self.config.log.progress and is_main
            else None)
     evals = []
@@ -674,10 +713,6 @@ class Trainer:
                if first_nonfinite({k: v}) is None}
           bad = None
       if bad is not None:
-        if ckpt is not None:
-          ckpt.close()   # commits earlier saves; nothing of this step
-        if logger:
-          logger.close()
         raise NonFiniteError(
             f"step {self.step}: metric {bad!r} is {m[bad]}; the run stops "
             "before logging or checkpointing this step (the last "
@@ -693,9 +728,10 @@ class Trainer:
         if logger:
           logger.log(self.step, e)
       if ckpt is not None:
-        ckpt.maybe_save(self.step, self._checkpoint_state(),
-                        {"step": self.step,
-                         "data_position": self.stream.position})
+        meta = {"step": self.step, "data_position": self.stream.position}
+        if logger:
+          meta["log_offsets"] = logger.offsets()
+        ckpt.maybe_save(self.step, self._checkpoint_state(), meta)
     if bar:
       bar.close()
     final = None
@@ -706,10 +742,6 @@ class Trainer:
       evals.append((self.step, final))
       if logger:
         logger.log(self.step, final)
-    if ckpt is not None:
-      ckpt.close()
-    if logger:
-      logger.close()
     return {"final": final, "evals": evals, "history": self.history,
             "workdir": self.workdir}
 
@@ -746,6 +778,25 @@ class WorkdirLock:
     os.close(self._fd)
     self._fd = None
     return False
+
+
+def check_rollout(arrays: dict[str, np.ndarray], num_groups: int,
+                  where: str) -> None:
+  """The checked mode (``train.check_inputs``) on a rollout's host arrays:
+  ``divrl.check_values`` (finite rewards, group ids in range, sampler
+  log-probs finite and at most 0, a non-empty response mask), the error
+  naming ``where`` (the step)."""
+  batch = Batch(
+      logprobs=arrays["rollout_logprobs"],
+      response_mask=arrays["response_mask"], rewards=arrays["rewards"],
+      group_ids=arrays["group_ids"], num_groups=num_groups,
+      rollout_logprobs=arrays["rollout_logprobs"],
+      baseline_rewards=arrays.get("baseline_rewards"))
+  try:
+    check_values(batch)
+  except ValueError as e:
+    raise ValueError(f"{where}: the rollout fails the input checks"
+                     f" (train.check_inputs): {e}") from None
 
 
 class NonFiniteError(FloatingPointError):

@@ -39,6 +39,7 @@ from divrl.tasks import rare
 from divrl.tasks import safe_parse
 from divrl.tasks.base import Task
 from divrl.tasks.base import Verdict
+from divrl.tasks.base import safe_verify
 from divrl.tasks.countdown import CountdownTask
 from divrl.tasks.math_word import MathWordTask
 from divrl.tasks.modular import ModularTask
@@ -199,4 +200,5 @@ __all__ = [
     "modular",
     "rare",
     "safe_parse",
+    "safe_verify",
 ]

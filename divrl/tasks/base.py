@@ -81,6 +81,21 @@ def incorrect(error: str) -> Verdict:
   return Verdict(0.0, False, None, error)
 
 
+def safe_verify(task: "Task", example: Mapping[str, Any],
+                completion: Any) -> Verdict:
+  """``task.verify``, with an exception turned into a rejection.
+
+  The model's text is untrusted and a task's verifier may have a bug that
+  some text finds: the run must not die of it. The rejection's error is
+  ``"verifier_error: <exception type>: <message>"`` (the message cut to
+  200 characters), reward 0.
+  """
+  try:
+    return task.verify(example, completion)
+  except Exception as e:  # pylint: disable=broad-except
+    return incorrect(f"verifier_error: {type(e).__name__}: {str(e)[:200]}")
+
+
 def as_rng(rng: np.random.Generator | int) -> np.random.Generator:
   """``rng`` itself, or a new ``np.random.default_rng(rng)`` for an int seed."""
   if isinstance(rng, np.random.Generator):

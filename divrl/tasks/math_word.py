@@ -15,8 +15,9 @@ final answer in one of two marked forms:
   *last* ``\\boxed{`` (at most ``MAX_ANSWER_CHARS`` characters).
 
 ``####`` wins when both occur. With ``lenient=True`` a completion without
-either marker is scored by its last number (ASCII digits only), as several
-GSM8K evaluation harnesses do; the default is strict.
+either marker is scored by its last number (ASCII digits only) in its last
+1000 characters (a number cut by that window is skipped, not read as its
+tail), as several GSM8K evaluation harnesses do; the default is strict.
 
 The final answer is lightly normalised (spaces, ``$`` and ``\\$``, a trailing
 ``.``, ``%`` and ``\\%``, ``\\!``, ``{,}`` -> ``,``, ``\\dfrac``/``\\tfrac``
@@ -80,6 +81,8 @@ divrl.tasks.load_split(..., manual_dir=...).
 _LENIENT_TAIL = 1000
 _LAST_NUMBER = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?(?:/[0-9]+)?",
                           re.ASCII)
+# The characters of _LAST_NUMBER: no match crosses any other character.
+_NUMBER_CHARS = frozenset("0123456789,./-")
 
 
 def _boxed_content(text: str) -> tuple[str | None, str | None]:
@@ -129,7 +132,13 @@ def extract_final_answer(text: str, *, lenient: bool = False
       return None, error
     return content.strip(" \t\r\n"), None
   if lenient:
-    found = _LAST_NUMBER.findall(text[-_LENIENT_TAIL:])
+    # Only the last _LENIENT_TAIL characters are read. A number that the cut
+    # splits is skipped, not read as its tail ("123" as "23", "-5" as "5").
+    start = max(len(text) - _LENIENT_TAIL, 0)
+    if start and text[start - 1] in _NUMBER_CHARS:
+      while start < len(text) and text[start] in _NUMBER_CHARS:
+        start += 1
+    found = _LAST_NUMBER.findall(text, start)
     if found:
       return found[-1], None
   return None, "format: no final answer ('#### <answer>' or '\\boxed{...}')"
@@ -197,6 +206,9 @@ def parse_jsonl_line(line: str, *, question_key: str = "question",
     record = json.loads(line)
   except json.JSONDecodeError as e:
     raise ValueError(f"{where}: invalid JSON ({e.msg}).") from None
+  except (ValueError, RecursionError) as e:
+    # Nested too deeply, or an integer of more than 4300 digits.
+    raise ValueError(f"{where}: invalid JSON ({type(e).__name__}).") from None
   if not isinstance(record, dict):
     raise ValueError(f"{where}: expected a JSON object.")
   for key in (question_key, answer_key):

@@ -380,3 +380,119 @@ def test_argument_errors(tmp_path):
   model = Decoder(CONFIG, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="'not_a_param'"):
     checkpoint.restore_into(model, {"not_a_param": jnp.zeros(2)})
+
+
+# ----------------------------------------------------------------------------
+# Integrity: corrupt files, failed writes, interrupted pruning
+# ----------------------------------------------------------------------------
+
+def _largest_data_file(step_dir):
+  files = [os.path.join(r, f) for r, _, fs in os.walk(step_dir / "state")
+           for f in fs if os.path.basename(r) == "d"]
+  return max(files, key=os.path.getsize)
+
+
+def _big(v):
+  return {"w": jax.random.normal(jax.random.key(v), (20000,)),
+          "step": int(v)}
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "meta"])
+def test_a_damaged_step_is_named_at_restore(tmp_path, damage):
+  with Checkpointer(tmp_path, save_every=1) as ckpt:
+    ckpt.save(1, _big(1), {"s": 1})
+    ckpt.save(2, _big(2), {"s": 2})
+  if damage == "meta":
+    # Valid JSON, wrong value: only the recorded CRC-32 can tell.
+    path = tmp_path / "2" / "meta" / "metadata"
+    path.write_text(path.read_text().replace("2", "3"))
+  else:
+    path = _largest_data_file(tmp_path / "2")
+    data = bytearray(open(path, "rb").read())
+    if damage == "flip":   # still decompresses: only the CRC-32 can tell
+      data[len(data) // 2] ^= 0x01
+    else:
+      data = data[:len(data) // 3]
+    open(path, "wb").write(bytes(data))
+  want = {"flip": "leaf 'w' does not match its CRC-32",
+          "truncate": "it cannot be read",
+          "meta": "its metadata does not match its CRC-32"}[damage]
+  with Checkpointer(tmp_path, save_every=1) as ckpt:
+    for target in (_big(0), None):
+      with pytest.raises(checkpoint.CorruptCheckpointError) as e:
+        ckpt.restore(target=target)
+      assert f"checkpoint step 2 at '{tmp_path / '2'}' is corrupt" in str(
+          e.value)
+      assert want in str(e.value)
+      assert e.value.step == 2
+    # The fallback: the newest good step, the bad one set aside.
+    logs = []
+    state, meta, bad = ckpt.restore_latest_good(target=_big(0),
+                                                log=logs.append)
+    assert meta == {"s": 1} and bad == [2] and state["step"] == 1
+    assert_bitwise_equal(state, _big(1))
+    assert "step 2" in logs[0] and "trying the previous" in logs[0]
+    assert ckpt.all_steps() == [1]
+    # Saving step 2 again works (it is no longer "at or below the latest").
+    assert ckpt.maybe_save(2, _big(2), {"s": 2})
+    assert ckpt.restore(target=_big(0))[1] == {"s": 2}
+  assert os.listdir(str(tmp_path) + ".corrupt") == ["2"]
+
+
+def test_every_step_corrupt_raises_the_newest_error(tmp_path):
+  with Checkpointer(tmp_path, save_every=1) as ckpt:
+    ckpt.save(1, _big(1))
+  path = _largest_data_file(tmp_path / "1")
+  open(path, "wb").write(b"garbage")
+  with Checkpointer(tmp_path, save_every=1) as ckpt:
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="step 1"):
+      ckpt.restore_latest_good(target=_big(0), log=lambda m: None)
+  with Checkpointer(tmp_path / "none", save_every=1) as ckpt:
+    with pytest.raises(FileNotFoundError):
+      ckpt.restore_latest_good()
+
+
+def test_a_failed_write_names_the_last_good_step(tmp_path, monkeypatch):
+  import resource  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN   # Python's
+  with Checkpointer(tmp_path, save_every=1) as ckpt:
+    ckpt.save(1, _big(1), {"s": 1})
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    # A file-size limit below one data file: the kernel refuses the write
+    # (EFBIG), as a full disk does (ENOSPC).
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))
+    try:
+      with pytest.raises(checkpoint.CheckpointWriteError) as e:
+        ckpt.save(2, _big(2), {"s": 2})
+    finally:
+      resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    msg = str(e.value)
+    assert f"writing checkpoint step 2 to '{tmp_path}' failed" in msg
+    assert "File too large" in msg
+    assert "the last good checkpoint is step 1, intact" in msg
+    assert ckpt.all_steps() == [1]
+    state, meta = ckpt.restore(target=_big(0))
+    assert meta == {"s": 1}
+    assert_bitwise_equal(state, _big(1))
+    # Space again: the same step saves (the leftover temporary goes).
+    assert ckpt.save(2, _big(2), {"s": 2})
+  assert sorted(os.listdir(tmp_path)) == ["1", "2"]
+
+
+def test_pruning_renames_then_removes(tmp_path, monkeypatch):
+  # An old step leaves in one rename (to .deleted) and is removed after:
+  # a kill mid-removal leaves no half-deleted step that lists as one.
+  removed = []
+  real = checkpoint.shutil.rmtree
+  monkeypatch.setattr(checkpoint.shutil, "rmtree",
+                      lambda p, **kw: removed.append(os.listdir(p)
+                                                     if os.path.isdir(p)
+                                                     else None)
+                      or real(p, **kw))
+  with Checkpointer(tmp_path, save_every=1, max_to_keep=1) as ckpt:
+    ckpt.save(1, _small(1))
+    ckpt.save(2, _small(2))
+    assert ckpt.all_steps() == [2]
+  assert ["1"] in removed
+  assert sorted(os.listdir(tmp_path)) == ["2"]

@@ -81,22 +81,62 @@ def test_jsonl_round_trip(tmp_path):
   parsed = [json.loads(line, parse_constant=no_constants) for line in lines]
   assert parsed[2]["reward"] == "NaN"
   assert parsed[2]["pass@1"] == "Infinity"
-  assert parsed[2]["tokens/s"] == "-Infinity"
+  timings = [json.loads(line, parse_constant=no_constants)
+             for line in (tmp_path / "timings.jsonl").read_text().splitlines()]
+  assert timings[2]["tokens/s"] == "-Infinity"
   back = rl_logging.read_jsonl(path)
-  assert [r["step"] for r in back] == [0, 1, 2]
-  for got, (_, metrics) in zip(back, records):
-    assert set(got) == {"step", "wall_time", *metrics}
-    assert isinstance(got["wall_time"], float)
+  back_t = rl_logging.read_jsonl(tmp_path / "timings.jsonl")
+  assert [r["step"] for r in back] == [r["step"] for r in back_t] == [0, 1, 2]
+  for got, got_t, (_, metrics) in zip(back, back_t, records):
+    # The clock (wall_time, time/*, tokens/s) is in timings.jsonl only.
+    timing = {k for k in metrics if k.startswith("time/") or k == "tokens/s"}
+    assert set(got) == {"step", *metrics} - timing
+    assert set(got_t) == {"step", "wall_time", *timing}
+    assert isinstance(got_t["wall_time"], float)
     for key, value in metrics.items():
       want = float(np.asarray(value).reshape(()))
-      assert isinstance(got[key], float)
-      assert _same(got[key], want), (key, got[key], want)
+      have = got_t[key] if key in timing else got[key]
+      assert isinstance(have, float)
+      assert _same(have, want), (key, have, want)
   assert back[0]["pass@1"] == float(np.float32(0.125))
   # Append mode: a reopened logger continues the file.
   with rl_logging.MetricsLogger(tmp_path, use_tensorboard=False) as logger:
     logger.log(3, {"reward": 1.0})
   assert [r["step"] for r in rl_logging.read_jsonl(path)] == [0, 1, 2, 3]
   assert not list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_offsets_and_truncate_logs(tmp_path):
+  with rl_logging.MetricsLogger(tmp_path, use_tensorboard=False) as logger:
+    logger.log(1, {"reward": 0.5, "time/update": 1.0})
+    offsets = logger.offsets()
+    logger.log(2, {"reward": 0.25, "time/update": 2.0})
+  assert offsets == {"metrics.jsonl": len('{"step": 1, "reward": 0.5}\n'),
+                     "timings.jsonl": (tmp_path / "timings.jsonl").read_text()
+                     .index("\n") + 1}
+  # A crash mid-line after the checkpoint: the partial line goes too.
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"step": 3, "rew')
+  rl_logging.truncate_logs(tmp_path, offsets)
+  for name in ("metrics.jsonl", "timings.jsonl"):
+    assert [r["step"] for r in rl_logging.read_jsonl(tmp_path / name)] == [1]
+  # A fresh run (no checkpoint) starts new logs.
+  rl_logging.truncate_logs(tmp_path, None)
+  assert (tmp_path / "metrics.jsonl").read_text() == ""
+  # A file shorter than the checkpoint saw is kept, with a warning.
+  with pytest.warns(UserWarning, match="metrics.jsonl holds 0 bytes"):
+    rl_logging.truncate_logs(tmp_path, {"metrics.jsonl": 10})
+  with pytest.raises(ValueError, match="bad entry '../x'"):
+    rl_logging.truncate_logs(tmp_path, {"../x": 0})
+
+
+def test_timings_file_names_are_checked(tmp_path):
+  with pytest.raises(ValueError, match="must differ"):
+    rl_logging.MetricsLogger(tmp_path, use_tensorboard=False,
+                             timings_name="metrics.jsonl")
+  with pytest.raises(ValueError, match="timings_name"):
+    rl_logging.MetricsLogger(tmp_path, use_tensorboard=False,
+                             timings_name="a/b.jsonl")
 
 
 def test_logger_errors_name_the_problem(tmp_path):

@@ -98,12 +98,14 @@ def test_resume_reaches_the_same_params_bitwise(tmp_path, cache_root):
   full.mesh.data = 1
   a = Trainer(full, log=lambda *a: None)
   a.run()
-  part = small_config(tmp_path / "part", cache_root, steps=4, stop_after=2)
+  # Stopped at step 3, one step past its last checkpoint (2): the resumed
+  # run redoes step 3 and must not log it twice.
+  part = small_config(tmp_path / "part", cache_root, steps=4, stop_after=3)
   part.checkpoint.every = 2
   part.mesh.data = 1
   first = Trainer(part, log=lambda *a: None)
   first.run()
-  assert first.step == 2
+  assert first.step == 3
   part.train.stop_after = -1
   resumed = Trainer(part, log=lambda *a: None)
   resumed.run()
@@ -112,6 +114,36 @@ def test_resume_reaches_the_same_params_bitwise(tmp_path, cache_root):
     assert x.dtype == y.dtype
     np.testing.assert_array_equal(x, y)
   assert a.stream.position == resumed.stream.position
+  # metrics.jsonl: each step once, byte for byte the uninterrupted run's.
+  logged = (tmp_path / "part" / "metrics.jsonl").read_bytes()
+  assert logged == (tmp_path / "full" / "metrics.jsonl").read_bytes()
+  steps = [json.loads(line)["step"] for line in logged.splitlines()
+           if b'"reward"' in line]
+  assert steps == [1, 2, 3, 4]
+  timings = (tmp_path / "part" / "timings.jsonl").read_text().splitlines()
+  assert [json.loads(t)["step"] for t in timings] == [0, 1, 2, 3, 4, 4]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (8, 1), (2, 4)])
+def test_the_same_seed_twice_gives_byte_identical_metrics(tmp_path, cache_root,
+                                                          shape):
+  """Determinism: two runs of one config and seed, on 1 device, the 8-way
+  data-parallel mesh and 2x4 data x fsdp: the same metrics.jsonl bytes and
+  the same parameters bit for bit."""
+  runs = []
+  for name in ("a", "b"):
+    c = small_config(tmp_path / name, cache_root, steps=2)
+    c.mesh.data, c.mesh.fsdp = shape
+    c.eval.every = 1
+    trainer = Trainer(c, log=lambda *a: None)
+    trainer.run()
+    runs.append(((tmp_path / name / "metrics.jsonl").read_bytes(),
+                 _params(trainer)))
+  (ma, pa), (mb, pb) = runs
+  assert ma == mb
+  assert len(ma.splitlines()) == 1 + 2 * 2   # base, 2 x (step, eval)
+  for x, y in zip(pa, pb):
+    np.testing.assert_array_equal(x, y)
 
 
 def test_dynamic_sampling_and_ref_reset_run(tmp_path, cache_root):
@@ -343,6 +375,13 @@ def test_a_nan_stops_the_run_naming_the_step_and_never_checkpoints_it(
   leaves[0] = leaves[0] * np.nan
   t.state["params"] = jax.tree.unflatten(treedef, leaves)
   t.maybe_resume = lambda ckpt: setattr(t, "step", 4) or True
+  # The checked mode (on by default) sees the NaN first, in the sampler's
+  # log-probs of step 5's rollout.
+  with pytest.raises(ValueError, match=r"^step 5: the rollout fails the input"
+                     r" checks \(train.check_inputs\): Batch.logprobs has"):
+    t.run()
+  # Without it, the step's metrics are the last line of defence.
+  c.train.check_inputs = False
   with pytest.raises(NonFiniteError, match=r"step 5: metric 'objective/"):
     t.run()
   steps = sorted(int(d) for d in os.listdir(tmp_path / "nan" / "checkpoints")
@@ -423,3 +462,72 @@ def test_a_second_run_on_a_live_workdir_is_refused(tmp_path, cache_root):
   time.sleep(0.1)
   t.run()
   assert t.step == 1
+
+
+def test_a_bad_config_is_refused_before_anything_is_built(tmp_path,
+                                                          cache_root,
+                                                          monkeypatch):
+  from divrl.rl import trainer as trainer_lib  # pylint: disable=import-outside-toplevel
+  def no_build(*a, **k):
+    raise AssertionError("the run was set up despite a bad config")
+  monkeypatch.setattr(trainer_lib.RunSetup, "build", no_build)
+  c = small_config(tmp_path / "bad", cache_root)
+  c.sampling.num_samples = 0              # a zero group size
+  c.train.clip_eps = 0.2                  # not a run option
+  with pytest.raises(ValueError) as e:
+    Trainer(c, log=lambda *a: None)
+  assert "sampling.num_samples: must be >= 1, got 0" in str(e.value)
+  assert "train.clip_eps: unknown key" in str(e.value)
+
+
+def test_checked_rollouts_and_a_raising_verifier(tmp_path, cache_root,
+                                                 monkeypatch):
+  """train.check_inputs (on by default) stops a NaN reward before the
+  compiled step, naming the step; a verifier that raises scores 0 and the
+  run goes on."""
+  from divrl.tasks import base as task_base  # pylint: disable=import-outside-toplevel
+  c = small_config(tmp_path / "checked", cache_root, steps=1)
+  c.mesh.data = 1
+  logs = []
+  t = Trainer(c, log=logs.append)
+  assert c.train.check_inputs
+  cls = type(t.task)
+  real = cls.verify
+  calls = []
+
+  def raising(self, example, text):
+    calls.append(text)
+    if len(calls) % 3 == 0:
+      raise ZeroDivisionError("the verifier divided by zero")
+    return real(self, example, text)
+
+  monkeypatch.setattr(cls, "verify", raising)
+  m = t.train_step()                     # no crash
+  assert np.isfinite(m["reward"])
+  assert any("the verifier raised on" in line and "ZeroDivisionError" in line
+             for line in logs)
+
+  def nan_reward(self, example, text):
+    return task_base.Verdict(float("nan"), False, None, "nan")
+
+  monkeypatch.setattr(cls, "verify", nan_reward)
+  with pytest.raises(ValueError) as e:
+    t.train_step()
+  assert str(e.value).startswith(
+      "step 2: the rollout fails the input checks (train.check_inputs): "
+      "Batch.rewards has 16 non-finite value(s)")
+  assert t.step == 1                     # nothing was updated
+
+
+def test_safe_verify_turns_an_exception_into_a_rejection():
+  from divrl import tasks  # pylint: disable=import-outside-toplevel
+  task = tasks.get_task("countdown")
+
+  class Broken(type(task)):
+    def verify(self, example, completion):
+      raise RecursionError("x" * 1000)
+
+  v = tasks.safe_verify(Broken(), {}, "1+1")
+  assert (v.reward, v.correct, v.canonical) == (0.0, False, None)
+  assert v.error.startswith("verifier_error: RecursionError: xxx")
+  assert len(v.error) < 260

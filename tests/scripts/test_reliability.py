@@ -1,0 +1,91 @@
+"""The reliability campaign (scripts/reliability.py), a few points of it.
+
+Real training runs of the CLI, as subprocesses: SIGKILLed at a random
+moment, within a step and during a checkpoint write, then resumed, must end
+byte-identical to an uninterrupted run (parameters, optimizer state, key and
+``metrics.jsonl``) with at most one checkpoint interval lost; a full disk
+stops the run with a named error and keeps the last checkpoint; a truncated
+or garbled checkpoint is named and the run falls back to the one before.
+``python -m scripts.reliability`` runs the long version (20 kill points).
+"""
+
+import json
+import os
+
+import pytest
+
+from scripts import reliability
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory, cache_root):
+  camp = reliability.Campaign(root=str(tmp_path_factory.mktemp("rel")),
+                              cache_root=str(cache_root))
+  return camp, reliability.reference_run(camp)
+
+
+def test_reference_run_logs_each_step_once_and_is_deterministic(campaign):
+  camp, (ref, ref_metrics, _) = campaign
+  ref_dir = os.path.join(camp.root, "reference")
+  assert reliability.logged_steps(ref_dir) == list(
+      range(1, reliability.STEPS + 1))
+  # Timings live in their own file; metrics.jsonl holds no clock.
+  assert b"wall_time" not in ref_metrics and b"tokens/s" not in ref_metrics
+  assert reliability.restorable_steps(ref_dir) == [4, 6]   # max_to_keep 2
+  # A second run of the same command: byte for byte the same.
+  again, again_metrics, _ = reliability.reference_run(
+      reliability.Campaign(root=os.path.join(camp.root, "again"),
+                           cache_root=camp.cache_root))
+  assert again_metrics == ref_metrics
+  assert not reliability.same_state(again, ref)
+
+
+@pytest.mark.parametrize("mode", ["time", "step", "write"])
+def test_a_killed_run_resumes_to_the_same_end(campaign, mode):
+  camp, (ref, ref_metrics, ref_s) = campaign
+  kw = {"time": dict(delay=0.6 * ref_s),
+        "step": dict(after_step=3, delay=0.05),
+        "write": dict(write_step=4)}[mode]
+  point = reliability.kill_point(camp, f"kill_{mode}", **kw)
+  if mode == "write":
+    assert point["killed"] and point["during_write"], point
+  r = reliability.check_resume(camp, point, ref, ref_metrics)
+  assert r["ok"], json.dumps(r, indent=1)
+  assert r["steps_lost"] <= reliability.EVERY
+
+
+def test_a_full_disk_stops_the_run_and_keeps_the_last_checkpoint(campaign):
+  camp, _ = campaign
+  r = reliability.fill_disk(camp)
+  assert r["ok"], json.dumps(r, indent=1)
+  assert "CheckpointWriteError" in r["message"]
+  assert "File too large" in r["message"]
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip"])
+def test_a_corrupt_checkpoint_is_named_and_skipped(campaign, how):
+  camp, reference = campaign
+  r = reliability.corrupt_checkpoint(camp, how, reference[:2])
+  assert r["ok"], json.dumps(r, indent=1)
+  assert r["set_aside"] == [str(reliability.STEPS - reliability.EVERY)]
+
+
+def test_render_and_doc_markers(tmp_path, monkeypatch):
+  doc = tmp_path / "reliability.md"
+  doc.write_text(f"intro\n{reliability.BEGIN}\nold\n{reliability.END}\nend\n")
+  monkeypatch.setattr(reliability, "DOC", str(doc))
+  res = {"date": "2026-12-03", "commit": "abc", "command": "c",
+         "machine": {"processor": "cpu"},
+         "kills": {"survived": 2, "points": [
+             {"during_write": True, "steps_lost": 2},
+             {"during_write": False, "steps_lost": 0}]},
+         "fuzz": {"pytest": "3 passed", "seconds": 60.0,
+                  "examples_asked": 5,
+                  "counts": {"parts/advantage/grpo": 5,
+                             "parts/advantage/otb": 4, "recipes/grpo": 5}}}
+  reliability.update_doc(reliability.render(res))
+  text = doc.read_text()
+  assert text.startswith("intro\n") and text.endswith("end\n")
+  assert "old" not in text
+  assert "Kill points survived: 2 of 2** (1 of them during a checkpoint" in text
+  assert "| parts/advantage | 2 | 4 | 5 | 9 |" in text
