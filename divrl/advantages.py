@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from divrl import groups
-from divrl.registry import State, defaults_from, register
+from divrl.registry import (FINITE, State, above, at_least, between,
+                            defaults_from, integer, register)
 from divrl.sequences import (on_last_token, per_token, sequence_lengths,
                              valid_rows)
 from divrl.types import Batch, behaviour_logprobs
@@ -935,7 +936,8 @@ def token_rewards_of(batch: Batch, reward_weights=None) -> Array:
                        batch.response_mask)
 
 
-@register("advantage", "grpo")
+@register("advantage", "grpo",
+          domains={"eps": at_least(0), "ddof": integer(0)})
 @defaults_from(grpo, scalar_rewards)
 def grpo_part(batch: Batch, *, axis_name=None, eps, ddof, eps_placement,
               singleton, scale_by_std, std_scope, reward_weights) -> Array:
@@ -970,7 +972,8 @@ def rloo_part(batch: Batch, *, axis_name=None, singleton,
   return per_token(adv, batch.response_mask)
 
 
-@register("advantage", "reinforce_pp")
+@register("advantage", "reinforce_pp",
+          domains={"gamma": between(0, 1)})
 @defaults_from(reinforce_pp, scalar_rewards)
 def reinforce_pp_part(batch: Batch, *, axis_name=None, gamma, whiten,
                       reward_weights) -> Array:
@@ -1016,7 +1019,8 @@ def opo_part(batch: Batch, *, axis_name=None, singleton,
   return per_token(adv, batch.response_mask)
 
 
-@register("advantage", "gpg")
+@register("advantage", "gpg",
+          domains={"f_norm": above(0)})
 @defaults_from(gpg, scalar_rewards)
 def gpg_part(batch: Batch, *, axis_name=None, f_norm, singleton,
              reward_weights) -> Array:
@@ -1027,7 +1031,9 @@ def gpg_part(batch: Batch, *, axis_name=None, f_norm, singleton,
   return per_token(adv, batch.response_mask)
 
 
-@register("advantage", "gdpo", reads=("reward_components",))
+@register("advantage", "gdpo", reads=("reward_components",),
+          domains={"batch_eps": at_least(0), "eps": at_least(0),
+                   "ddof": integer(0)})
 @defaults_from(gdpo)
 def gdpo_part(batch: Batch, *, axis_name=None, reward_weights, batch_norm,
               batch_eps, eps, ddof, eps_placement, singleton, scale_by_std,
@@ -1045,7 +1051,8 @@ def gdpo_part(batch: Batch, *, axis_name=None, reward_weights, batch_norm,
               axis_name=axis_name)
 
 
-@register("advantage", "passk_best")
+@register("advantage", "passk_best",
+          domains={"eps": at_least(0), "ddof": integer(0)})
 @defaults_from(passk_best, scalar_rewards)
 def passk_best_part(batch: Batch, *, axis_name=None, scale_by_std, eps, ddof,
                     reward_weights) -> Array:
@@ -1056,7 +1063,8 @@ def passk_best_part(batch: Batch, *, axis_name=None, scale_by_std, eps, ddof,
   return per_token(adv, batch.response_mask)
 
 
-@register("advantage", "otb", reads=("sum_pi_squared",))
+@register("advantage", "otb", reads=("sum_pi_squared",),
+          domains={"eps": above(0)})
 @defaults_from(otb, scalar_rewards)
 def otb_part(batch: Batch, *, axis_name=None, handle_zero_tail, eps,
              reward_weights) -> Array:
@@ -1072,7 +1080,8 @@ def otb_part(batch: Batch, *, axis_name=None, handle_zero_tail, eps,
              axis_name=axis_name)
 
 
-@register("advantage", "gae", reads=("values",))
+@register("advantage", "gae", reads=("values",),
+          domains={"gamma": between(0, 1), "lam": between(0, 1)})
 @defaults_from(gae, scalar_rewards)
 def gae_part(batch: Batch, *, axis_name=None, gamma, lam, whiten: bool = True,
              reward_weights) -> Array:
@@ -1090,7 +1099,8 @@ def gae_part(batch: Batch, *, axis_name=None, gamma, lam, whiten: bool = True,
 
 
 @register("advantage", "ema_std_grpo",
-          state=State(init=ema_std_init, update=ema_std_update))
+          state=State(init=ema_std_init, update=ema_std_update),
+          domains={"eps": above(0), "decay": between(0, 1, high_open=True)})
 @defaults_from(ema_std_grpo, ema_std_update, scalar_rewards)
 def ema_std_grpo_part(batch: Batch, *, carry, axis_name=None, eps, singleton,
                       decay, reward_weights) -> Array:
@@ -1107,7 +1117,9 @@ def ema_std_grpo_part(batch: Batch, *, carry, axis_name=None, eps, singleton,
 
 
 @register("advantage", "ema_task_std_grpo", reads=("task_ids",),
-          state=State(init=ema_task_std_init, update=ema_task_std_update))
+          state=State(init=ema_task_std_init, update=ema_task_std_update),
+          domains={"eps": above(0), "decay": between(0, 1, high_open=True),
+                   "num_tasks": integer(1)})
 @defaults_from(ema_std_grpo, ema_task_std_update, scalar_rewards)
 def ema_task_std_grpo_part(batch: Batch, *, carry, axis_name=None, eps,
                            singleton, decay, num_tasks,
@@ -1135,7 +1147,8 @@ def ema_task_std_grpo_part(batch: Batch, *, carry, axis_name=None, eps,
   return per_token(adv, batch.response_mask)
 
 
-@register("advantage", "w_reinforce")
+@register("advantage", "w_reinforce",
+          domains={"lam": at_least(0), "threshold": FINITE})
 @defaults_from(w_reinforce, scalar_rewards)
 def w_reinforce_part(batch: Batch, *, lam, threshold,
                      reward_weights) -> Array:
@@ -1146,7 +1159,8 @@ def w_reinforce_part(batch: Batch, *, lam, threshold,
                    batch.response_mask)
 
 
-@register("advantage", "psr")
+@register("advantage", "psr",
+          domains={"threshold": FINITE})
 @defaults_from(w_reinforce, scalar_rewards)
 def psr_part(batch: Batch, *, threshold, reward_weights) -> Array:
   """Positive sample reinforcement only: ``+1`` on correct samples;
@@ -1156,7 +1170,8 @@ def psr_part(batch: Batch, *, threshold, reward_weights) -> Array:
                    batch.response_mask)
 
 
-@register("advantage", "nsr")
+@register("advantage", "nsr",
+          domains={"threshold": FINITE})
 @defaults_from(w_reinforce, scalar_rewards)
 def nsr_part(batch: Batch, *, threshold, reward_weights) -> Array:
   """Negative sample reinforcement only: ``-1`` on wrong samples;

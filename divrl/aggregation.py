@@ -42,7 +42,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from divrl.registry import register
+from divrl.registry import above, register
 
 Array = jax.Array
 
@@ -130,7 +130,8 @@ def seq_mean_token_sum(loss: Array, mask: Array, *,
   return Aggregate(jnp.sum(lm), _num_sequences(m, count))
 
 
-@register("aggregation", "seq-mean-token-sum-norm")
+@register("aggregation", "seq-mean-token-sum-norm",
+          domains={"norm": above(0)})
 def seq_mean_token_sum_norm(loss: Array, mask: Array, *,
                             norm: float | None = None,
                             count: str = "nonempty") -> Aggregate:

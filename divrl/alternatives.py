@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from divrl import groups
-from divrl.registry import register
+from divrl.registry import FINITE, above, at_least, between, register
 from divrl.sequences import valid_rows
 from divrl.types import Batch, behaviour_logprobs, scalar_rewards_of
 
@@ -58,7 +58,8 @@ def rover_loss(logprobs: Array, old_logprobs: Array, vocab_mean: Array,
 
 
 @register("surrogate", "rover",
-          reads=("vocab_mean_logprob", "old_vocab_mean_logprob"))
+          reads=("vocab_mean_logprob", "old_vocab_mean_logprob"),
+          domains={"temperature": above(0)})
 def rover_part(batch: Batch, advantages: Array, *,
                temperature: float = 1.0) -> Array:
   """ROVER: regress the uniform-policy Q-value ``rho (log pi - log pi_old)``
@@ -103,7 +104,9 @@ def nft_loss(logprobs: Array, old_logprobs: Array, correct: Array,
   return jnp.where(correct[:, None], -d, negative_weight * negative)
 
 
-@register("surrogate", "nft")
+@register("surrogate", "nft",
+          domains={"negative_weight": at_least(0),
+                   "accuracy_clip": between(0, 0.5, low_open=True)})
 def nft_part(batch: Batch, advantages: Array, *,
              negative_weight: float = 1.0, log_ratio_max: float = 10.0,
              accuracy_clip: float = 0.02, axis_name=None) -> Array:
@@ -162,7 +165,10 @@ def rec_mask(ratio: Array, advantages: Array, *, mode: str = "one_side",
   raise ValueError(f"mode must be one of {REC_MASKS}, got {mode!r}.")
 
 
-@register("surrogate", "rec")
+@register("surrogate", "rec",
+          domains={"eps_low": at_least(0), "eps_high": at_least(0),
+                   "ring_low": at_least(0), "ring_high": at_least(0),
+                   "tau": at_least(0), "log_ratio_clip": above(0)})
 def rec_part(batch: Batch, advantages: Array, *, mode: str = "one_side",
              eps_low: float = 0.2, eps_high: float = 0.2,
              ring_low: float = 0.6, ring_high: float = 2.0, tau: float = 0.0,
@@ -195,7 +201,8 @@ def rec_part(batch: Batch, advantages: Array, *, mode: str = "one_side",
   return loss
 
 
-@register("advantage", "asymre")
+@register("advantage", "asymre",
+          domains={"shift": FINITE})
 def asymre_part(batch: Batch, *, shift: float = 0.1,
                 axis_name=None) -> Array:
   """AsymRE: ``A_i = r_i - (mean_group(r) - shift)``, a baseline below the

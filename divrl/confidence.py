@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from divrl import groups
-from divrl.registry import register
+from divrl.registry import above, at_least, between, register
 from divrl.sequences import per_token, sequence_mean, valid_rows
 from divrl.types import Batch, behaviour_logprobs, scalar_rewards_of
 
@@ -44,7 +44,9 @@ def ace_modulation(c: Array, *, alpha: float = 0.5, power: float = 1.0,
   return g if cap is None else jnp.minimum(g, cap)
 
 
-@register("token_weight", "ace", reads=("ref_logprobs",))
+@register("token_weight", "ace", reads=("ref_logprobs",),
+          domains={"alpha": at_least(0), "power": above(0),
+                   "cap": at_least(1)})
 def ace_part(batch: Batch, advantages: Array, *, alpha: float = 0.5,
              power: float = 1.0, cap: float | None = 10.0) -> Array:
   """ACE: negative advantages scaled by ``g(c_i)`` of the confidence shift.
@@ -85,7 +87,9 @@ def backward_corrected_rewards(observed: Array, *, false_positive: float,
   return (observed - r0) / (1.0 - r0 - r1)
 
 
-@register("transform", "noisy_verifier_correction")
+@register("transform", "noisy_verifier_correction",
+          domains={"false_positive": between(0, 1, high_open=True),
+                   "false_negative": between(0, 1, high_open=True)})
 def noisy_verifier_correction_part(batch: Batch, *,
                                    false_positive: float = 0.0,
                                    false_negative: float = 0.0) -> Batch:
@@ -127,7 +131,8 @@ def forward_correction_weights(observed: Array, *,
   return jnp.where(observed > 0.5, r1, r1 - 1.0).astype(observed.dtype)
 
 
-@register("advantage", "noisy_verifier_forward")
+@register("advantage", "noisy_verifier_forward",
+          domains={"false_negative": between(0, 1, high_open=True)})
 def noisy_verifier_forward_part(batch: Batch, *,
                                 false_negative: float = 0.0) -> Array:
   """The forward correction of a noisy 0/1 verifier as an advantage: ``A =
@@ -170,7 +175,9 @@ def confidence_weights(confidence: Array, positive: Array, group_ids: Array,
   return jnp.where(ok, out, 1.0)
 
 
-@register("token_weight", "confidence_reweight")
+@register("token_weight", "confidence_reweight",
+          domains={"coef": at_least(0), "floor": between(0, 1),
+                   "cap": at_least(1)})
 def confidence_reweight_part(batch: Batch, advantages: Array, *,
                              coef: float = 1.0, floor: float = 0.5,
                              cap: float = 2.0, axis_name=None) -> Array:

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from divrl import groups
 from divrl.diversity import majority_frequency
-from divrl.registry import register
+from divrl.registry import FINITE, at_least, register
 from divrl.sequences import per_token, valid_rows
 from divrl.types import Batch, scalar_rewards_of
 
@@ -179,7 +179,9 @@ def copo_advantage(rewards: Array, group_ids: Array, num_groups: int,
   return w * local + (1.0 - w) * global_coef * glob
 
 
-@register("advantage", "copo", reads=("solution_ids",))
+@register("advantage", "copo", reads=("solution_ids",),
+          domains={"k": at_least(0), "b": FINITE, "global_coef": at_least(0),
+                   "eps": at_least(0)})
 def copo_part(batch: Batch, *, k: float = 5.0, b: float = 1.0,
               blend: str = "soft_with_zero", consistency_coef: bool = False,
               global_coef: float = 1.0, wrong_answers: str = "distinct",

@@ -24,7 +24,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from divrl.registry import defaults_from, register
+from divrl.registry import FINITE, above, defaults_from, register
 from divrl.sequences import sequence_mean, sequence_sum
 from divrl.surrogates import log_ratio
 from divrl.types import Batch, behaviour_logprobs
@@ -123,7 +123,9 @@ def rollout_is_weights(old_logprobs: Array, rollout_logprobs: Array,
   return sg(w)
 
 
-@register("token_weight", "rollout_is", reads=("rollout_logprobs",))
+@register("token_weight", "rollout_is", reads=("rollout_logprobs",),
+          domains={"threshold": above(0), "mask_low": above(0),
+                   "mask_high": above(0), "log_ratio_clip": above(0)})
 @defaults_from(rollout_is_weights)
 def rollout_is_part(batch: Batch, advantages: Array, *, axis_name=None, level,
                     mode, threshold, mask_low, mask_high, log_ratio_clip,
@@ -181,7 +183,8 @@ def off_policy_sequence_mask_weights(logprobs: Array,
   return (keep & valid).astype(jnp.float32)
 
 
-@register("token_weight", "off_policy_sequence_mask")
+@register("token_weight", "off_policy_sequence_mask",
+          domains={"delta": FINITE})
 def off_policy_sequence_mask_part(batch: Batch, advantages: Array, *,
                                   delta: float = 0.5) -> Array:
   """DeepSeek-V3.2 off-policy sequence mask (TRL

@@ -53,7 +53,7 @@ import jax
 import jax.numpy as jnp
 
 from divrl.sequences import on_last_token
-from divrl.registry import defaults_from, register
+from divrl.registry import above, at_least, defaults_from, register
 from divrl.types import Batch, behaviour_logprobs, scalar_rewards_of
 
 Array = jax.Array
@@ -178,7 +178,9 @@ def importance_corrected_kl(logprobs: Array, ref_logprobs: Array,
                              value_clip=value_clip)
 
 
-@register("regularizer", "kl", reads=("ref_logprobs",))
+@register("regularizer", "kl", reads=("ref_logprobs",),
+          domains={"log_ratio_clip": above(0), "value_clip": above(0),
+                   "is_log_ratio_clip": above(0), "coef": at_least(0)})
 @defaults_from(kl_estimate, importance_corrected_kl)
 def kl_part(batch: Batch, *, estimator: str = "k3", log_ratio_clip, value_clip,
             is_correction: bool = False, detach_ratio,
@@ -226,7 +228,9 @@ def kl_penalized_rewards(rewards: Array, token_rewards: Array | None,
   return rewards - jnp.sum(penalty, axis=-1), token_rewards
 
 
-@register("transform", "kl_in_reward", reads=("ref_logprobs",))
+@register("transform", "kl_in_reward", reads=("ref_logprobs",),
+          domains={"coef": at_least(0), "log_ratio_clip": above(0),
+                   "value_clip": above(0)})
 @defaults_from(kl_estimate)
 def kl_in_reward_part(batch: Batch, *, coef: float = 0.0,
                       estimator: str = "k1", log_ratio_clip, value_clip,

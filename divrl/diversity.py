@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from divrl import groups
-from divrl.registry import defaults_from, register
+from divrl.registry import above, at_least, between, defaults_from, register
 from divrl.sequences import sequence_mean, valid_rows
 from divrl.types import Batch
 from divrl.types import behaviour_logprobs
@@ -56,7 +56,8 @@ def unlikeliness_values(rewards: Array, scores: Array, group_ids: Array,
   return rewards * (1.0 - beta * rho)
 
 
-@register("transform", "unlikeliness_reward")
+@register("transform", "unlikeliness_reward",
+          domains={"beta": between(0, 1)})
 @defaults_from(unlikeliness_values)
 def unlikeliness_reward_part(batch: Batch, *, beta, axis_name=None) -> Batch:
   """Scales rewards down by likelihood rank in the group (He et al. 2025).
@@ -182,7 +183,8 @@ def _darling_part(batch, labels_fn, *, correct_only, floor, shift_min,
   return batch.replace(rewards=_local(out, b, axis_name).astype(r.dtype))
 
 
-@register("transform", "darling", reads=("solution_ids",))
+@register("transform", "darling", reads=("solution_ids",),
+          domains={"floor": between(0, 1)})
 def darling_part(batch: Batch, *, correct_only: bool = False,
                  floor: float = 0.1, shift_min: bool = False,
                  axis_name=None) -> Batch:
@@ -206,7 +208,8 @@ def darling_part(batch: Batch, *, correct_only: bool = False,
                        shift_min=shift_min, axis_name=axis_name)
 
 
-@register("transform", "darling_embeddings", reads=("embeddings",))
+@register("transform", "darling_embeddings", reads=("embeddings",),
+          domains={"threshold": between(-1, 1), "floor": between(0, 1)})
 def darling_embeddings_part(batch: Batch, *, threshold: float = 0.9,
                             correct_only: bool = False, floor: float = 0.1,
                             shift_min: bool = False, axis_name=None) -> Batch:
@@ -261,7 +264,8 @@ def vendi_credit(embeddings: Array, group_ids: Array, *,
   return jnp.where(valid, jax.vmap(one)(jnp.arange(n_rows)), 0.0)
 
 
-@register("transform", "vendi_reward", reads=("embeddings",))
+@register("transform", "vendi_reward", reads=("embeddings",),
+          domains={"coef": at_least(0)})
 def vendi_reward_part(batch: Batch, *, coef: float = 0.1,
                       axis_name=None) -> Batch:
   """``r + coef * (VS(group) - VS(group minus i))``: the Vendi score's
@@ -304,7 +308,8 @@ def elliptical_bonus(embeddings: Array, group_ids: Array, *,
   return jnp.where(valid, jax.vmap(one)(jnp.arange(n_rows)), 0.0)
 
 
-@register("transform", "repexp_bonus", reads=("embeddings",))
+@register("transform", "repexp_bonus", reads=("embeddings",),
+          domains={"coef": at_least(0), "ridge": above(0)})
 def repexp_bonus_part(batch: Batch, *, coef: float = 0.1, ridge: float = 1.0,
                       axis_name=None) -> Batch:
   """RepExp: ``r + coef * b_i`` with the elliptical bonus ``b_i`` of each
@@ -339,7 +344,8 @@ def correct_dissimilarity(embeddings: Array, group_ids: Array,
   return jnp.where(correct & (count > 0), 1.0 - mean, 0.0)
 
 
-@register("transform", "dsdr_global", reads=("embeddings",))
+@register("transform", "dsdr_global", reads=("embeddings",),
+          domains={"coef": at_least(0)})
 def dsdr_global_part(batch: Batch, *, coef: float = 0.1,
                      axis_name=None) -> Batch:
   """DSDR's global term: ``r + coef * d_i`` on correct rollouts, ``d_i`` the

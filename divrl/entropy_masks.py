@@ -36,7 +36,8 @@ import jax.numpy as jnp
 
 from divrl import groups
 from divrl import risk
-from divrl.registry import State, register
+from divrl.registry import (FINITE, State, above, at_least, between, integer,
+                            register)
 from divrl.sequences import valid_rows
 from divrl.types import Batch, behaviour_logprobs
 
@@ -105,7 +106,8 @@ def _siren_update(carry, batch: Batch, quantile: float = 0.8,
 
 
 @register("regularizer", "siren", reads=("top_p_entropy",),
-          state=State(_siren_init, _siren_update))
+          state=State(_siren_init, _siren_update),
+          domains={"quantile": between(0, 1), "coef": at_least(0)})
 def siren_part(batch: Batch, *, quantile: float = 0.8, carry=None,
                axis_name=None) -> Array:
   """SIREN's self-anchored selective entropy penalty ``(H_sel - H_anchor)^2``.
@@ -148,7 +150,8 @@ def entropy_change(logprobs: Array, old_logprobs: Array, entropy: Array,
   return jnp.abs(advantages * ratio * (1.0 - p) * (logprobs + entropy))
 
 
-@register("token_weight", "steer", reads=("entropy",))
+@register("token_weight", "steer", reads=("entropy",),
+          domains={"w_min": at_least(0), "w_max": at_least(0), "k": FINITE})
 def steer_part(batch: Batch, advantages: Array, *, w_min: float = 0.8,
                w_max: float = 1.2, mode: str = "linear", k: float = 1.0,
                axis_name=None) -> Array:
@@ -267,7 +270,9 @@ def _step_update(carry, batch):
 _STEP = State(_step_init, _step_update)
 
 
-@register("token_weight", "d3s_rollouts", state=_STEP)
+@register("token_weight", "d3s_rollouts", state=_STEP,
+          domains={"keep_start": between(0, 1), "keep_end": between(0, 1),
+                   "schedule_steps": integer(0)})
 def d3s_rollouts_part(batch: Batch, advantages: Array, *,
                       keep_start: float = 0.5, keep_end: float = 1.0,
                       schedule_steps: int = 100, carry=None,
@@ -296,7 +301,9 @@ def d3s_rollouts_part(batch: Batch, advantages: Array, *,
       jnp.float32) * batch.mask
 
 
-@register("token_weight", "d3s_tokens", reads=("entropy",), state=_STEP)
+@register("token_weight", "d3s_tokens", reads=("entropy",), state=_STEP,
+          domains={"keep_start": between(0, 1), "keep_end": between(0, 1),
+                   "schedule_steps": integer(0)})
 def d3s_tokens_part(batch: Batch, advantages: Array, *,
                     keep_start: float = 0.5, keep_end: float = 1.0,
                     schedule_steps: int = 100, carry=None,
@@ -340,7 +347,8 @@ def entropy_shaped_advantages(advantages: Array, entropy: Array, *,
   return advantages + bonus
 
 
-@register("token_weight", "entropy_advantage", reads=("entropy",))
+@register("token_weight", "entropy_advantage", reads=("entropy",),
+          domains={"alpha": at_least(0), "kappa": above(1)})
 def entropy_advantage_part(batch: Batch, advantages: Array, *,
                            alpha: float = 0.4, kappa: float = 2.0) -> Array:
   """Entropy-based advantage shaping as a token weight.
@@ -392,7 +400,9 @@ def entropy_band(entropy: Array, mask: Array, *, low: float = 0.5,
   return jnp.where(m, band, 0.0)
 
 
-@register("regularizer", "entropy_band", reads=("entropy",))
+@register("regularizer", "entropy_band", reads=("entropy",),
+          domains={"low": at_least(0), "high": at_least(0),
+                   "coef": at_least(0)})
 def entropy_band_part(batch: Batch, *, low: float = 0.5, high: float = 2.5,
                       scope: str = "batch", axis_name=None) -> Array:
   """Keeps the policy's token entropy inside ``[low, high]`` nats: the hinge

@@ -97,7 +97,7 @@ import jax
 import jax.numpy as jnp
 
 from divrl import groups
-from divrl.registry import register
+from divrl.registry import above, at_least, between, excluding, register
 from divrl.sequences import on_last_token
 from divrl.surrogates import ppo_clip
 from divrl.types import Batch, behaviour_logprobs
@@ -226,7 +226,9 @@ def f_divergence_estimate(logprobs: Array, ref_logprobs: Array,
   return value
 
 
-@register("regularizer", "sampled_f_divergence", reads=("ref_logprobs",))
+@register("regularizer", "sampled_f_divergence", reads=("ref_logprobs",),
+          domains={"alpha": excluding(0, 1), "log_ratio_clip": above(0),
+                   "coef": at_least(0)})
 def sampled_f_divergence_part(batch: Batch, *, divergence: str = "reverse_kl",
                               estimator: str = "cv", alpha: float = 0.5,
                               gradient: str = "score",
@@ -269,7 +271,9 @@ def reference_rows(batch: Batch) -> Array:
 
 
 @register("regularizer", "dph_rehearsal",
-          reads=("reference_samples", "ref_logprobs"))
+          reads=("reference_samples", "ref_logprobs"),
+          domains={"alpha": excluding(0, 1), "log_ratio_clip": above(0),
+                   "coef": at_least(0)})
 def dph_rehearsal_part(batch: Batch, *, divergence: str = "forward_kl",
                        alpha: float = 0.5,
                        log_ratio_clip: float | None = 20.0) -> Array:
@@ -320,7 +324,8 @@ def policy_samples_only_part(batch: Batch, advantages: Array) -> Array:
       jnp.float32)
 
 
-@register("regularizer", "sequence_chi_square", reads=("ref_logprobs",))
+@register("regularizer", "sequence_chi_square", reads=("ref_logprobs",),
+          domains={"log_ratio_clip": above(0), "coef": at_least(0)})
 def sequence_chi_square_part(batch: Batch, *, log_ratio_clip: float = 20.0
                              ) -> Array:
   """Sequence-level ``chi^2(pi || ref)`` from the policy's samples.
@@ -367,7 +372,8 @@ def _exact_part(name: str, field: str, formula: str):
       "  References:\n"
       "    Ali and Silvey, \"A General Class of Coefficients of Divergence of"
       " One Distribution from Another\" (1966); DPH-RL, arXiv:2509.07430.\n")
-  return register("regularizer", f"exact_{name}", reads=(field,))(part)
+  return register("regularizer", f"exact_{name}", reads=(field,),
+                  domains={"coef": at_least(0)})(part)
 
 
 EXACT = {
@@ -446,7 +452,10 @@ def lp_reg_loss(logprobs: Array, old_logprobs: Array, proxy_logprobs: Array,
   return loss, diagnostics
 
 
-@register("surrogate", "lp_reg", reads=("old_min_p_logprob",))
+@register("surrogate", "lp_reg", reads=("old_min_p_logprob",),
+          domains={"coef": at_least(0), "quantile": between(0, 1),
+                   "eps_low": at_least(0), "eps_high": at_least(0),
+                   "log_ratio_clip": above(0)})
 def lp_reg_part(batch: Batch, advantages: Array, *, coef: float = 1.0,
                 quantile: float = 0.01, eps_low: float = 0.2,
                 eps_high: float = 0.2, log_ratio_clip: float | None = 20.0,

@@ -51,7 +51,8 @@ import jax
 import jax.numpy as jnp
 
 from divrl import groups
-from divrl.registry import defaults_from, register
+from divrl.registry import (above, at_least, between, defaults_from, integer,
+                            register)
 from divrl.sequences import (per_token, sequence_lengths, sequence_mean,
                              valid_rows)
 from divrl.types import Batch, behaviour_logprobs, scalar_rewards_of
@@ -170,7 +171,9 @@ def grpo_lambda_values(rewards: Array, lengths: Array, group_ids: Array,
   return jnp.where(ok, out.astype(rewards.dtype), rewards)
 
 
-@register("transform", "grpo_lambda_length")
+@register("transform", "grpo_lambda_length",
+          domains={"fraction": between(0, 1, low_open=True),
+                   "tau": between(0, 1), "coef": at_least(0)})
 @defaults_from(grpo_lambda_values)
 def grpo_lambda_length_part(batch: Batch, *, fraction, tau, coef,
                             axis_name=None) -> Batch:
@@ -249,7 +252,8 @@ def drpo_advantages(rewards: Array, lengths: Array, scores: Array,
   return jnp.where(mixed, size * (w - q), 0.0)
 
 
-@register("advantage", "drpo")
+@register("advantage", "drpo",
+          domains={"lam": above(0), "tau": above(0), "max_length": above(0)})
 @defaults_from(drpo_advantages)
 def drpo_part(batch: Batch, *, lam, tau, max_length: float | None = None,
               axis_name=None) -> Array:
@@ -312,7 +316,8 @@ def dler_truncation_values(rewards: Array, lengths: Array, *,
                    rewards)
 
 
-@register("transform", "dler_truncation")
+@register("transform", "dler_truncation",
+          domains={"max_length": integer(1), "over_scale": between(0, 1)})
 @defaults_from(dler_truncation_values)
 def dler_truncation_part(batch: Batch, *, max_length, over_scale) -> Batch:
   """DLER truncation penalty: a response longer than ``max_length`` tokens
@@ -383,7 +388,8 @@ def length_bias_fit(rewards: Array, lengths: Array, *, degree: int = 1,
   return phi @ coef, mean_r
 
 
-@register("transform", "fimi_length_debias")
+@register("transform", "fimi_length_debias",
+          domains={"degree": integer(1), "ridge": above(0)})
 @defaults_from(length_bias_fit)
 def fimi_length_debias_part(batch: Batch, *, degree, ridge,
                             keep_mean: bool = True, axis_name=None) -> Batch:
@@ -461,7 +467,8 @@ def rlsp_values(rewards: Array, steps: Array, *, coef: float = 0.01,
   return rewards + jnp.asarray(coef, rewards.dtype) * s.astype(rewards.dtype)
 
 
-@register("transform", "rlsp_step_reward", reads=("tokens",))
+@register("transform", "rlsp_step_reward", reads=("tokens",),
+          domains={"coef": at_least(0), "max_steps": integer(1)})
 @defaults_from(rlsp_values)
 def rlsp_step_reward_part(batch: Batch, *, coef, max_steps,
                           step_token: int | Sequence[int] = 198) -> Batch:

@@ -58,7 +58,8 @@ import jax
 import jax.numpy as jnp
 
 from divrl import groups
-from divrl.registry import defaults_from, register
+from divrl.registry import (FINITE, above, at_least, between, defaults_from,
+                            register)
 from divrl.sequences import per_token, sequence_sum, valid, valid_rows
 from divrl.types import Batch, behaviour_logprobs, scalar_rewards_of
 
@@ -149,7 +150,8 @@ def redi_loss(logprobs: Array, positive: Array, mask: Array, *,
   return jnp.where(valid(mask), value, 0.0)
 
 
-@register("surrogate", "redi")
+@register("surrogate", "redi",
+          domains={"negative_weight": at_least(0), "threshold": FINITE})
 @defaults_from(redi_loss)
 def redi_part(batch: Batch, advantages: Array, *, negative_weight: float,
               threshold: float = 0.0) -> Array:
@@ -219,7 +221,9 @@ def cpl_values(scores: Array, rewards: Array, ok: Array, group_ids: Array,
                            num_groups, axis_name)
 
 
-@register("surrogate", "cpl")
+@register("surrogate", "cpl",
+          domains={"alpha": above(0), "lam": between(0, 1, low_open=True),
+                   "gamma": between(0, 1, low_open=True)})
 @defaults_from(cpl_values, discounted_logprob)
 def cpl_part(batch: Batch, advantages: Array, *, alpha: float, lam: float,
              gamma: float, axis_name=None) -> Array:
@@ -280,7 +284,8 @@ def trajectory_balance_values(scores: Array, log_rewards: Array, ok: Array,
   return jnp.where(ok, (log_z + delta) ** 2, 0.0)
 
 
-@register("surrogate", "trajectory_balance")
+@register("surrogate", "trajectory_balance",
+          domains={"reward_floor": above(0), "temperature": above(0)})
 @defaults_from(log_reward)
 def trajectory_balance_part(batch: Batch, advantages: Array, *,
                             reward_floor: float, temperature: float,
@@ -347,7 +352,8 @@ def refuel_values(log_ratios: Array, rewards: Array, ok: Array,
                            axis_name)
 
 
-@register("surrogate", "refuel")
+@register("surrogate", "refuel",
+          domains={"eta": above(0)})
 @defaults_from(refuel_values)
 def refuel_part(batch: Batch, advantages: Array, *, eta: float,
                 axis_name=None) -> Array:
@@ -418,7 +424,8 @@ def brain_values(scores: Array, proposal: Array, ref: Array, rewards: Array,
   return jnp.where(ok, -groups.broadcast(n, group_ids) * weights * fit, 0.0)
 
 
-@register("surrogate", "brain", reads=("ref_logprobs",))
+@register("surrogate", "brain", reads=("ref_logprobs",),
+          domains={"beta": above(0)})
 @defaults_from(brain_values)
 def brain_part(batch: Batch, advantages: Array, *, beta: float,
                baseline: bool, axis_name=None) -> Array:
@@ -464,7 +471,8 @@ def brain_part(batch: Batch, advantages: Array, *, beta: float,
 # --- RPO's SFT regularizer ---------------------------------------------------
 
 
-@register("regularizer", "rpo_sft", reads=("reference_samples",))
+@register("regularizer", "rpo_sft", reads=("reference_samples",),
+          domains={"coef": at_least(0)})
 def rpo_sft_part(batch: Batch) -> Array:
   """RPO's SFT term: the negative log-likelihood ``-l_t`` of the tokens of
   the baseline responses, here the rows sampled from the reference policy

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from divrl import groups
 from divrl.advantages import scalar_rewards
-from divrl.registry import defaults_from, register
+from divrl.registry import at_least, between, defaults_from, register
 from divrl.types import Batch
 
 Array = jax.Array
@@ -76,7 +76,8 @@ def high_entropy_mask(entropy: Array, mask: Array, rho: float = 0.2, *,
   return (valid & (h >= threshold)).astype(jnp.float32)
 
 
-@register("token_weight", "high_entropy", reads=("entropy",))
+@register("token_weight", "high_entropy", reads=("entropy",),
+          domains={"rho": between(0, 1)})
 @defaults_from(high_entropy_mask)
 def high_entropy_part(batch: Batch, advantages: Array, *, axis_name=None,
                       rho) -> Array:
@@ -130,7 +131,8 @@ def zero_variance_groups(rewards: Array, group_ids: Array, num_groups: int, *,
   return spread <= atol
 
 
-@register("transform", "filter_zero_variance_groups")
+@register("transform", "filter_zero_variance_groups",
+          domains={"atol": at_least(0)})
 @defaults_from(zero_variance_groups, scalar_rewards)
 def filter_zero_variance_groups_part(batch: Batch, *, axis_name=None, atol,
                                      reward_weights) -> Batch:

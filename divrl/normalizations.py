@@ -23,7 +23,8 @@ from jax.scipy.stats import beta as beta_dist
 
 from divrl import groups
 from divrl.advantages import group_advantage_part, grpo, scalar_rewards
-from divrl.registry import defaults_from, register
+from divrl.registry import (FINITE, above, at_least, between, defaults_from,
+                            integer, register)
 from divrl.sequences import per_token, sequence_lengths
 from divrl.types import Batch
 
@@ -163,7 +164,9 @@ def length_strata(mask: Array, num_strata: int) -> Array:
 # --- Registered parts ------------------------------------------------------------
 
 
-@register("advantage", "bnpo")
+@register("advantage", "bnpo",
+          domains={"low": FINITE, "high": FINITE, "max_weight": above(0),
+                   "alpha": above(0), "beta": above(0)})
 @defaults_from(bnpo, scalar_rewards)
 def bnpo_part(batch: Batch, *, axis_name=None, low, high, max_weight, alpha,
               beta, reward_weights) -> Array:
@@ -191,7 +194,9 @@ def gaussian_rank_part(batch: Batch, *, axis_name=None,
                               axis_name=axis_name)
 
 
-@register("advantage", "stratified")
+@register("advantage", "stratified",
+          domains={"num_strata": integer(1), "blend": between(0, 1),
+                   "eps": at_least(0)})
 @defaults_from(stratified, scalar_rewards)
 def stratified_part(batch: Batch, *, axis_name=None, num_strata: int = 2,
                     blend, eps, reward_weights) -> Array:

@@ -211,16 +211,22 @@ class Objective:
                        f" {type(transforms).__name__}.")
     regs = [_make_regularizer(spec, label) for label, spec in
             _labelled(config, "regularizers").items()]
-    weights = [registry.make("token_weight", _named(spec, label))
+    weights = [registry.make("token_weight", _named(spec, label),
+                             where=f"objective.token_weights.{label}")
                for label, spec in _labelled(config, "token_weights").items()]
     return cls(
-        transforms=tuple(registry.make("transform", s) for s in transforms),
-        advantage=registry.make("advantage", config["advantage"]),
-        surrogate=registry.make("surrogate", config["surrogate"]),
+        transforms=tuple(registry.make("transform", s,
+                                       where=f"objective.transforms[{i}]")
+                         for i, s in enumerate(transforms)),
+        advantage=registry.make("advantage", config["advantage"],
+                                where="objective.advantage"),
+        surrogate=registry.make("surrogate", config["surrogate"],
+                                where="objective.surrogate"),
         regularizers=tuple(regs),
         token_weights=tuple(weights),
         aggregation=registry.make("aggregation",
-                                  config.get("aggregation", "token-mean")),
+                                  config.get("aggregation", "token-mean"),
+                                  where="objective.aggregation"),
     )
 
   # -- what the parts need ----------------------------------------------------
@@ -239,6 +245,21 @@ class Objective:
     out += [PartUse("regularizer", f"regularizers[{r.label}]", r.label, r.fn)
             for r in self.regularizers]
     return tuple(out)
+
+  @property
+  def min_group_size(self) -> tuple[int, str | None]:
+    """The smallest group the parts can learn from, and the part that sets
+    it: the largest value of a ``group_size`` hyperparameter (pass@k's
+    ``k``), or ``(1, None)``."""
+    best = (1, None)
+    for p in self.parts:
+      key = p.declaration.group_size
+      if key is None:
+        continue
+      value = registry.bound_value(p.fn, key)
+      if isinstance(value, int) and value > best[0]:
+        best = (value, f"objective.{p.slot} ({p.label}): {key} = {value}")
+    return best
 
   @property
   def requires(self) -> Requirements:
@@ -505,7 +526,7 @@ def _make_regularizer(spec: Any, label: str | None = None) -> Regularizer:
   params = dict(_named(spec, label) if label else spec)
   if "coef" not in params:
     raise ValueError(f"regularizer spec {spec!r} needs a 'coef' entry.")
-  coef = float(params.pop("coef"))
+  coef = params.pop("coef")
   label = params.pop("label", None) or label
   if "fn" in params:
     fn = params.pop("fn")
@@ -513,9 +534,24 @@ def _make_regularizer(spec: Any, label: str | None = None) -> Regularizer:
       raise ValueError(f"unexpected keys {sorted(params)} next to 'fn' in a"
                        " regularizer spec.")
   else:
-    fn = registry.make("regularizer", params)
-  return Regularizer(fn=fn, coef=coef, label=label or params.get("name")
-                     or _label(fn))
+    label = label or params.get("name")
+    fn = registry.make("regularizer", params,
+                       where=f"objective.regularizers.{label}")
+  label = label or _label(fn)
+  _check_coef(fn, coef, f"objective.regularizers.{label} ({_part_label(fn)})")
+  return Regularizer(fn=fn, coef=float(coef), label=label)
+
+
+def _check_coef(fn: Callable[..., Any], coef: Any, where: str) -> None:
+  """A regularizer's ``coef`` is a finite number in the regularizer's
+  declared ``"coef"`` domain, if any."""
+  domain = registry.declaration(fn).domains.get("coef", registry.FINITE)
+  if isinstance(coef, (bool, str)) or not hasattr(coef, "__float__"):
+    raise ValueError(f"{where}: coef must be a number, got"
+                     f" {type(coef).__name__} {coef!r}.")
+  why = domain.problem(float(coef))
+  if why:
+    raise ValueError(f"{where}: coef {why}.")
 
 
 def regularizer(spec: Any, coef: float | None = None,
@@ -526,9 +562,9 @@ def regularizer(spec: Any, coef: float | None = None,
   if coef is None:
     raise ValueError("regularizer needs a coef.")
   fn = registry.make("regularizer", spec)
-  return Regularizer(fn=fn, coef=float(coef),
-                     label=label or (spec if isinstance(spec, str)
-                                     else _part_label(fn)))
+  label = label or (spec if isinstance(spec, str) else _part_label(fn))
+  _check_coef(fn, coef, f"regularizer {label!r}")
+  return Regularizer(fn=fn, coef=float(coef), label=label)
 
 
 def from_config(config: Any) -> Objective:

@@ -30,7 +30,7 @@ from jax.scipy.special import gammaln
 
 from divrl import groups
 from divrl.advantages import group_advantage_part, scalar_rewards
-from divrl.registry import defaults_from, register
+from divrl.registry import above, defaults_from, integer, register
 from divrl.risk import sort_groups as risk_sort
 from divrl.risk import unsort as risk_unsort
 from divrl.types import Batch
@@ -180,7 +180,8 @@ def passk_closed_form(rewards: Array, group_ids: Array, num_groups: int, *,
   return jnp.where(n >= k, adv, 0.0)
 
 
-@register("advantage", "pkpo")
+@register("advantage", "pkpo",
+          domains={"k": integer(1)}, group_size="k")
 @defaults_from(pkpo_advantages, scalar_rewards)
 def pkpo_part(batch: Batch, *, axis_name=None, k, baseline,
               reward_weights) -> Array:
@@ -189,7 +190,8 @@ def pkpo_part(batch: Batch, *, axis_name=None, k, baseline,
                               baseline=baseline, axis_name=axis_name)
 
 
-@register("advantage", "passk_closed_form")
+@register("advantage", "passk_closed_form",
+          domains={"k": integer(1), "eps": above(0)}, group_size="k")
 @defaults_from(passk_closed_form, scalar_rewards)
 def passk_closed_form_part(batch: Batch, *, axis_name=None, k, eps,
                            reward_weights) -> Array:

@@ -19,12 +19,14 @@ specified beyond its option names; these are ours.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import chex
 import jax
 import jax.numpy as jnp
 
 from divrl.divergences import kl_estimator
-from divrl.registry import defaults_from, register
+from divrl.registry import above, at_least, defaults_from, register
 from divrl.types import Batch, behaviour_logprobs
 
 Array = jax.Array
@@ -86,9 +88,11 @@ def rejection_mask(old_logprobs: Array, rollout_logprobs: Array, mask: Array,
   return m * ok.astype(jnp.float32)[:, None]
 
 
-@register("transform", "rollout_rejection", reads=("rollout_logprobs",))
+@register("transform", "rollout_rejection", reads=("rollout_logprobs",),
+          domains={"lo": above(0), "hi": at_least(0)})
 @defaults_from(rejection_mask)
-def rollout_rejection_part(batch: Batch, *, criteria: tuple = ("token_k1",),
+def rollout_rejection_part(batch: Batch, *,
+                           criteria: str | Sequence[str] = ("token_k1",),
                            lo, hi) -> Batch:
   """Zeroes the mask of rejected tokens/sequences; needs rollout log-probs.
 

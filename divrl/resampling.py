@@ -15,7 +15,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from divrl.registry import defaults_from, register
+from divrl.registry import at_least, defaults_from, register
 from divrl.types import Batch, scalar_rewards_of
 
 Array = jax.Array
@@ -54,7 +54,8 @@ def pf_ppo_indices(key: Array, rewards: Array, *, mode: str = "pow",
   return jax.random.choice(key, w.shape[0], (w.shape[0],), replace=True, p=p)
 
 
-@register("transform", "pf_ppo")
+@register("transform", "pf_ppo",
+          domains={"power": at_least(0)})
 @defaults_from(pf_ppo_indices)
 def pf_ppo_part(batch: Batch, *, key: Array, mode, power) -> Batch:
   """Resamples the rows of ``batch``; see ``pf_ppo_indices``."""

@@ -62,7 +62,8 @@ import jax.numpy as jnp
 
 from divrl import groups
 from divrl.advantages import group_advantage_part, scalar_rewards
-from divrl.registry import State, defaults_from, register
+from divrl.registry import (State, above, at_least, between, defaults_from,
+                            excluding, integer, register)
 from divrl.sequences import per_token
 from divrl.types import Batch
 
@@ -782,7 +783,8 @@ def riskpo_tracker_update(carry: dict[str, Array], batch: Batch, *,
 # --- Registered parts --------------------------------------------------------
 
 
-@register("advantage", "cvar")
+@register("advantage", "cvar",
+          domains={"alpha": between(0, 1, low_open=True), "eps": above(0)})
 @defaults_from(cvar_advantages, scalar_rewards)
 def cvar_part(batch: Batch, *, axis_name=None, alpha, tail, baseline,
               scale_by_std, eps, reward_weights) -> Array:
@@ -793,7 +795,9 @@ def cvar_part(batch: Batch, *, axis_name=None, alpha, tail, baseline,
       axis_name=axis_name)
 
 
-@register("advantage", "rvar")
+@register("advantage", "rvar",
+          domains={"lo": between(0, 1, high_open=True),
+                   "hi": between(0, 1, low_open=True), "eps": above(0)})
 @defaults_from(rvar_advantages, scalar_rewards)
 def rvar_part(batch: Batch, *, axis_name=None, lo, hi, baseline,
               scale_by_std, eps, reward_weights) -> Array:
@@ -804,7 +808,9 @@ def rvar_part(batch: Batch, *, axis_name=None, lo, hi, baseline,
       axis_name=axis_name)
 
 
-@register("advantage", "var")
+@register("advantage", "var",
+          domains={"level": between(0, 1, low_open=True), "width": above(0),
+                   "eps": above(0)})
 @defaults_from(var_advantages, scalar_rewards)
 def var_part(batch: Batch, *, axis_name=None, level, width, baseline,
              scale_by_std, eps, reward_weights) -> Array:
@@ -815,7 +821,8 @@ def var_part(batch: Batch, *, axis_name=None, level, width, baseline,
       axis_name=axis_name)
 
 
-@register("advantage", "entropic_risk")
+@register("advantage", "entropic_risk",
+          domains={"gamma": excluding(0)})
 @defaults_from(scalar_rewards)
 def entropic_risk_part(batch: Batch, *, axis_name=None, gamma: float = 1.0,
                        reward_weights) -> Array:
@@ -825,7 +832,8 @@ def entropic_risk_part(batch: Batch, *, axis_name=None, gamma: float = 1.0,
                               gamma=gamma, axis_name=axis_name)
 
 
-@register("advantage", "mean_deviation")
+@register("advantage", "mean_deviation",
+          domains={"eps": above(0)})
 @defaults_from(mean_deviation_advantages, scalar_rewards)
 def mean_deviation_part(batch: Batch, *, axis_name=None, lam: float = 0.5,
                         deviation, eps, reward_weights) -> Array:
@@ -837,7 +845,12 @@ def mean_deviation_part(batch: Batch, *, axis_name=None, lam: float = 0.5,
 
 
 @register("advantage", "riskpo",
-          state=State(init=riskpo_tracker_init, update=riskpo_tracker_update))
+          state=State(init=riskpo_tracker_init, update=riskpo_tracker_update),
+          domains={"bundle_size": integer(1),
+                   "alpha": between(0, 1, low_open=True, high_open=True),
+                   "beta": between(0, 1, low_open=True, high_open=True),
+                   "w_mix": at_least(0), "upper_weight": at_least(0),
+                   "eps": at_least(0), "lr": above(0)})
 @defaults_from(riskpo_advantages, quantile_tracker_update, scalar_rewards)
 def riskpo_part(batch: Batch, *, carry, axis_name=None, bundle_size, alpha,
                 beta, mode, w_mix, upper_weight, quantiles, scale_by_std,
@@ -889,7 +902,8 @@ def median_heads_part(batch: Batch) -> Batch:
                                                       "median_heads")))
 
 
-@register("transform", "maxmin_heads", reads=("reward_components",))
+@register("transform", "maxmin_heads", reads=("reward_components",),
+          domains={"temperature": at_least(0)})
 @defaults_from(maxmin_heads)
 def maxmin_heads_part(batch: Batch, *, axis_name=None,
                       temperature) -> Batch:

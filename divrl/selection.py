@@ -45,7 +45,7 @@ import jax.numpy as jnp
 
 from divrl import groups
 from divrl.advantages import scalar_rewards
-from divrl.registry import defaults_from, register
+from divrl.registry import at_least, between, defaults_from, register
 from divrl.sequences import valid_rows
 from divrl.types import Batch
 
@@ -101,7 +101,8 @@ def difficulty_band_mask(rewards: Array, group_ids: Array, num_groups: int,
   return ok & (n > 0) & (p >= jnp.float32(p_low)) & (p <= jnp.float32(p_high))
 
 
-@register("transform", "difficulty_band")
+@register("transform", "difficulty_band",
+          domains={"p_low": between(0, 1), "p_high": between(0, 1)})
 @defaults_from(difficulty_band_mask, scalar_rewards)
 def difficulty_band_part(batch: Batch, *, axis_name=None, p_low, p_high,
                          reward_weights) -> Batch:
@@ -273,7 +274,8 @@ def uncertainty_weights(rewards: Array, group_ids: Array, num_groups: int,
   return 1.0 / (1.0 + k * u)
 
 
-@register("token_weight", "ctrl_u")
+@register("token_weight", "ctrl_u",
+          domains={"k": at_least(0)})
 @defaults_from(uncertainty_weights, scalar_rewards)
 def ctrl_u_part(batch: Batch, advantages: Array, *, axis_name=None, k, mode,
                 reward_weights) -> Array:
@@ -428,7 +430,8 @@ def verpo_rewards(passes: Array, group_ids: Array, num_groups: int, *,
   return a * outcome + (1.0 - a) * dense
 
 
-@register("transform", "verpo", reads=("reward_components",))
+@register("transform", "verpo", reads=("reward_components",),
+          domains={"outcome_weight": between(0, 1)})
 @defaults_from(verpo_rewards)
 def verpo_part(batch: Batch, *, axis_name=None, outcome_weight) -> Batch:
   """VeRPO-style dense verifiable reward: reduces a pass matrix (the reward

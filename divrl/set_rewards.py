@@ -47,7 +47,7 @@ from divrl import advantages
 from divrl import diversity
 from divrl import groups
 from divrl import shaping
-from divrl.registry import defaults_from, register
+from divrl.registry import above, at_least, defaults_from, integer, register
 from divrl.sequences import per_token, valid_rows
 from divrl.types import Batch, scalar_rewards_of
 
@@ -223,7 +223,8 @@ def distinct_n_credit(tokens: Array, mask: Array, group_ids: Array,
   return _ratio(u, m) - _ratio(u - own, m - total)
 
 
-@register("transform", "distinct_n_reward", reads=("tokens",))
+@register("transform", "distinct_n_reward", reads=("tokens",),
+          domains={"n": integer(1), "coef": at_least(0)})
 @defaults_from(distinct_n_credit)
 def distinct_n_reward_part(batch: Batch, *, n, credit, coef: float = 0.1,
                            axis_name=None) -> Batch:
@@ -288,7 +289,8 @@ def facility_location_gains(embeddings: Array, group_ids: Array, *,
   return jnp.where(valid, gains / jnp.maximum(size, 1.0), 0.0)
 
 
-@register("transform", "submodular_credit", reads=("embeddings",))
+@register("transform", "submodular_credit", reads=("embeddings",),
+          domains={"coef": at_least(0)})
 def submodular_credit_part(batch: Batch, *, coef: float = 0.1,
                            axis_name=None) -> Batch:
   """``r + coef * (F(S_<i + {y_i}) - F(S_<i))``: the greedy marginal gain
@@ -362,7 +364,8 @@ def knn_novelty(embeddings: Array, group_ids: Array, *, k: int = 3,
   return _ratio(jnp.sum(jnp.where(take, nearest, 0.0), axis=1), m)
 
 
-@register("transform", "knn_novelty", reads=("embeddings",))
+@register("transform", "knn_novelty", reads=("embeddings",),
+          domains={"k": integer(1), "coef": at_least(0)})
 @defaults_from(knn_novelty)
 def knn_novelty_part(batch: Batch, *, k, metric, coef: float = 0.1,
                      axis_name=None) -> Batch:
@@ -523,7 +526,8 @@ def dsdr_row_scales(embeddings: Array, rewards: Array, group_ids: Array,
   return w * size
 
 
-@register("regularizer", "dsdr_local", reads=("embeddings", "entropy"))
+@register("regularizer", "dsdr_local", reads=("embeddings", "entropy"),
+          domains={"tau": above(0), "clip": above(0), "coef": at_least(0)})
 @defaults_from(dsdr_row_scales)
 def dsdr_local_part(batch: Batch, *, tau, clip, axis_name=None) -> Array:
   """DSDR's local term: ``-n_g w_i H_it`` on the valid tokens of correct

@@ -18,7 +18,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from divrl.registry import defaults_from, register
+from divrl.registry import (FINITE, above, at_least, at_most, between,
+                            defaults_from, integer, register)
 from divrl.sequences import sequence_lengths
 from divrl.types import Batch
 from divrl.types import scalar_rewards_of
@@ -55,7 +56,9 @@ def overlong_penalty_values(lengths: Array, *, max_length: int,
   return jnp.where(y <= start, 0.0, jnp.where(y <= max_length, ramp, -factor))
 
 
-@register("transform", "overlong_penalty")
+@register("transform", "overlong_penalty",
+          domains={"max_length": above(0), "cache_length": above(0),
+                   "factor": at_least(0)})
 @defaults_from(overlong_penalty_values)
 def overlong_penalty_part(batch: Batch, *, max_length: int = 20480,
                           cache_length: int = 4096, factor) -> Batch:
@@ -105,7 +108,10 @@ def cosine_length_values(correct: Array, lengths: Array, *, max_length: int,
   return v_min + 0.5 * (v_max - v_min) * (1.0 + cosine)
 
 
-@register("transform", "cosine_length_reward")
+@register("transform", "cosine_length_reward",
+          domains={"max_length": above(0), "threshold": FINITE,
+                   "min_value_correct": FINITE, "max_value_correct": FINITE,
+                   "min_value_wrong": FINITE, "max_value_wrong": FINITE})
 @defaults_from(cosine_length_values)
 def cosine_length_reward_part(batch: Batch, *, max_length: int = 1000,
                               threshold: float = 0.5, min_value_correct,
@@ -197,7 +203,8 @@ def ngram_repetition_values(tokens: Array, mask: Array, *, n: int = 3,
   return jnp.where(total > 0, penalty * (1.0 - frac), 0.0)
 
 
-@register("transform", "ngram_repetition_penalty", reads=("tokens",))
+@register("transform", "ngram_repetition_penalty", reads=("tokens",),
+          domains={"n": integer(1), "penalty": at_most(0)})
 @defaults_from(ngram_repetition_values)
 def ngram_repetition_penalty_part(batch: Batch, *, n, penalty) -> Batch:
   """Adds the n-gram repetition penalty of ``Batch.tokens`` to the rewards;
@@ -269,7 +276,13 @@ def reward_map(rewards: Array, key: Array | None = None, *,
   return scale * r + shift
 
 
-@register("transform", "reward_map")
+@register("transform", "reward_map",
+          domains={"scale": FINITE, "shift": FINITE, "center": FINITE,
+                   "pos_scale": FINITE, "neg_scale": FINITE,
+                   "false_positive_rate": between(0, 1),
+                   "false_negative_rate": between(0, 1),
+                   "random_rate": between(0, 1), "low": FINITE,
+                   "high": FINITE})
 @defaults_from(reward_map)
 def reward_map_part(batch: Batch, *, key: Array, scale, shift, center,
                     pos_scale, neg_scale, false_positive_rate,

@@ -35,7 +35,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from divrl.registry import defaults_from, register
+from divrl.registry import FINITE, above, at_least, defaults_from, register
 from divrl.sequences import (sequence_lengths, sequence_mean, sequence_sum,
                              valid)
 from divrl.types import Batch
@@ -158,7 +158,10 @@ def ppo_clip(logprobs: Array, old_logprobs: Array, advantages: Array, *,
   return loss, diagnostics
 
 
-@register("surrogate", "ppo_clip")
+@register("surrogate", "ppo_clip",
+          domains={"eps_low": at_least(0), "eps_high": at_least(0),
+                   "log_ratio_clip": above(0), "clip_ratio_c": above(1),
+                   "delta": at_least(1)})
 @defaults_from(ppo_clip)
 def ppo_clip_part(batch: Batch, advantages: Array, *, eps_low, eps_high,
                   log_ratio_clip, clip_ratio_c, delta):
@@ -262,7 +265,8 @@ def gspo_token(logprobs: Array, old_logprobs: Array, advantages: Array,
           {"clipfrac": clipfrac, "seq_ratio": sg(s)})
 
 
-@register("surrogate", "gspo_seq")
+@register("surrogate", "gspo_seq",
+          domains={"eps_low": at_least(0), "eps_high": at_least(0)})
 @defaults_from(gspo_sequence)
 def gspo_seq_part(batch: Batch, advantages: Array, *, eps_low, eps_high,
                   max_log_ratio):
@@ -272,7 +276,8 @@ def gspo_seq_part(batch: Batch, advantages: Array, *, eps_low, eps_high,
                        max_log_ratio=max_log_ratio)
 
 
-@register("surrogate", "gspo_token")
+@register("surrogate", "gspo_token",
+          domains={"eps_low": at_least(0), "eps_high": at_least(0)})
 @defaults_from(gspo_token)
 def gspo_token_part(batch: Batch, advantages: Array, *, eps_low, eps_high,
                     max_log_ratio):
@@ -309,7 +314,8 @@ def luspo(logprobs: Array, old_logprobs: Array, advantages: Array,
   return loss * sequence_lengths(mask, loss.dtype)[:, None], diag
 
 
-@register("surrogate", "luspo")
+@register("surrogate", "luspo",
+          domains={"eps_low": at_least(0), "eps_high": at_least(0)})
 @defaults_from(luspo)
 def luspo_part(batch: Batch, advantages: Array, *, eps_low, eps_high,
                max_log_ratio):
@@ -362,7 +368,9 @@ def gmpo(logprobs: Array, old_logprobs: Array, advantages: Array,
                 "seq_ratio": sg(jnp.broadcast_to(r, logprobs.shape))}
 
 
-@register("surrogate", "gmpo")
+@register("surrogate", "gmpo",
+          domains={"eps_low": at_least(0), "eps_high": at_least(0),
+                   "log_ratio_clip": above(0)})
 @defaults_from(gmpo)
 def gmpo_part(batch: Batch, advantages: Array, *, eps_low, eps_high,
               log_ratio_clip):
@@ -425,7 +433,9 @@ def cispo(logprobs: Array, old_logprobs: Array, advantages: Array, *,
                 "weight": w}
 
 
-@register("surrogate", "cispo")
+@register("surrogate", "cispo",
+          domains={"eps_low": at_least(0), "eps_high": at_least(0),
+                   "max_ratio": above(0), "log_ratio_clip": above(0)})
 @defaults_from(cispo)
 def cispo_part(batch: Batch, advantages: Array, *, bound, eps_low, eps_high,
                max_ratio, log_ratio_clip):
@@ -465,7 +475,9 @@ def sapo(logprobs: Array, old_logprobs: Array, advantages: Array, *,
   return -gate * adv, {"ratio": sg(rho), "gate": sg(gate)}
 
 
-@register("surrogate", "sapo")
+@register("surrogate", "sapo",
+          domains={"tau_pos": above(0), "tau_neg": above(0),
+                   "log_ratio_clip": above(0)})
 @defaults_from(sapo)
 def sapo_part(batch: Batch, advantages: Array, *, tau_pos, tau_neg,
               log_ratio_clip):
@@ -542,7 +554,9 @@ def dppo(logprobs: Array, old_logprobs: Array, advantages: Array, *,
   return loss, {"clipfrac": 1.0 - m, "ratio": rho, "weight": w * m}
 
 
-@register("surrogate", "dppo_tv")
+@register("surrogate", "dppo_tv",
+          domains={"delta_low": above(0), "delta_high": above(0),
+                   "max_ratio": above(0), "log_ratio_clip": above(0)})
 @defaults_from(dppo)
 def dppo_tv_part(batch: Batch, advantages: Array, *, delta_low, delta_high,
                  max_ratio, log_ratio_clip):
@@ -552,7 +566,9 @@ def dppo_tv_part(batch: Batch, advantages: Array, *, delta_low, delta_high,
               max_ratio=max_ratio, log_ratio_clip=log_ratio_clip)
 
 
-@register("surrogate", "dppo_kl")
+@register("surrogate", "dppo_kl",
+          domains={"delta_low": above(0), "delta_high": above(0),
+                   "max_ratio": above(0), "log_ratio_clip": above(0)})
 @defaults_from(dppo)
 def dppo_kl_part(batch: Batch, advantages: Array, *, delta_low, delta_high,
                  max_ratio, log_ratio_clip):
@@ -617,7 +633,9 @@ def vespo(logprobs: Array, old_logprobs: Array, advantages: Array,
   return -phi * sg(advantages) * logprobs, {"weight": phi}
 
 
-@register("surrogate", "vespo")
+@register("surrogate", "vespo",
+          domains={"k_pos": at_least(0), "lambda_pos": at_least(0),
+                   "k_neg": at_least(0), "lambda_neg": at_least(0)})
 @defaults_from(vespo)
 def vespo_part(batch: Batch, advantages: Array, *, k_pos, lambda_pos, k_neg,
                lambda_neg):
@@ -659,7 +677,8 @@ def dro(logprobs: Array, old_logprobs: Array, advantages: Array, *,
   return -(sg(advantages) * logprobs - 0.5 * beta * d * d)
 
 
-@register("surrogate", "dro")
+@register("surrogate", "dro",
+          domains={"beta": above(0), "log_ratio_clip": above(0)})
 @defaults_from(dro)
 def dro_part(batch: Batch, advantages: Array, *, beta: float | None = None,
              log_ratio_clip) -> Array:
@@ -745,7 +764,8 @@ def bypass_reinforce(logprobs: Array, rollout_logprobs: Array,
   return -sg(advantages) * logprobs * w, {"weight": w}
 
 
-@register("surrogate", "bypass_reinforce", reads=("rollout_logprobs",))
+@register("surrogate", "bypass_reinforce", reads=("rollout_logprobs",),
+          domains={"max_ratio": above(0), "log_ratio_clip": above(0)})
 @defaults_from(bypass_reinforce)
 def bypass_reinforce_part(batch: Batch, advantages: Array, *, max_ratio, level,
                           log_ratio_clip):
@@ -756,7 +776,10 @@ def bypass_reinforce_part(batch: Batch, advantages: Array, *, max_ratio, level,
                           log_ratio_clip=log_ratio_clip)
 
 
-@register("surrogate", "bypass_ppo", reads=("rollout_logprobs",))
+@register("surrogate", "bypass_ppo", reads=("rollout_logprobs",),
+          domains={"eps_low": at_least(0), "eps_high": at_least(0),
+                   "log_ratio_clip": above(0), "clip_ratio_c": above(1),
+                   "delta": at_least(1)})
 @defaults_from(ppo_clip)
 def bypass_ppo_part(batch: Batch, advantages: Array, *, eps_low, eps_high,
                     log_ratio_clip, clip_ratio_c, delta):
@@ -896,7 +919,10 @@ def clip_cov(logprobs: Array, old_logprobs: Array, advantages: Array,
                 "cov_selected": sel.astype(jnp.float32)}
 
 
-@register("surrogate", "clip_cov")
+@register("surrogate", "clip_cov",
+          domains={"eps_low": at_least(0), "eps_high": at_least(0),
+                   "ratio": above(0), "lb": FINITE, "ub": FINITE,
+                   "log_ratio_clip": above(0)})
 @defaults_from(clip_cov)
 def clip_cov_part(batch: Batch, advantages: Array, *, key=None, axis_name=None,
                   eps_low, eps_high, ratio, lb, ub, log_ratio_clip):
@@ -953,7 +979,9 @@ def kl_cov(logprobs: Array, old_logprobs: Array, advantages: Array,
   return loss, {"ratio": sg(rho), "cov_selected": sel.astype(jnp.float32)}
 
 
-@register("surrogate", "kl_cov")
+@register("surrogate", "kl_cov",
+          domains={"ratio": above(0), "kappa": at_least(0),
+                   "log_ratio_clip": above(0)})
 @defaults_from(kl_cov)
 def kl_cov_part(batch: Batch, advantages: Array, *, axis_name=None, ratio,
                 kappa, log_ratio_clip):

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from divrl import groups
-from divrl.registry import defaults_from, register
+from divrl.registry import above, at_least, between, defaults_from, register
 from divrl.sequences import valid
 from divrl.surrogates import check_clip, check_eps, clipped_pg, log_ratio
 from divrl.surrogates import ppo_clip
@@ -284,7 +284,12 @@ def bapo(logprobs: Array, old_logprobs: Array, advantages: Array,
   return jnp.where(valid(mask), loss, 0.0), diagnostics
 
 
-@register("surrogate", "bapo")
+@register("surrogate", "bapo",
+          domains={"target_share": between(0, 1), "lower_start": between(0, 1),
+                   "lower_max": between(0, 1), "lower_step": above(0),
+                   "upper_start": at_least(1), "upper_max": at_least(1),
+                   "upper_step": above(0), "clip_ratio_c": above(1),
+                   "log_ratio_clip": above(0)})
 @defaults_from(bapo)
 def bapo_part(batch: Batch, advantages: Array, *, axis_name=None,
               target_share, lower_start, lower_max, lower_step, upper_start,
@@ -416,7 +421,11 @@ def etr(logprobs: Array, old_logprobs: Array, advantages: Array, mask: Array,
   return jnp.where(valid(mask), loss, 0.0), diagnostics
 
 
-@register("surrogate", "etr")
+@register("surrogate", "etr",
+          domains={"eps_low": at_least(0), "eps_high": at_least(0),
+                   "adv_coef": at_least(0), "var_coef": at_least(0),
+                   "min_scale": between(0, 1), "max_scale": at_least(1),
+                   "clip_ratio_c": above(1), "log_ratio_clip": above(0)})
 @defaults_from(etr)
 def etr_part(batch: Batch, advantages: Array, *, axis_name=None, eps_low,
              eps_high, adv_coef, var_coef, min_scale, max_scale, clip_ratio_c,
@@ -543,7 +552,9 @@ def grpo_guard(logprobs: Array, old_logprobs: Array, advantages: Array,
   return jnp.where(valid(mask), loss, 0.0), diagnostics
 
 
-@register("surrogate", "grpo_guard")
+@register("surrogate", "grpo_guard",
+          domains={"eps_low": at_least(0), "eps_high": at_least(0),
+                   "clip_ratio_c": above(1), "log_ratio_clip": above(0)})
 @defaults_from(grpo_guard)
 def grpo_guard_part(batch: Batch, advantages: Array, *, axis_name=None,
                     level, rescale, eps_low, eps_high, clip_ratio_c,

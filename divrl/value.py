@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from divrl.advantages import gae, scalar_rewards, token_rewards_of
-from divrl.registry import defaults_from, register
+from divrl.registry import above, at_least, between, defaults_from, register
 from divrl.types import Batch
 
 Array = jax.Array
@@ -52,7 +52,9 @@ def clipped_value_loss(values: Array, old_values: Array, returns: Array, *,
       "clipfrac": (err_clipped > err).astype(jnp.float32)}
 
 
-@register("regularizer", "value_loss", reads=("values", "old_values"))
+@register("regularizer", "value_loss", reads=("values", "old_values"),
+          domains={"clip": above(0), "gamma": between(0, 1),
+                   "lam": between(0, 1), "coef": at_least(0)})
 @defaults_from(clipped_value_loss, gae, scalar_rewards)
 def value_loss_part(batch: Batch, *, clip, gamma, lam,
                     reward_weights) -> Array:

@@ -668,11 +668,14 @@ def test_ema_std_grpo_needs_its_carry_slot_and_a_valid_decay():
                       group_ids=jnp.asarray([0, 0, 1, 1]), num_groups=2)
   with pytest.raises(ValueError, match="carry has no entry 'advantage'"):
     objective.prepare(batch, carry={})
-  bad = divrl.from_config({"advantage": {"name": "ema_std_grpo",
-                                         "decay": 1.0},
-                           "surrogate": "reinforce"})
+  # The config is refused before anything runs (the declared domain), and
+  # the carry update checks it too when called directly.
+  with pytest.raises(ValueError, match=r"objective.advantage \(ema_std_grpo\):"
+                     r" decay must be in \[0, 1\), got 1.0"):
+    divrl.from_config({"advantage": {"name": "ema_std_grpo", "decay": 1.0},
+                       "surrogate": "reinforce"})
   with pytest.raises(ValueError, match="decay"):
-    bad.prepare(batch)
+    advantages.ema_std_update(advantages.ema_std_init(), batch, decay=1.0)
 
 
 # --- W-REINFORCE, PSR, NSR (arXiv:2506.01347) --------------------------------

@@ -151,3 +151,20 @@ def test_registered_parts_broadcast_to_tokens(spec):
 def test_bad_settings_are_refused(kwargs, match):
   with pytest.raises(ValueError, match=match):
     passk.pkpo_advantages(jnp.zeros(2), jnp.zeros(2, jnp.int32), 1, **kwargs)
+
+
+def test_pass_at_k_parts_declare_the_group_size_they_need():
+  from divrl import registry  # pylint: disable=g-import-not-at-top
+  for name in ("pkpo", "passk_closed_form"):
+    o = divrl.from_config({"advantage": {"name": name, "k": 8},
+                           "surrogate": "ppo_clip",
+                           "aggregation": "token-mean"})
+    assert o.min_group_size == (8, f"objective.advantage ({name}): k = 8")
+    default = divrl.from_config({"advantage": name, "surrogate": "ppo_clip",
+                                 "aggregation": "token-mean"})
+    assert default.min_group_size[0] == 4
+  grpo = divrl.from_config({"advantage": "grpo", "surrogate": "ppo_clip",
+                            "aggregation": "token-mean"})
+  assert grpo.min_group_size == (1, None)
+  with pytest.raises(ValueError, match="group_size names 'n'"):
+    registry.declare(group_size="n")(lambda batch, *, k=1: batch)

@@ -260,8 +260,8 @@ def test_ctrl_u_scales_the_policy_gradient_by_the_weight():
                                       (dict(mode="log"), "mode")])
 def test_ctrl_u_refuses_bad_settings(kw, match):
   b = _batch()
-  part = registry.make("token_weight", {"name": "ctrl_u", **kw})
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(ValueError, match=match):  # k: at config time
+    part = registry.make("token_weight", {"name": "ctrl_u", **kw})
     part(b, jnp.zeros_like(b.logprobs))
 
 

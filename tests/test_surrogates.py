@@ -767,13 +767,14 @@ def test_bad_hyperparameters_raise_naming_the_argument(kind, name, kw, match):
   batch = _batch(_data(seed=26))
   with pytest.raises(ValueError, match=match):
     _call(kind, name, batch, key=jax.random.key(0), **kw)
-  # Also when the part is bound from a config.
+  # Also when the part is bound from a config: out of its declared domain
+  # when it is built, else (choices, pairs of bounds) when it runs.
   spec = {"name": name, **kw}
-  if kind == "surrogate":
-    objective = divrl.build("grpo", spec)
-  else:
-    objective = divrl.build("grpo", "ppo_clip", token_weights=[spec])
   with pytest.raises(ValueError, match=match):
+    if kind == "surrogate":
+      objective = divrl.build("grpo", spec)
+    else:
+      objective = divrl.build("grpo", "ppo_clip", token_weights=[spec])
     objective(make_batch(0).replace(
         rollout_logprobs=make_batch(0).old_logprobs), jax.random.key(0))
 

@@ -215,6 +215,13 @@ class Trainer:
     task = setup.task if setup else tasks_lib.get_task(
         config.task.name, **config_lib.task_kwargs(config))
     inputs_lib.check(self.objective, config, task)  # before any heavy work
+    need, part = self.objective.min_group_size
+    if need > config.sampling.num_samples:
+      raise ValueError(
+          f"{part} needs groups of at least {need} samples, but"
+          f" sampling.num_samples = {config.sampling.num_samples}: every"
+          " group would get a zero advantage. Raise sampling.num_samples or"
+          " lower the part's k.")
     split_size = (config.task.test_size if config.eval.split == "test"
                   else config.task.train_size)
     if config.eval.num_prompts > split_size:

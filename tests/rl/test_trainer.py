@@ -478,6 +478,19 @@ def test_a_bad_config_is_refused_before_anything_is_built(tmp_path,
     Trainer(c, log=lambda *a: None)
   assert "sampling.num_samples: must be >= 1, got 0" in str(e.value)
   assert "train.clip_eps: unknown key" in str(e.value)
+  # Part hyperparameters: out of their domain, or pass@k's k above the
+  # group size (every group would get a zero advantage).
+  c = small_config(tmp_path / "bad", cache_root)
+  c.objective.surrogate = {"name": "ppo_clip", "eps_low": -0.2}
+  with pytest.raises(ValueError, match=r"objective.surrogate \(ppo_clip\): "
+                     r"eps_low must be >= 0, got -0.2"):
+    Trainer(c, log=lambda *a: None)
+  c = small_config(tmp_path / "bad", cache_root)
+  c.objective.advantage = {"name": "pkpo", "k": 8}
+  with pytest.raises(ValueError, match=r"objective.advantage \(pkpo\): k = 8 "
+                     r"needs groups of at least 8 samples, but "
+                     r"sampling.num_samples = 4"):
+    Trainer(c, log=lambda *a: None)
 
 
 def test_checked_rollouts_and_a_raising_verifier(tmp_path, cache_root,

@@ -11,6 +11,8 @@ or garbled checkpoint is named and the run falls back to the one before.
 
 import json
 import os
+import random
+import time
 
 import pytest
 
@@ -43,10 +45,16 @@ def test_reference_run_logs_each_step_once_and_is_deterministic(campaign):
 @pytest.mark.parametrize("mode", ["time", "step", "write"])
 def test_a_killed_run_resumes_to_the_same_end(campaign, mode):
   camp, (ref, ref_metrics, ref_s) = campaign
-  kw = {"time": dict(delay=0.6 * ref_s),
-        "step": dict(after_step=3, delay=0.05),
-        "write": dict(write_step=4)}[mode]
+  # A different moment each CI run (the seed is in the failure message).
+  seed = time.time_ns() % 100_000
+  rng = random.Random(seed)
+  kw = {"time": dict(delay=rng.uniform(0.0, ref_s)),
+        "step": dict(after_step=rng.randint(1, reliability.STEPS - 1),
+                     delay=rng.uniform(0.0, 0.3)),
+        "write": dict(write_step=reliability.EVERY * rng.randint(
+            1, reliability.STEPS // reliability.EVERY))}[mode]
   point = reliability.kill_point(camp, f"kill_{mode}", **kw)
+  point["seed"] = seed
   if mode == "write":
     assert point["killed"] and point["during_write"], point
   r = reliability.check_resume(camp, point, ref, ref_metrics)
