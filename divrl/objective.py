@@ -66,7 +66,7 @@ import jax.numpy as jnp
 
 from divrl import aggregation as agg
 from divrl import registry
-from divrl.types import TOKEN_FIELDS, Batch, check_inputs, validate
+from divrl.types import TOKEN_FIELDS, Batch, check_inputs, check_values, validate
 
 Array = jax.Array
 
@@ -260,6 +260,13 @@ class Objective:
       if isinstance(value, int) and value > best[0]:
         best = (value, f"objective.{p.slot} ({p.label}): {key} = {value}")
     return best
+
+  def check_values(self, batch: Batch) -> Batch:
+    """The checked mode for this objective: ``divrl.check_values`` on the
+    host, with the group size its parts need (``min_group_size``). Call it
+    outside ``jit``, before a compiled step; returns ``batch``."""
+    need, part = self.min_group_size
+    return check_values(batch, min_group_size=need, needed_by=part or "")
 
   @property
   def requires(self) -> Requirements:

@@ -312,7 +312,8 @@ LOGPROB_FIELDS = ("logprobs", "old_logprobs", "ref_logprobs",
 _LOGPROB_SLACK = 1e-4   # float32 log-softmax may round a p = 1 to +1e-7
 
 
-def check_values(batch: Batch) -> Batch:
+def check_values(batch: Batch, *, min_group_size: int = 1,
+                 needed_by: str = "") -> Batch:
   """The value checks of the checked mode; returns ``batch`` unchanged.
 
   ``validate`` checks shapes and dtypes always and, on concrete arrays, that
@@ -324,7 +325,10 @@ def check_values(batch: Batch) -> Batch:
   * every log-probability field finite and at most 0 on response tokens (a
     log-probability above 0 is a probability above 1);
   * ``sum_pi_squared`` (the sum of squared token probabilities) in [0, 1];
-  * at least one response token in the batch.
+  * at least one response token in the batch;
+  * every non-empty group at least ``min_group_size`` samples (pass@k's
+    ``k``: a smaller group gets no signal; ``Objective.check_values`` passes
+    its parts' need, named by ``needed_by``).
 
   Raises:
     ValueError: naming the field, the count and the first offending index
@@ -359,6 +363,16 @@ def check_values(batch: Batch) -> Batch:
     x = np.asarray(batch.sum_pi_squared, np.float64)
     report("sum_pi_squared", mask & ~((x >= 0) & (x <= 1 + _LOGPROB_SLACK)),
            x, "outside [0, 1]")
+  if min_group_size > 1:
+    sizes = np.bincount(np.asarray(batch.group_ids), minlength=batch.groups)
+    small = np.flatnonzero((sizes > 0) & (sizes < min_group_size))
+    if small.size:
+      g = int(small[0])
+      raise ValueError(
+          f"Batch.group_ids: {small.size} group(s) have fewer than"
+          f" {min_group_size} samples, first group {g} with {int(sizes[g])}"
+          + (f"; {needed_by} needs at least {min_group_size}" if needed_by
+             else "") + ".")
   return batch
 
 

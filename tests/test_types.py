@@ -408,3 +408,22 @@ def test_check_values_refuses_an_empty_batch_nan_rewards_and_bad_groups():
 def test_check_values_under_jit_is_a_clear_error():
   with pytest.raises(TypeError, match="outside jax.jit"):
     jax.jit(divrl.check_values)(_checked_batch())
+
+
+def test_check_values_counts_group_sizes_against_pass_at_k():
+  b = _checked_batch()          # 3 groups of 2
+  divrl.check_values(b, min_group_size=2)
+  with pytest.raises(ValueError) as e:
+    divrl.check_values(b, min_group_size=3, needed_by="objective.advantage"
+                       " (pkpo): k = 3")
+  assert str(e.value) == (
+      "Batch.group_ids: 3 group(s) have fewer than 3 samples, first group 0"
+      " with 2; objective.advantage (pkpo): k = 3 needs at least 3.")
+  # The objective passes its parts' need.
+  o = divrl.from_config({"advantage": {"name": "pkpo", "k": 3},
+                         "surrogate": "ppo_clip", "aggregation": "token-mean"})
+  with pytest.raises(ValueError, match="k = 3 needs at least 3"):
+    o.check_values(b)
+  ok = divrl.from_config({"advantage": {"name": "pkpo", "k": 2},
+                          "surrogate": "ppo_clip", "aggregation": "token-mean"})
+  assert ok.check_values(b) is b

@@ -457,7 +457,7 @@ class Trainer:
                           p, rounds, baseline)
 
   def _assemble(self, parts, group_ids, num_groups, rounds=1, baseline=None,
-                where=None):
+                where=None, training=True):
     """The typed device ``Rollout`` (and its host info) of sampled rows.
 
     ``parts`` are ``(host SampleOutput, rows, verdicts, source)`` in batch
@@ -486,7 +486,10 @@ class Trainer:
     if baseline is not None:
       arrays["baseline_rewards"] = np.asarray(baseline, np.float32)
     if self.config.train.check_inputs:
-      check_rollout(arrays, num_groups, where or f"step {self.step + 1}")
+      # Evaluation rows are scored in chunks that may split a group, and
+      # no objective reads them: no group-size check there.
+      check_rollout(self.objective if training else None, arrays,
+                    num_groups, where or f"step {self.step + 1}")
     rollout = step_lib.Rollout(num_groups=num_groups,
                                **mesh_lib.put_batch(arrays, self.mesh))
     info = RolloutInfo(
@@ -604,7 +607,8 @@ class Trainer:
       ids = np.arange(sl.start, sl.stop) // n
       rollout, _ = self._assemble(
           [(host, sl, verdicts[sl], 0)], ids - ids[0],
-          int(ids[-1] - ids[0] + 1), where=f"evaluation at step {self.step}")
+          int(ids[-1] - ids[0] + 1), where=f"evaluation at step {self.step}",
+          training=False)
       with jax.set_mesh(self.mesh):
         s = self._score_eval(params, self.base_params, rollout)
       s = mesh_lib.tree_to_host(s)
@@ -787,12 +791,14 @@ class WorkdirLock:
     return False
 
 
-def check_rollout(arrays: dict[str, np.ndarray], num_groups: int,
+def check_rollout(objective: Objective | None,
+                  arrays: dict[str, np.ndarray], num_groups: int,
                   where: str) -> None:
   """The checked mode (``train.check_inputs``) on a rollout's host arrays:
-  ``divrl.check_values`` (finite rewards, group ids in range, sampler
-  log-probs finite and at most 0, a non-empty response mask), the error
-  naming ``where`` (the step)."""
+  ``Objective.check_values`` (finite rewards, group ids in range, sampler
+  log-probs finite and at most 0, a non-empty response mask, groups as
+  large as the parts need; ``divrl.check_values`` without an objective),
+  the error naming ``where`` (the step)."""
   batch = Batch(
       logprobs=arrays["rollout_logprobs"],
       response_mask=arrays["response_mask"], rewards=arrays["rewards"],
@@ -800,7 +806,10 @@ def check_rollout(arrays: dict[str, np.ndarray], num_groups: int,
       rollout_logprobs=arrays["rollout_logprobs"],
       baseline_rewards=arrays.get("baseline_rewards"))
   try:
-    check_values(batch)
+    if objective is None:
+      check_values(batch)
+    else:
+      objective.check_values(batch)
   except ValueError as e:
     raise ValueError(f"{where}: the rollout fails the input checks"
                      f" (train.check_inputs): {e}") from None
