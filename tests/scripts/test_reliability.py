@@ -21,13 +21,17 @@ from scripts import reliability
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory, cache_root):
+  """The reference run, and a second (warm) run of the same command: the
+  time the random kill moments are drawn from."""
   camp = reliability.Campaign(root=str(tmp_path_factory.mktemp("rel")),
                               cache_root=str(cache_root))
-  return camp, reliability.reference_run(camp)
+  ref = reliability.reference_run(camp)
+  again = reliability.reference_run(camp, "again")
+  return camp, ref, again
 
 
 def test_reference_run_logs_each_step_once_and_is_deterministic(campaign):
-  camp, (ref, ref_metrics, _) = campaign
+  camp, (ref, ref_metrics, _), (again, again_metrics, _) = campaign
   ref_dir = os.path.join(camp.root, "reference")
   assert reliability.logged_steps(ref_dir) == list(
       range(1, reliability.STEPS + 1))
@@ -35,26 +39,28 @@ def test_reference_run_logs_each_step_once_and_is_deterministic(campaign):
   assert b"wall_time" not in ref_metrics and b"tokens/s" not in ref_metrics
   assert reliability.restorable_steps(ref_dir) == [4, 6]   # max_to_keep 2
   # A second run of the same command: byte for byte the same.
-  again, again_metrics, _ = reliability.reference_run(
-      reliability.Campaign(root=os.path.join(camp.root, "again"),
-                           cache_root=camp.cache_root))
   assert again_metrics == ref_metrics
   assert not reliability.same_state(again, ref)
 
 
 @pytest.mark.parametrize("mode", ["time", "step", "write"])
 def test_a_killed_run_resumes_to_the_same_end(campaign, mode):
-  camp, (ref, ref_metrics, ref_s) = campaign
-  # A different moment each CI run (the seed is in the failure message).
+  camp, (ref, ref_metrics, _), (_, _, warm_s) = campaign
+  # A different moment each CI run (the seed is in the failure message);
+  # drawn again if the run ends before it.
   seed = time.time_ns() % 100_000
   rng = random.Random(seed)
-  kw = {"time": dict(delay=rng.uniform(0.0, ref_s)),
-        "step": dict(after_step=rng.randint(1, reliability.STEPS - 1),
-                     delay=rng.uniform(0.0, 0.3)),
-        "write": dict(write_step=reliability.EVERY * rng.randint(
-            1, reliability.STEPS // reliability.EVERY))}[mode]
-  point = reliability.kill_point(camp, f"kill_{mode}", **kw)
+  for _ in range(3):
+    kw = {"time": dict(delay=rng.uniform(0.0, 0.9 * warm_s)),
+          "step": dict(after_step=rng.randint(1, reliability.STEPS - 1),
+                       delay=rng.uniform(0.0, 0.3)),
+          "write": dict(write_step=reliability.EVERY * rng.randint(
+              1, reliability.STEPS // reliability.EVERY))}[mode]
+    point = reliability.kill_point(camp, f"kill_{mode}", **kw)
+    if point["killed"]:
+      break
   point["seed"] = seed
+  assert point["killed"], point
   if mode == "write":
     assert point["killed"] and point["during_write"], point
   r = reliability.check_resume(camp, point, ref, ref_metrics)
@@ -63,7 +69,7 @@ def test_a_killed_run_resumes_to_the_same_end(campaign, mode):
 
 
 def test_a_full_disk_stops_the_run_and_keeps_the_last_checkpoint(campaign):
-  camp, _ = campaign
+  camp, _, _ = campaign
   r = reliability.fill_disk(camp)
   assert r["ok"], json.dumps(r, indent=1)
   assert "CheckpointWriteError" in r["message"]
@@ -72,7 +78,7 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_checkpoint(campaign):
 
 @pytest.mark.parametrize("how", ["truncate", "flip"])
 def test_a_corrupt_checkpoint_is_named_and_skipped(campaign, how):
-  camp, reference = campaign
+  camp, reference, _ = campaign
   r = reliability.corrupt_checkpoint(camp, how, reference[:2])
   assert r["ok"], json.dumps(r, indent=1)
   assert r["set_aside"] == [str(reliability.STEPS - reliability.EVERY)]
@@ -80,13 +86,18 @@ def test_a_corrupt_checkpoint_is_named_and_skipped(campaign, how):
 
 def test_render_and_doc_markers(tmp_path, monkeypatch):
   doc = tmp_path / "reliability.md"
-  doc.write_text(f"intro\n{reliability.BEGIN}\nold\n{reliability.END}\nend\n")
+  doc.write_text(f"intro\n{reliability.BEGIN}\nOLD BLOCK\n{reliability.END}\nend\n")
   monkeypatch.setattr(reliability, "DOC", str(doc))
   res = {"date": "2026-12-03", "commit": "abc", "command": "c",
          "machine": {"processor": "cpu"},
-         "kills": {"survived": 2, "points": [
-             {"during_write": True, "steps_lost": 2},
-             {"during_write": False, "steps_lost": 0}]},
+         "kills": {"survived": 2, "killed": 2, "reference_s": 20.0,
+                   "warm_s": 7.0, "repeat_identical": True, "points": [
+             {"during_write": True, "steps_lost": 2, "killed": True,
+              "mode": "write"},
+             {"during_write": False, "steps_lost": 0, "killed": True,
+              "mode": "time"},
+             {"during_write": False, "steps_lost": 0, "killed": False,
+              "mode": "time"}]},
          "fuzz": {"pytest": "3 passed", "seconds": 60.0,
                   "examples_asked": 5,
                   "counts": {"parts/advantage/grpo": 5,
@@ -94,6 +105,9 @@ def test_render_and_doc_markers(tmp_path, monkeypatch):
   reliability.update_doc(reliability.render(res))
   text = doc.read_text()
   assert text.startswith("intro\n") and text.endswith("end\n")
-  assert "old" not in text
-  assert "Kill points survived: 2 of 2** (1 of them during a checkpoint" in text
+  assert "OLD BLOCK" not in text
+  assert ("Kill points survived: 2 of 2 SIGKILLs** (1 at a random moment of"
+          " the run, 0 just after a random step, 1 aimed at a checkpoint"
+          " write; 1 landed during a write). 1 point(s) ended before") in text
+  assert "(warm compilation cache, 7.0 s against 20.0 s cold) matched" in text
   assert "| parts/advantage | 2 | 4 | 5 | 9 |" in text
