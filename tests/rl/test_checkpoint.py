@@ -452,31 +452,61 @@ def test_every_step_corrupt_raises_the_newest_error(tmp_path):
       ckpt.restore_latest_good()
 
 
-def test_a_failed_write_names_the_last_good_step(tmp_path, monkeypatch):
-  import resource  # pylint: disable=g-import-not-at-top
-  import signal  # pylint: disable=g-import-not-at-top
-  assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN   # Python's
-  with Checkpointer(tmp_path, save_every=1) as ckpt:
-    ckpt.save(1, _big(1), {"s": 1})
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    # A file-size limit below one data file: the kernel refuses the write
-    # (EFBIG), as a full disk does (ENOSPC).
-    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))
-    try:
-      with pytest.raises(checkpoint.CheckpointWriteError) as e:
-        ckpt.save(2, _big(2), {"s": 2})
-    finally:
-      resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    msg = str(e.value)
-    assert f"writing checkpoint step 2 to '{tmp_path}' failed" in msg
-    assert "File too large" in msg
-    assert "the last good checkpoint is step 1, intact" in msg
-    assert ckpt.all_steps() == [1]
-    state, meta = ckpt.restore(target=_big(0))
-    assert meta == {"s": 1}
-    assert_bitwise_equal(state, _big(1))
-    # Space again: the same step saves (the leftover temporary goes).
-    assert ckpt.save(2, _big(2), {"s": 2})
+_FULL_DISK_SCRIPT = r"""
+import json, os, resource, signal, sys
+import jax
+from divrl.rl import checkpoint
+from divrl.rl.checkpoint import Checkpointer
+assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN   # Python's
+big = lambda v: {"w": jax.random.normal(jax.random.key(v), (20000,)),
+                 "step": int(v)}
+out = {}
+with Checkpointer(sys.argv[1], save_every=1) as ckpt:
+  ckpt.save(1, big(1), {"s": 1})
+  soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+  # A file-size limit below one data file: the kernel refuses the write
+  # (EFBIG), as a full disk does (ENOSPC).
+  resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))
+  try:
+    ckpt.save(2, big(2), {"s": 2})
+    out["error"] = None
+  except checkpoint.CheckpointWriteError as e:
+    out["error"] = str(e)
+  finally:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+  out["steps"] = ckpt.all_steps()
+  state, meta = ckpt.restore(target=big(0))
+  out["meta"] = meta
+  out["same"] = bool((state["w"] == big(1)["w"]).all())
+  out["saved_again"] = ckpt.save(2, big(2), {"s": 2})
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_a_failed_write_names_the_last_good_step(tmp_path):
+  # In a subprocess: the file-size limit covers every file the process
+  # writes (a test worker's compilation cache too).
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  proc = subprocess.run(
+      [sys.executable, "-c", _FULL_DISK_SCRIPT, str(tmp_path)], cwd=root,
+      env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=""),
+      capture_output=True, text=True, timeout=300)
+  line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
+  assert proc.returncode == 0 and line, proc.stderr[-3000:]
+  out = json.loads(line[0][len("RESULT"):])
+  msg = out["error"]
+  assert msg is not None
+  assert f"writing checkpoint step 2 to '{tmp_path}' failed" in msg
+  assert "File too large" in msg
+  assert "the last good checkpoint is step 1, intact" in msg
+  assert out["steps"] == [1]
+  assert out["meta"] == {"s": 1} and out["same"]
+  # Space again: the same step saves (the leftover temporary goes).
+  assert out["saved_again"]
   assert sorted(os.listdir(tmp_path)) == ["1", "2"]
 
 
