@@ -404,7 +404,7 @@ class Trainer:
       verdicts.append(tasks_lib.safe_verify(
           self.task, examples[r // num_samples], text))
     errors = [v.error for v in verdicts
-              if v.error and v.error.startswith("verifier_error")]
+              if v.error and v.error.startswith(tasks_lib.base.VERIFIER_ERROR)]
     if errors:
       self.log(f"step {self.step + 1}: the verifier raised on "
                f"{len(errors)} of {len(verdicts)} completions (scored 0); "

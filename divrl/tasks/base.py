@@ -81,6 +81,10 @@ def incorrect(error: str) -> Verdict:
   return Verdict(0.0, False, None, error)
 
 
+# The error prefix of a verdict whose verifier raised (safe_verify).
+VERIFIER_ERROR = "verifier_error"
+
+
 def safe_verify(task: "Task", example: Mapping[str, Any],
                 completion: Any) -> Verdict:
   """``task.verify``, with an exception turned into a rejection.
@@ -93,7 +97,7 @@ def safe_verify(task: "Task", example: Mapping[str, Any],
   try:
     return task.verify(example, completion)
   except Exception as e:  # pylint: disable=broad-except
-    return incorrect(f"verifier_error: {type(e).__name__}: {str(e)[:200]}")
+    return incorrect(f"{VERIFIER_ERROR}: {type(e).__name__}: {str(e)[:200]}")
 
 
 def as_rng(rng: np.random.Generator | int) -> np.random.Generator:
