@@ -211,14 +211,21 @@ def _check_shape(name: str, x: Array, shape: tuple[int, ...]) -> None:
         f"Batch.{name} must have shape {tuple(shape)}, got {tuple(x.shape)}.")
 
 
+def _raise_if_any(name: str, bad: np.ndarray, what: str,
+                  values: np.ndarray | None = None) -> None:
+  """A ``ValueError`` naming ``Batch.<name>``, how many entries are ``bad``,
+  the first one's index and (given ``values``) its value; nothing if none."""
+  if bad.any():
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    shown = "" if values is None else f": {float(values[first])!r}"
+    raise ValueError(f"Batch.{name} has {int(bad.sum())} {what}, first at"
+                     f" index {first}{shown}.")
+
+
 def _check_finite(name: str, x: Array) -> None:
   if _is_concrete(x):
-    bad = ~np.isfinite(np.asarray(x, dtype=np.float64))
-    if bad.any():
-      first = tuple(int(i) for i in np.argwhere(bad)[0])
-      raise ValueError(
-          f"Batch.{name} has {int(bad.sum())} non-finite value(s) (NaN or inf),"
-          f" first at index {first}.")
+    _raise_if_any(name, ~np.isfinite(np.asarray(x, dtype=np.float64)),
+                  "non-finite value(s) (NaN or inf)")
 
 
 def validate(batch: Batch) -> Batch:
@@ -345,11 +352,7 @@ def check_values(batch: Batch, *, min_group_size: int = 1,
                      f" the whole batch of shape {mask.shape}.")
 
   def report(name, bad, x, what):
-    if bad.any():
-      first = tuple(int(i) for i in np.argwhere(bad)[0])
-      raise ValueError(
-          f"Batch.{name} has {int(bad.sum())} value(s) {what} on response"
-          f" tokens, first at index {first}: {float(x[first])!r}.")
+    _raise_if_any(name, bad, f"value(s) {what} on response tokens", x)
 
   for name in LOGPROB_FIELDS:
     x = getattr(batch, name)
