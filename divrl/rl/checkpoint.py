@@ -56,8 +56,8 @@ Choices:
   latest saved one (orbax rule). Unlike orbax's default policy it does not
   additionally save the very first step. ``save`` ignores ``save_every``.
 * ``max_to_keep`` keeps the newest checkpoints (``None`` keeps all).
-* Integrity. The layout records a CRC-32 of every leaf's bytes (of the
-  leaves this process can read whole) and of the metadata; ``restore``
+* Integrity. The layout records a CRC-32 of every leaf's bytes and of the
+  metadata; ``restore``
   recomputes them, so a garbled or truncated file is found at restore
   (``CorruptCheckpointError``, naming the step directory and the leaf), not
   a step later as a NaN. ``restore_latest_good`` falls back to the newest
@@ -65,6 +65,14 @@ Choices:
   full disk, a file-size limit) raises ``CheckpointWriteError`` naming the
   step, the directory and the last good step, which stays intact: a step
   only becomes visible once it is complete.
+* Several processes (``jax.distributed``). Every process saves and restores
+  (orbax's rule). A leaf sharded across processes is gathered one leaf at a
+  time for its CRC-32 (``multihost_utils.process_allgather``, so each host
+  briefly holds that whole leaf); a replicated one is read from this
+  process's copy, so every process sees a CRC-32 mismatch and
+  ``restore_latest_good`` falls back on all of them together. A file that
+  cannot be read fails only on the processes that read it: they move the
+  step aside and raise, and the restarted job resumes from the step before.
 * The checkpoint directory is created on the first save, so a ``Checkpointer``
   used only to restore never creates directories.
 """
@@ -84,6 +92,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 PyTree = Any
@@ -265,9 +274,7 @@ def _encode(state: PyTree) -> tuple[dict, dict]:
                       f"{type(x).__name__}; expected arrays, PRNG keys or "
                       "Python scalars")
     entry["shape"], entry["dtype"] = list(value.shape), str(value.dtype)
-    crc = _crc32(value)
-    if crc is not None:
-      entry["crc32"] = crc
+    entry["crc32"] = _crc32(value)
     pairs.append((path, value))
     leaves.append(entry)
   return _nest(pairs), {"format": _FORMAT, "leaves": leaves}
@@ -346,10 +353,13 @@ class CorruptCheckpointError(RuntimeError):
   Attributes:
     step: the step.
     path: the step's directory.
+    unreadable: a file of the step could not be read (rather than read back
+      with a wrong CRC-32). With several processes, only the processes that
+      read that file know it.
   """
 
-  def __init__(self, step: int, path, reason: str):
-    self.step, self.path = step, str(path)
+  def __init__(self, step: int, path, reason: str, unreadable: bool = False):
+    self.step, self.path, self.unreadable = step, str(path), unreadable
     super().__init__(f"checkpoint step {step} at '{path}' is corrupt: "
                      f"{reason}")
 
@@ -359,12 +369,23 @@ class CheckpointWriteError(OSError):
   committed and the earlier steps are intact."""
 
 
-def _crc32(value) -> int | None:
-  """CRC-32 of an array's bytes, or None if this process cannot read it
-  whole (an array sharded over several hosts)."""
+def _host_value(value) -> np.ndarray:
+  """The whole of ``value`` as a NumPy array on this host.
+
+  An array sharded across processes is gathered: a collective, which every
+  process must call for the same leaves in the same order (saves and
+  restores run on every process, leaf by leaf in layout order).
+  """
   if isinstance(value, jax.Array) and not value.is_fully_addressable:
-    return None
-  arr = np.ascontiguousarray(np.asarray(value))
+    if value.is_fully_replicated:
+      return np.asarray(value.addressable_data(0))
+    return np.asarray(multihost_utils.process_allgather(value, tiled=True))
+  return np.asarray(value)
+
+
+def _crc32(value) -> int:
+  """CRC-32 of the bytes of the whole array ``value`` (C order)."""
+  arr = np.ascontiguousarray(_host_value(value))
   return zlib.crc32(arr.reshape(-1).view(np.uint8))
 
 
@@ -671,14 +692,20 @@ class Checkpointer:
     return self.directory / str(step)
 
   def _read(self, step: int, args):
-    """``self._manager.restore``, its failures as CorruptCheckpointError."""
+    """``self._manager.restore``, its failures as CorruptCheckpointError.
+
+    With several processes, each reads only its own shards, so a damaged
+    file fails on the processes that read it while the others wait in
+    orbax's closing barrier (see ``restore_latest_good``).
+    """
     try:
       return self._manager.restore(step, args=args)
     except Exception as e:  # orbax, tensorstore and json raise many kinds
       first = str(e).strip().splitlines()[0] if str(e).strip() else ""
       raise CorruptCheckpointError(
           step, self.step_path(step),
-          f"it cannot be read ({type(e).__name__}: {first:.200})") from e
+          f"it cannot be read ({type(e).__name__}: {first:.200})",
+          unreadable=True) from e
 
   def _verify(self, step: int, entries, stored) -> None:
     """Compares each restored leaf with the CRC-32 the layout recorded."""
@@ -689,8 +716,7 @@ class Checkpointer:
       value = _lookup(stored, path)
       if str(getattr(value, "dtype", "")) != entry["dtype"]:
         continue   # cast on restore: the bytes differ by design
-      got = _crc32(value)
-      if got is not None and got != want:
+      if _crc32(value) != want:
         raise CorruptCheckpointError(
             step, self.step_path(step),
             f"leaf {_fmt(path)!r} does not match its CRC-32 (the file that"
@@ -703,6 +729,13 @@ class Checkpointer:
     A corrupt step (``CorruptCheckpointError``) is reported through ``log``
     and moved to ``<directory>.corrupt/<step>``, out of the way of later
     saves; the next older step is tried.
+
+    With several processes, a CRC-32 mismatch is seen by every process (the
+    sums cover whole leaves), so all of them fall back together. A file that
+    cannot be read fails only on the processes that read it, while the
+    others wait in orbax's barrier: those processes move the step aside and
+    raise, the job stops (launchers end a job when a process fails), and the
+    next start resumes from the previous step.
 
     Returns:
       ``(state, meta, corrupt_steps)``.
@@ -720,6 +753,12 @@ class Checkpointer:
       try:
         state, meta = self.restore(step, target=target)
       except CorruptCheckpointError as e:
+        if e.unreadable and jax.process_count() > 1:
+          dest = self._set_aside(step, here_only=True)
+          log(f"{e}; moved to '{dest}'. Other processes cannot be told and "
+              "wait in orbax's barrier: stop the job and start it again to "
+              "resume from the previous checkpoint")
+          raise
         log(f"{e}; trying the previous checkpoint")
         first_error = first_error or e
         corrupt.append(step)
@@ -728,16 +767,29 @@ class Checkpointer:
       return state, meta, corrupt
     raise first_error
 
-  def _set_aside(self, step: int) -> None:
-    aside = epath.Path(str(self.directory) + ".corrupt")
-    aside.mkdir(parents=True, exist_ok=True)
-    dest = aside / str(step)
-    n = 1
-    while dest.exists():
-      dest = aside / f"{step}-{n}"
-      n += 1
-    shutil.move(str(self.step_path(step)), str(dest))
+  def _set_aside(self, step: int, here_only: bool = False) -> str | None:
+    """Moves ``step`` to ``<directory>.corrupt/``; returns where to.
+
+    Process 0 moves it and every process waits for that, or, with
+    ``here_only``, this process moves it and nobody waits.
+    """
+    dest = None
+    if here_only or jax.process_index() == 0:
+      aside = epath.Path(str(self.directory) + ".corrupt")
+      aside.mkdir(parents=True, exist_ok=True)
+      dest = aside / str(step)
+      n = 1
+      while dest.exists():
+        dest = aside / f"{step}-{n}"
+        n += 1
+      try:
+        shutil.move(str(self.step_path(step)), str(dest))
+      except FileNotFoundError:   # another failed process moved it first
+        pass
+    if jax.process_count() > 1 and not here_only:
+      multihost_utils.sync_global_devices(f"divrl_set_aside_{step}")
     self._manager.reload()
+    return None if dest is None else str(dest)
 
   def _check_structure(self, step, pairs, entries) -> None:
     have = set(entries)

@@ -1,7 +1,11 @@
 """Tests for divrl.rl.checkpoint: bitwise round trips, sharding, resume, errors."""
 
+import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -526,3 +530,78 @@ def test_pruning_renames_then_removes(tmp_path, monkeypatch):
     assert ckpt.all_steps() == [2]
   assert ["1"] in removed
   assert sorted(os.listdir(tmp_path)) == ["2"]
+
+
+def _two_processes(tmp_path, mode, wait=None):
+  """Runs ``multihost_checkpoint_worker.py`` in ``mode`` on 2 processes;
+  returns their return codes, logs and findings (None if none written).
+
+  With ``wait=i`` only process ``i`` must finish; the other gets 60 s and is
+  then killed (it may be waiting in a barrier for a process that left).
+  """
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  out = tmp_path / f"{mode}.json"
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  worker = os.path.join(os.path.dirname(__file__),
+                        "multihost_checkpoint_worker.py")
+  procs = [subprocess.Popen(
+      [sys.executable, worker, str(port), str(i), str(tmp_path / "ckpt"),
+       mode, str(out)], env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  logs = [None, None]
+  order = range(2) if wait is None else (wait, 1 - wait)
+  for i in order:
+    timeout = 300 if wait in (None, i) else 60
+    try:
+      logs[i] = procs[i].communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      if wait in (None, i):
+        pytest.fail(f"process {i} did not finish ({mode})")
+      logs[i] = procs[i].communicate()[0]
+  found = [json.loads(f.read_text()) if f.exists() else None
+           for f in (tmp_path / f"{mode}.json.{i}" for i in range(2))]
+  return [p.returncode for p in procs], logs, found
+
+
+def _check_fell_back(r):
+  assert r["bad"] in ([], [2]) and r["steps"] == [1]
+  assert r["meta"] == {"s": 1} and r["step"] == 1
+  assert r["equal"] == {"sharded": True, "replicated": True}
+
+
+def test_two_processes_fall_back_from_a_flipped_shard(tmp_path):
+  """A leaf sharded across two processes has its CRC-32 too. A bit flipped
+  in a file of process 1's shard is named on both processes, and both fall
+  back to step 1 together (``tests/rl/multihost_checkpoint_worker.py``)."""
+  codes, logs, found = _two_processes(tmp_path, "flip")
+  assert codes == [0, 0], [log[-3000:] for log in logs]
+  assert "process_1" in found[0]["damaged"]
+  for r in found:
+    assert r["crc32"] == {"sharded": True, "replicated": True, "step": True}
+    assert r["error"].startswith("checkpoint step 2 at "), r["error"]
+    assert "leaf 'sharded' does not match its CRC-32" in r["error"]
+    _check_fell_back(r)
+    assert r["bad"] == [2]
+  assert os.listdir(str(tmp_path / "ckpt") + ".corrupt") == ["2"]
+
+
+def test_two_processes_resume_after_an_unreadable_shard(tmp_path):
+  """A file of process 1's shard cut short fails only on process 1, which
+  moves the step aside and raises (process 0 waits in orbax's barrier and
+  is stopped, as a launcher would). The restarted job resumes from step 1."""
+  codes, logs, found = _two_processes(tmp_path, "truncate", wait=1)
+  assert codes[1] == 0, logs[1][-3000:]
+  r = found[1]
+  assert r["unreadable"], r
+  assert "checkpoint step 2" in r["error"] and "cannot be read" in r["error"]
+  assert "moved to" in r["logs"][0] and "start it again" in r["logs"][0]
+  assert os.listdir(str(tmp_path / "ckpt") + ".corrupt") == ["2"]
+  codes, logs, found = _two_processes(tmp_path, "resume")
+  assert codes == [0, 0], [log[-3000:] for log in logs]
+  for r in found:
+    _check_fell_back(r)
+    assert r["bad"] == []
