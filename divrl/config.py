@@ -107,7 +107,8 @@ def default_config() -> ml_collections.ConfigDict:
       steps=20, learning_rate=1e-3, weight_decay=0.0, grad_clip=1.0,
       warmup_steps=0, ppo_epochs=1, num_minibatches=1, micro_batches=1,
       dynamic_sampling=False, max_sampling_rounds=3, ref_reset_every=0,
-      stop_after=-1, skip_nonfinite=False, check_inputs=True))
+      stop_after=-1, skip_nonfinite=False, check_inputs=True,
+      verify_timeout=10.0))
   c.eval = ml_collections.ConfigDict(dict(
       every=0, num_prompts=16, num_samples=32, split="test",
       score_rows=256))
@@ -198,7 +199,7 @@ RANGES = {
     "train.warmup_steps": _ge(0), "train.ppo_epochs": _ge(1),
     "train.num_minibatches": _ge(1), "train.micro_batches": _ge(1),
     "train.max_sampling_rounds": _ge(1), "train.ref_reset_every": _ge(0),
-    "train.stop_after": _ge(-1),
+    "train.stop_after": _ge(-1), "train.verify_timeout": _ge(0),
     "sampling.num_prompts": _ge(1), "sampling.num_samples": _ge(1),
     "sampling.max_new_tokens": _ge(1), "sampling.temperature": _gt(0),
     "sampling.top_k": _ge(0),

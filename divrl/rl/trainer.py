@@ -402,7 +402,8 @@ class Trainer:
       ids = host.tokens[r][host.response_mask[r]]
       text = self.tokenizer.decode(ids)
       verdicts.append(tasks_lib.safe_verify(
-          self.task, examples[r // num_samples], text))
+          self.task, examples[r // num_samples], text,
+          timeout=self.config.train.get("verify_timeout") or None))
     errors = [v.error for v in verdicts
               if v.error and v.error.startswith(tasks_lib.base.VERIFIER_ERROR)]
     if errors:

@@ -41,6 +41,9 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+import math
+import signal
+import threading
 import zlib
 from collections.abc import Hashable, Mapping
 from typing import Any, ClassVar, NamedTuple
@@ -85,19 +88,54 @@ def incorrect(error: str) -> Verdict:
 VERIFIER_ERROR = "verifier_error"
 
 
-def safe_verify(task: "Task", example: Mapping[str, Any],
-                completion: Any) -> Verdict:
-  """``task.verify``, with an exception turned into a rejection.
+class VerifierTimeout(Exception):
+  """A verifier ran past ``safe_verify``'s ``timeout``."""
+
+
+def safe_verify(task: "Task", example: Mapping[str, Any], completion: Any,
+                timeout: float | None = None) -> Verdict:
+  """``task.verify``, with an exception or a timeout turned into a rejection.
 
   The model's text is untrusted and a task's verifier may have a bug that
-  some text finds: the run must not die of it. The rejection's error is
-  ``"verifier_error: <exception type>: <message>"`` (the message cut to
-  200 characters), reward 0.
+  some text finds: the run must not die or hang of it. The rejection's error
+  is ``"verifier_error: <exception type>: <message>"`` (the message cut to
+  200 characters), reward 0; past ``timeout`` it is ``"verifier_error:
+  VerifierTimeout: ..."``.
+
+  Args:
+    task: the task whose ``verify`` to call.
+    example: the example the completion answers.
+    completion: the model's text.
+    timeout: seconds, or None (or 0) for no bound. The bound is a
+      ``SIGALRM`` timer, so it holds in the main thread of a Unix process
+      (elsewhere ``verify`` runs unbounded) and interrupts Python code, not a
+      single long C call, which is interrupted when it returns. divrl's own
+      verifiers bound their work by input limits instead (well under 1 s on
+      any text; ``tests/tasks/test_verifier_fuzz.py``).
   """
+  if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
+    raise ValueError(f"timeout must be None or a finite number >= 0, got "
+                     f"{timeout!r}.")
+  alarm = (bool(timeout) and hasattr(signal, "setitimer")
+           and threading.current_thread() is threading.main_thread())
+  if alarm:
+    def expire(signum, frame):  # pylint: disable=unused-argument
+      raise VerifierTimeout(f"verify took longer than {timeout:g} s")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
   try:
-    return task.verify(example, completion)
+    try:
+      verdict = task.verify(example, completion)
+    finally:   # an alarm up to here is caught below; none can come after
+      if alarm:
+        signal.setitimer(signal.ITIMER_REAL, 0)
   except Exception as e:  # pylint: disable=broad-except
-    return incorrect(f"{VERIFIER_ERROR}: {type(e).__name__}: {str(e)[:200]}")
+    verdict = incorrect(
+        f"{VERIFIER_ERROR}: {type(e).__name__}: {str(e)[:200]}")
+  finally:
+    if alarm:
+      signal.signal(signal.SIGALRM, previous)
+  return verdict
 
 
 def as_rng(rng: np.random.Generator | int) -> np.random.Generator:

@@ -496,8 +496,8 @@ def test_a_bad_config_is_refused_before_anything_is_built(tmp_path,
 def test_checked_rollouts_and_a_raising_verifier(tmp_path, cache_root,
                                                  monkeypatch):
   """train.check_inputs (on by default) stops a NaN reward before the
-  compiled step, naming the step; a verifier that raises scores 0 and the
-  run goes on."""
+  compiled step, naming the step; a verifier that raises, or hangs past
+  train.verify_timeout, scores 0 and the run goes on."""
   from divrl.tasks import base as task_base  # pylint: disable=import-outside-toplevel
   c = small_config(tmp_path / "checked", cache_root, steps=1)
   c.mesh.data = 1
@@ -520,6 +520,25 @@ def test_checked_rollouts_and_a_raising_verifier(tmp_path, cache_root,
   assert any("the verifier raised on" in line and "ZeroDivisionError" in line
              for line in logs)
 
+  # A verifier that hangs on every fifth completion: each is cut at
+  # train.verify_timeout and scored 0.
+  t.config.train.verify_timeout = 0.05
+  calls.clear()
+
+  def hanging(self, example, text):
+    calls.append(text)
+    while len(calls) % 5 == 0:
+      pass
+    return real(self, example, text)
+
+  monkeypatch.setattr(cls, "verify", hanging)
+  logs.clear()
+  m = t.train_step()
+  assert np.isfinite(m["reward"])
+  hung = [line for line in logs if "the verifier raised on" in line]
+  assert hung and "VerifierTimeout: verify took longer than 0.05 s" in hung[0]
+  assert f"on {len(calls) // 5} of {len(calls)} completions" in hung[0]
+
   def nan_reward(self, example, text):
     return task_base.Verdict(float("nan"), False, None, "nan")
 
@@ -527,9 +546,9 @@ def test_checked_rollouts_and_a_raising_verifier(tmp_path, cache_root,
   with pytest.raises(ValueError) as e:
     t.train_step()
   assert str(e.value).startswith(
-      "step 2: the rollout fails the input checks (train.check_inputs): "
+      "step 3: the rollout fails the input checks (train.check_inputs): "
       "Batch.rewards has 16 non-finite value(s)")
-  assert t.step == 1                     # nothing was updated
+  assert t.step == 2                     # nothing was updated
 
 
 def test_safe_verify_turns_an_exception_into_a_rejection():
@@ -544,3 +563,58 @@ def test_safe_verify_turns_an_exception_into_a_rejection():
   assert (v.reward, v.correct, v.canonical) == (0.0, False, None)
   assert v.error.startswith("verifier_error: RecursionError: xxx")
   assert len(v.error) < 260
+
+
+def test_safe_verify_bounds_the_time_of_a_verifier():
+  import signal  # pylint: disable=import-outside-toplevel
+  import threading  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  from divrl import tasks  # pylint: disable=import-outside-toplevel
+  task = tasks.get_task("countdown")
+
+  class Slow:
+    """``task``'s verifier, after spinning or sleeping if told to."""
+
+    def __init__(self, how):
+      self.how = how
+
+    def verify(self, example, completion):
+      if self.how == "spin":
+        while True:
+          pass
+      if self.how == "sleep":
+        time.sleep(30)
+      return task.verify(example, completion)
+
+  def mine(signum, frame):  # pylint: disable=unused-argument
+    raise AssertionError("the caller's handler ran")
+
+  previous = signal.signal(signal.SIGALRM, mine)
+  try:
+    for how in ("spin", "sleep"):
+      start = time.perf_counter()
+      v = tasks.safe_verify(Slow(how), {}, "1+1", timeout=0.2)
+      assert time.perf_counter() - start < 5
+      assert (v.reward, v.correct) == (0.0, False)
+      assert v.error == ("verifier_error: VerifierTimeout: verify took longer"
+                         " than 0.2 s"), v.error
+      # The caller's handler is back, and no timer is left running.
+      assert signal.getsignal(signal.SIGALRM) is mine
+      assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    # A fast verifier is unaffected and leaves no timer either.
+    example = task.generate(0, 4)[0]
+    v = tasks.safe_verify(Slow("fast"), example, "1+1", timeout=5)
+    assert v == task.verify(example, "1+1")
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+  finally:
+    signal.signal(signal.SIGALRM, previous)
+  for bad in (-1.0, float("inf"), float("nan")):
+    with pytest.raises(ValueError, match="timeout must be None or a finite"):
+      tasks.safe_verify(task, {}, "1+1", timeout=bad)
+  # Off the main thread there is no SIGALRM: verify runs unbounded.
+  out = []
+  thread = threading.Thread(target=lambda: out.append(
+      tasks.safe_verify(Slow("fast"), example, "1+1", timeout=0.01)))
+  thread.start()
+  thread.join()
+  assert out == [task.verify(example, "1+1")]
