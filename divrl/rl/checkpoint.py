@@ -57,8 +57,8 @@ Choices:
   additionally save the very first step. ``save`` ignores ``save_every``.
 * ``max_to_keep`` keeps the newest checkpoints (``None`` keeps all).
 * Integrity. The layout records a CRC-32 of every leaf's bytes and of the
-  metadata; ``restore``
-  recomputes them, so a garbled or truncated file is found at restore
+  metadata; ``restore`` recomputes them, so a garbled or truncated file is
+  found at restore
   (``CorruptCheckpointError``, naming the step directory and the leaf), not
   a step later as a NaN. ``restore_latest_good`` falls back to the newest
   step that restores and moves the corrupt ones aside. A failed write (a
