@@ -1,6 +1,6 @@
 """The reliability campaign: kills, a full disk, corrupt checkpoints, fuzzing.
 
-  python -m scripts.reliability                 # the long profile (~1 hour)
+  python -m scripts.reliability                 # the long profile (~10 min)
   python -m scripts.reliability --kills 4 --fuzz-examples 0   # a quick one
 
 What it does, each part against a real training run of the training CLI
