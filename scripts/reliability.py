@@ -243,6 +243,33 @@ def kill_point(camp: Campaign, name: str, *, delay: float = 0.0,
           "last_logged": max(logged_steps(workdir), default=0)}
 
 
+def random_kill(camp: Campaign, name: str, mode: str, rng: random.Random,
+                run_s: float, *, time_span: float = 1.0,
+                step_delay: float = 0.5, draws: int = 3) -> dict[str, Any]:
+  """A ``kill_point`` at a random place of kind ``mode``: ``"time"``, a
+  moment in the first ``time_span`` of ``run_s`` seconds (start-up
+  included); ``"step"``, up to ``step_delay`` s after a random step is
+  logged; ``"write"``, during a random checkpoint write. A point whose run
+  ended first is drawn again, up to ``draws`` times (``attempts`` says how
+  many it took; ``killed`` stays False if every draw missed)."""
+  for attempt in range(1, draws + 1):
+    if mode == "time":
+      kw = dict(delay=rng.uniform(0.0, time_span * run_s))
+    elif mode == "step":
+      kw = dict(after_step=rng.randint(1, STEPS - 1),
+                delay=rng.uniform(0.0, step_delay))
+    elif mode == "write":
+      kw = dict(write_step=EVERY * rng.randint(1, STEPS // EVERY))
+    else:
+      raise ValueError(f"mode must be 'time', 'step' or 'write', got"
+                       f" {mode!r}.")
+    p = kill_point(camp, name, **kw)
+    if p["killed"]:
+      break
+  p["attempts"] = attempt
+  return p
+
+
 def check_resume(camp: Campaign, point: dict[str, Any],
                  reference: dict[str, Any], ref_metrics: bytes
                  ) -> dict[str, Any]:
@@ -293,19 +320,8 @@ def kill_campaign(camp: Campaign, kills: int, *, seed: int = 0,
   rng = random.Random(seed)
   points = []
   for i in range(kills):
-    name = f"kill{i}"
-    for attempt in range(3):
-      if i % 3 == 0:   # anywhere in the run, start-up included
-        p = kill_point(camp, name, delay=rng.uniform(0.0, warm_s))
-      elif i % 3 == 1:   # within a training step
-        p = kill_point(camp, name, after_step=rng.randint(1, STEPS - 1),
-                       delay=rng.uniform(0.0, 0.5))
-      else:   # in the middle of a checkpoint write
-        p = kill_point(camp, name,
-                       write_step=EVERY * rng.randint(1, STEPS // EVERY))
-      if p["killed"]:
-        break
-    p["attempts"] = attempt + 1
+    p = random_kill(camp, f"kill{i}", ("time", "step", "write")[i % 3], rng,
+                    warm_s)
     r = check_resume(camp, p, ref, ref_metrics)
     points.append(r)
     log(f"kill {i}: {r['mode']} at {r['at_s']} s, killed {r['killed']}, "

@@ -1,6 +1,7 @@
 """Test setup: 8 simulated CPU devices, set before jax is imported."""
 
 import os
+import socket
 
 # The suite is dominated by compilation of small programs: LLVM's backend
 # optimisations (-O0) roughly halve XLA:CPU compile times here, at a runtime
@@ -144,6 +145,14 @@ def pytest_runtest_teardown(item, nextitem):  # pylint: disable=unused-argument
   release_mappings()
 
 
+def free_port():
+  """A TCP port on 127.0.0.1 that was free a moment ago (for the
+  coordinator of a multi-process ``jax.distributed`` test)."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
 def pytest_configure(config):
   config.addinivalue_line("markers",
                           "hf: needs torch and transformers (the hf extra)")
@@ -158,17 +167,19 @@ REQUIRED = {
 }
 
 
-def one_part_config(kind, name, base, coef=0.1):
+def one_part_config(kind, name, base, coef=0.1, values=None):
   """``base`` (an objective config) with the registered part ``name`` of
-  ``kind`` in its slot, set up with ``REQUIRED``."""
-  spec = {"name": name, **REQUIRED.get((kind, name), {})}
+  ``kind`` in its slot, set up with ``REQUIRED`` and then ``values`` (its
+  hyperparameters; a regularizer's ``"coef"`` among them overrides
+  ``coef``)."""
+  spec = {"name": name, **REQUIRED.get((kind, name), {}), **(values or {})}
   config = dict(base)
   if kind == "transform":
     config["transforms"] = [spec]
   elif kind == "token_weight":
     config["token_weights"] = {name: spec}
   elif kind == "regularizer":
-    config["regularizers"] = {name: {**spec, "coef": coef}}
+    config["regularizers"] = {name: {"coef": coef, **spec}}
   else:
     config[kind] = spec
   return config

@@ -15,7 +15,7 @@ import pytest
 
 import divrl
 from divrl import docgen, registry
-from tests.conftest import REQUIRED
+from tests.conftest import REQUIRED, one_part_config
 
 BASE = {"advantage": "grpo", "surrogate": "ppo_clip"}
 
@@ -37,17 +37,7 @@ def _slot(kind, name):
 def _config(kind, name, **values):
   """``BASE`` with part ``name`` in its slot, set up with ``REQUIRED`` and
   ``values``."""
-  spec = {"name": name, **REQUIRED.get((kind, name), {}), **values}
-  config = dict(BASE)
-  if kind == "transform":
-    config["transforms"] = [spec]
-  elif kind == "token_weight":
-    config["token_weights"] = {name: spec}
-  elif kind == "regularizer":
-    config["regularizers"] = {name: {"coef": 0.1, **spec}}
-  else:
-    config[kind] = spec
-  return config
+  return one_part_config(kind, name, BASE, values=values)
 
 
 def _types(kind, name, key):

@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -19,6 +18,7 @@ from divrl.rl import checkpoint
 from divrl.rl.checkpoint import Checkpointer
 from divrl.models.decoder import Decoder, DecoderConfig
 from divrl.sharding import make_mesh
+from tests.conftest import free_port
 
 CONFIG = DecoderConfig.preset("tiny")
 TX = optax.adamw(1e-2, weight_decay=0.1)
@@ -539,9 +539,7 @@ def _two_processes(tmp_path, mode, wait=None):
   With ``wait=i`` only process ``i`` must finish; the other gets 60 s and is
   then killed (it may be waiting in a barrier for a process that left).
   """
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
+  port = free_port()
   out = tmp_path / f"{mode}.json"
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   worker = os.path.join(os.path.dirname(__file__),

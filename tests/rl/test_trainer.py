@@ -11,7 +11,6 @@ refused.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -179,18 +178,15 @@ def test_more_eval_prompts_than_the_split_holds_is_an_error(tmp_path,
 # --- 2 processes -------------------------------------------------------------
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_match_one_process(tmp_path):
   cache_root = tmp_path / "cache"
   c = small_config(tmp_path / "single", cache_root, num_minibatches=2)
   c.mesh.data = 8
   single = Trainer(c, log=lambda *a: None).run()   # also caches the base
-  port = _free_port()
+  # Not imported at the top: multiprocess_worker.py imports this module,
+  # and tests.conftest configures the compilation cache on import.
+  from tests.conftest import free_port  # pylint: disable=g-import-not-at-top
+  port = free_port()
   out = tmp_path / "multi.json"
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   procs = [subprocess.Popen(

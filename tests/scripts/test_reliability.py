@@ -49,16 +49,9 @@ def test_a_killed_run_resumes_to_the_same_end(campaign, mode):
   # A different moment each CI run (the seed is in the failure message);
   # drawn again if the run ends before it.
   seed = time.time_ns() % 100_000
-  rng = random.Random(seed)
-  for _ in range(3):
-    kw = {"time": dict(delay=rng.uniform(0.0, 0.9 * warm_s)),
-          "step": dict(after_step=rng.randint(1, reliability.STEPS - 1),
-                       delay=rng.uniform(0.0, 0.3)),
-          "write": dict(write_step=reliability.EVERY * rng.randint(
-              1, reliability.STEPS // reliability.EVERY))}[mode]
-    point = reliability.kill_point(camp, f"kill_{mode}", **kw)
-    if point["killed"]:
-      break
+  point = reliability.random_kill(camp, f"kill_{mode}", mode,
+                                  random.Random(seed), warm_s,
+                                  time_span=0.9, step_delay=0.3)
   point["seed"] = seed
   assert point["killed"], point
   if mode == "write":
