@@ -398,12 +398,12 @@ class Trainer:
                                repl))
     host = mesh_lib.tree_to_host(out)
     verdicts = []
+    timeout = self.config.train.get("verify_timeout") or None
     for r in range(host.tokens.shape[0]):
       ids = host.tokens[r][host.response_mask[r]]
       text = self.tokenizer.decode(ids)
       verdicts.append(tasks_lib.safe_verify(
-          self.task, examples[r // num_samples], text,
-          timeout=self.config.train.get("verify_timeout") or None))
+          self.task, examples[r // num_samples], text, timeout=timeout))
     errors = [v.error for v in verdicts
               if v.error and v.error.startswith(tasks_lib.base.VERIFIER_ERROR)]
     if errors:
